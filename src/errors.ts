@@ -1,0 +1,99 @@
+/**
+ * Every failure a user can meet, one class per kind. Each has a stable `code`, a message a
+ * person can act on (one sentence, naming the fix where there is one) and the low-level error
+ * as `cause`. Low-level errors are converted at the layer boundary that understands them.
+ */
+export class KtctlError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** Bad flags or arguments: the command line is wrong. */
+export class UsageError extends KtctlError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('KTCTL_USAGE', message, options);
+  }
+}
+
+/** Why a stream could not be opened on the far side. */
+export type DialFailure =
+  | 'refused' // the far side got a RST: nobody listens there
+  | 'unresolvable' // the host name does not resolve on the far side
+  | 'unreachable' // no route, or the far side timed out connecting
+  | 'prohibited' // the server does not allow forwarding
+  | 'tunnel'; // the tunnel itself is down or broke while opening
+
+/** A `Dialer` could not open a stream. `reason` drives SOCKS replies, HTTP 502s and TCP RSTs. */
+export class DialError extends KtctlError {
+  readonly reason: DialFailure;
+  readonly host: string;
+  readonly port: number;
+  constructor(reason: DialFailure, host: string, port: number, detail: string, options?: { cause?: unknown }) {
+    super(`KTCTL_DIAL_${reason.toUpperCase()}`, `cannot reach ${host}:${port}: ${detail}`, options);
+    this.reason = reason;
+    this.host = host;
+    this.port = port;
+  }
+}
+
+/** The server presented a host key that is not the pinned one / not in known_hosts. */
+export class HostKeyError extends KtctlError {
+  readonly fingerprint: string;
+  constructor(message: string, fingerprint: string, options?: { cause?: unknown }) {
+    super('KTCTL_HOST_KEY', message, options);
+    this.fingerprint = fingerprint;
+  }
+}
+
+/** The server refused our key (or every method we offered). */
+export class AuthError extends KtctlError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('KTCTL_AUTH', message, options);
+  }
+}
+
+/** The ssh server could not be reached or the connection failed before authentication. */
+export class ConnectError extends KtctlError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('KTCTL_CONNECT', message, options);
+  }
+}
+
+/** A local port ktctl wants to listen on is taken or not allowed. */
+export class ListenError extends KtctlError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('KTCTL_LISTEN', message, options);
+  }
+}
+
+/** The tunnel went down (keepalive timeout, peer closed) while in use. */
+export class TunnelClosedError extends KtctlError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('KTCTL_TUNNEL_CLOSED', message, options);
+  }
+}
+
+/** A file the user named (key, known_hosts, kubeconfig) is missing or malformed. */
+export class InputFileError extends KtctlError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('KTCTL_INPUT_FILE', message, options);
+  }
+}
+
+/** Something needs root (TUN device, routes, resolv.conf). */
+export class PermissionError extends KtctlError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('KTCTL_PERMISSION', message, options);
+  }
+}
+
+/** A Kubernetes API call failed in a way the user can act on (RBAC, missing object, bad image). */
+export class KubeError extends KtctlError {
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+  }
+}

@@ -1,0 +1,52 @@
+/**
+ * What ktctl and its shadow agree on. The shadow imports nothing else from the CLI side.
+ */
+
+/** Bumped when the shadow's behaviour changes in a way the client must know about. */
+export const PROTOCOL_VERSION = 1;
+
+/** Server identification sent by the shadow (`SSH-2.0-<ident>`). */
+export const SHADOW_IDENT = `ktctl-shadow_${PROTOCOL_VERSION}`;
+
+/** Default port of the shadow's ssh server inside the pod. */
+export const SHADOW_PORT = 2222;
+
+/**
+ * SSH subsystem (RFC 4254 §6.5, on a session channel) that answers DNS queries with the pod's own
+ * resolver. Framing on the channel is that of DNS over TCP (RFC 1035 §4.2.2): every message is
+ * preceded by its length as a 2-byte big-endian number, in both directions. Several queries may be
+ * in flight at once; answers come back in any order and are matched by the DNS message id, so
+ * a client must keep ids unique among its outstanding queries on one channel.
+ */
+export const DNS_SUBSYSTEM = 'ktctl-dns@ktctl.dev';
+
+/** Environment variables and files through which the shadow gets its keys. */
+export const SHADOW_ENV = {
+  /** ssh host private key (OpenSSH or PEM text). */
+  hostKey: 'KTCTL_HOST_KEY',
+  hostKeyFile: 'KTCTL_HOST_KEY_FILE',
+  /** the one authorized public key (an authorized_keys line: "ssh-ed25519 AAAA... comment"). */
+  authorizedKey: 'KTCTL_AUTHORIZED_KEY',
+  authorizedKeyFile: 'KTCTL_AUTHORIZED_KEY_FILE',
+  /** listening port (default SHADOW_PORT) and address (default 0.0.0.0). */
+  port: 'KTCTL_PORT',
+  listenAddress: 'KTCTL_LISTEN_ADDRESS',
+  /** the role this shadow plays: connect, exchange, mesh, preview, router. */
+  role: 'KTCTL_ROLE',
+} as const;
+
+/** Where a Kubernetes shadow pod finds the Secret with its keys (mounted read-only). */
+export const SHADOW_SECRET_MOUNT = '/etc/ktctl/keys';
+export const SHADOW_SECRET_KEYS = { hostKey: 'host_key', authorizedKey: 'authorized_key' } as const;
+
+/**
+ * Description texts in SSH_MSG_CHANNEL_OPEN_FAILURE (RFC 4254 §5.1) for a failed `direct-tcpip`,
+ * as OpenSSH words them (strerror / gai_strerror), so one client mapping serves the shadow and
+ * any OpenSSH bastion. Matched case-insensitively by substring.
+ */
+export const OPEN_FAILURE_TEXT = {
+  refused: 'Connection refused',
+  unresolvable: 'Name or service not known',
+  unreachable: 'No route to host',
+  timeout: 'Connection timed out',
+} as const;
