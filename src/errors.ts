@@ -97,3 +97,42 @@ export class KubeError extends KtctlError {
     super(code, message, options);
   }
 }
+
+/** Why a DNS query through the tunnel got no answer. */
+export type DnsQueryFailure =
+  | 'timeout' // no answer in time
+  | 'tunnel' // the tunnel is down or the DNS channel broke
+  | 'unsupported'; // the far side has no resolver (no DNS subsystem and no DNS server given)
+
+/** A DNS query sent through a `Dialer` got no answer; the caller answers SERVFAIL. */
+export class DnsQueryError extends KtctlError {
+  readonly reason: DnsQueryFailure;
+  constructor(reason: DnsQueryFailure, message: string, options?: { cause?: unknown }) {
+    super(`KTCTL_DNS_${reason.toUpperCase()}`, message, options);
+    this.reason = reason;
+  }
+}
+
+/** The native TUN addon is not built or cannot be loaded on this machine. */
+export class TunAddonError extends KtctlError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('KTCTL_TUN_ADDON', message, options);
+  }
+}
+
+/** A TUN device could not be opened or used (name taken, no /dev/net/tun, I/O error). */
+export class TunError extends KtctlError {
+  /** errno name from the kernel (EBUSY, ENOENT, EINVAL, ...), when there was one. */
+  readonly errno: string | undefined;
+  constructor(message: string, errno?: string, options?: { cause?: unknown }) {
+    super(errno ? `KTCTL_TUN_${errno}` : 'KTCTL_TUN', message, options);
+    this.errno = errno;
+  }
+}
+
+/** Setting an address, the MTU or a route on an interface failed (iproute2 said why). */
+export class RouteError extends KtctlError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('KTCTL_ROUTE', message, options);
+  }
+}

@@ -50,3 +50,42 @@ export const OPEN_FAILURE_TEXT = {
   unreachable: 'No route to host',
   timeout: 'Connection timed out',
 } as const;
+
+/** Largest DNS message the 2-byte length prefix of DNS_SUBSYSTEM framing can carry. */
+export const DNS_MAX_MESSAGE = 0xffff;
+
+/** One DNS message as it goes on a DNS_SUBSYSTEM channel (or DNS over TCP): length prefix + bytes. */
+export function frameDnsMessage(message: Uint8Array): Buffer {
+  if (message.length > DNS_MAX_MESSAGE) throw new RangeError(`DNS message of ${message.length} bytes is too long to frame`);
+  const frame = Buffer.allocUnsafe(2 + message.length);
+  frame.writeUInt16BE(message.length, 0);
+  frame.set(message, 2);
+  return frame;
+}
+
+/**
+ * Cuts a byte stream framed as in RFC 1035 §4.2.2 (2-byte big-endian length, then the message)
+ * back into messages, however the stream was chunked.
+ */
+export class DnsFrameDecoder {
+  #pending: Buffer = Buffer.alloc(0);
+
+  /** Feeds bytes; returns the messages completed by them (possibly none). */
+  push(chunk: Buffer): Buffer[] {
+    let buf = this.#pending.length === 0 ? chunk : Buffer.concat([this.#pending, chunk]);
+    const out: Buffer[] = [];
+    while (buf.length >= 2) {
+      const len = buf.readUInt16BE(0);
+      if (buf.length < 2 + len) break;
+      out.push(Buffer.from(buf.subarray(2, 2 + len)));
+      buf = buf.subarray(2 + len);
+    }
+    this.#pending = Buffer.from(buf);
+    return out;
+  }
+
+  /** Bytes of an unfinished message held back. */
+  get pendingBytes(): number {
+    return this.#pending.length;
+  }
+}

@@ -49,7 +49,11 @@ export function run(cmd: string, args: string[], options: { input?: string; time
       { timeout: options.timeoutMs ?? 30_000, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' },
       (error, stdout, stderr) => {
         let code = 0;
-        if (error) code = typeof error.code === 'number' ? error.code : 1;
+        if (error) {
+          code = typeof error.code === 'number' ? error.code : 1;
+          // Killed by the timeout, or output over maxBuffer: say so, there may be no output at all.
+          if (typeof error.code !== 'number') stderr += `${stderr ? '\n' : ''}${error.message}`;
+        }
         resolve({ code, stdout, stderr });
       },
     );

@@ -1,0 +1,514 @@
+import { lookup } from 'node:dns/promises';
+import { createServer, connect, isIP, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
+import ssh2 from 'ssh2';
+import type {
+  AcceptConnection,
+  AuthContext,
+  ClientInfo,
+  Connection,
+  ParsedKey,
+  RejectConnection,
+  ServerChannel,
+  Session,
+  TcpipBindInfo,
+  TcpipRequestInfo,
+} from 'ssh2';
+import { DNS_SUBSYSTEM, DnsFrameDecoder, OPEN_FAILURE_TEXT, SHADOW_IDENT, SHADOW_PORT, frameDnsMessage } from '../protocol/index.js';
+import { silentLogger, type ShadowLogger } from './log.js';
+import { UpstreamResolver, type UpstreamResolverOptions } from './resolver.js';
+import { spliceChannel } from './splice.js';
+
+const { Server: SshServer, utils } = ssh2;
+
+/** RFC 4254 §5.1 reason codes of SSH_MSG_CHANNEL_OPEN_FAILURE. */
+const OPEN_CONNECT_FAILED = 2;
+/** Queries answered at once on one DNS channel before its reading pauses. */
+const DNS_MAX_IN_FLIGHT = 256;
+/** Grace period between asking clients to disconnect and cutting their sockets on close(). */
+const CLOSE_GRACE_MS = 1000;
+
+export interface ShadowServerOptions {
+  /** Host private key (OpenSSH or PEM text); ed25519 in practice. */
+  hostKey: string | Buffer;
+  /** The one public key allowed in, as an authorized_keys line ("ssh-ed25519 AAAA... comment"). */
+  authorizedKey: string;
+  /** Listening port (default SHADOW_PORT; 0 picks one) and address (default 0.0.0.0). */
+  port?: number;
+  host?: string;
+  /** Timeout of the TCP connect for a `direct-tcpip` channel (default 10 s). */
+  connectTimeoutMs?: number;
+  /** Where DNS_SUBSYSTEM queries go (default: the first nameserver of /etc/resolv.conf). */
+  dns?: UpstreamResolverOptions;
+  /** ssh-level keepalive towards clients (ssh2's defaults: 15 s, 3). */
+  keepaliveInterval?: number;
+  keepaliveCountMax?: number;
+  log?: ShadowLogger;
+}
+
+export class KeyError extends Error {}
+
+/** Per ssh connection: everything it made, so that all of it goes when the connection goes. */
+interface ClientState {
+  id: number;
+  remote: string;
+  conn: Connection;
+  openedAt: number;
+  closed: boolean;
+  sockets: Set<Socket>;
+  listeners: Map<string, NetServer>;
+  channels: number;
+  /** bytes of finished connections, and of those cut at disconnect (counted then) */
+  bytesUp: number;
+  bytesDown: number;
+  counted: WeakSet<Socket>;
+}
+
+/**
+ * The in-cluster end of the tunnel: an ssh2 server that lets exactly one public key in and then
+ * opens TCP connections (`direct-tcpip`), listens for the client (`tcpip-forward`) and answers
+ * DNS queries (DNS_SUBSYSTEM) with the pod's view of the network.
+ */
+export class ShadowServer {
+  readonly #options: ShadowServerOptions;
+  readonly #log: ShadowLogger;
+  readonly #authorized: ParsedKey;
+  readonly #authorizedBlob: Buffer;
+  readonly #ssh: InstanceType<typeof SshServer>;
+  readonly #tcp: NetServer;
+  readonly #resolver: UpstreamResolver;
+  readonly #rawSockets = new Set<Socket>();
+  readonly #clients = new Set<ClientState>();
+  #nextClientId = 1;
+  #closing: Promise<void> | undefined;
+
+  constructor(options: ShadowServerOptions) {
+    this.#options = options;
+    this.#log = options.log ?? silentLogger;
+    const hostKey = utils.parseKey(options.hostKey);
+    if (hostKey instanceof Error || !hostKey.isPrivateKey()) {
+      throw new KeyError(`the host key is not a private key ssh2 can read${hostKey instanceof Error ? `: ${hostKey.message}` : ''}`);
+    }
+    const authorized = utils.parseKey(options.authorizedKey.trim());
+    if (authorized instanceof Error) {
+      throw new KeyError(`the authorized key is not an OpenSSH public key line: ${authorized.message}`);
+    }
+    this.#authorized = authorized;
+    this.#authorizedBlob = authorized.getPublicSSH();
+    this.#resolver = new UpstreamResolver(options.dns);
+    this.#ssh = new SshServer(
+      {
+        hostKeys: [options.hostKey],
+        ident: SHADOW_IDENT,
+        keepaliveInterval: options.keepaliveInterval,
+        keepaliveCountMax: options.keepaliveCountMax,
+      },
+      (conn, info) => this.#onConnection(conn, info),
+    );
+    // ssh2's error events of single connections are handled per connection; keep the server alive.
+    this.#ssh.on('error', (err: Error) => this.#log('error', { message: err.message }));
+    // Our own listener, so that close() can reach every raw socket (ssh2 keeps them private).
+    this.#tcp = createServer({ noDelay: true }, (socket) => {
+      this.#rawSockets.add(socket);
+      socket.once('close', () => this.#rawSockets.delete(socket));
+      this.#ssh.injectSocket(socket);
+    });
+  }
+
+  /** Starts listening; resolves with the bound address. */
+  listen(): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error): void => reject(err);
+      this.#tcp.once('error', onError);
+      this.#tcp.listen({ port: this.#options.port ?? SHADOW_PORT, host: this.#options.host ?? '0.0.0.0' }, () => {
+        this.#tcp.off('error', onError);
+        // Later errors (e.g. EMFILE on accept) are logged; the server keeps going.
+        this.#tcp.on('error', (err) => this.#log('error', { message: err.message }));
+        const address = this.#tcp.address() as AddressInfo;
+        this.#log('listen', { address: address.address, port: address.port });
+        resolve(address);
+      });
+    });
+  }
+
+  /** The bound address while listening. */
+  address(): AddressInfo | undefined {
+    const a = this.#tcp.address();
+    return a !== null && typeof a === 'object' ? a : undefined;
+  }
+
+  /** Stops listening, disconnects every client and frees all they had. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= new Promise<void>((resolve) => {
+      this.#tcp.close(() => resolve());
+      for (const client of this.#clients) {
+        try {
+          client.conn.end();
+        } catch {
+          /* already gone */
+        }
+        this.#release(client);
+      }
+      const grace = setTimeout(() => {
+        for (const s of this.#rawSockets) s.destroy();
+      }, CLOSE_GRACE_MS);
+      grace.unref();
+      if (this.#rawSockets.size === 0) clearTimeout(grace);
+    }).then(() => this.#log('shutdown'));
+    return this.#closing;
+  }
+
+  #onConnection(conn: Connection, info: ClientInfo): void {
+    const client: ClientState = {
+      id: this.#nextClientId++,
+      remote: `${info.ip}:${info.port}`,
+      conn,
+      openedAt: Date.now(),
+      closed: false,
+      sockets: new Set(),
+      listeners: new Map(),
+      channels: 0,
+      bytesUp: 0,
+      bytesDown: 0,
+      counted: new WeakSet(),
+    };
+    this.#clients.add(client);
+    this.#log('connect', { client: client.id, remote: client.remote, software: info.header.versions.software });
+
+    conn.on('authentication', (ctx) => this.#authenticate(client, ctx));
+    conn.on('ready', () => this.#log('ready', { client: client.id }));
+    conn.on('tcpip', (accept, reject, req) => {
+      void this.#directTcpip(client, accept, reject, req);
+    });
+    conn.on('request', (accept, reject, name, req) => {
+      if (name === 'tcpip-forward') this.#forward(client, accept, reject, req);
+      else if (name === 'cancel-tcpip-forward') this.#unforward(client, accept, reject, req);
+      else reject?.();
+    });
+    conn.on('session', (accept) => this.#session(client, accept()));
+    conn.on('error', (err: Error) => {
+      this.#log('error', { client: client.id, message: err.message });
+    });
+    conn.on('close', () => {
+      this.#release(client);
+      this.#clients.delete(client);
+      this.#log('disconnect', {
+        client: client.id,
+        channels: client.channels,
+        bytesUp: client.bytesUp,
+        bytesDown: client.bytesDown,
+        durationMs: Date.now() - client.openedAt,
+      });
+    });
+  }
+
+  /** Frees everything a client had: its listeners, its sockets (so nothing lingers in CLOSE_WAIT). */
+  #release(client: ClientState): void {
+    if (client.closed) return;
+    client.closed = true;
+    for (const [key, server] of client.listeners) {
+      server.close();
+      this.#log('unforward', { client: client.id, bind: key, why: 'disconnect' });
+    }
+    client.listeners.clear();
+    for (const s of client.sockets) {
+      this.#count(client, s, s.bytesWritten, s.bytesRead);
+      s.destroy();
+    }
+    client.sockets.clear();
+  }
+
+  /** Adds a socket's bytes to its client's totals, once. */
+  #count(client: ClientState, socket: Socket, up: number, down: number): void {
+    if (client.counted.has(socket)) return;
+    client.counted.add(socket);
+    client.bytesUp += up;
+    client.bytesDown += down;
+  }
+
+  #authenticate(client: ClientState, ctx: AuthContext): void {
+    if (ctx.method !== 'publickey') {
+      if (ctx.method !== 'none') this.#log('auth', { client: client.id, user: ctx.username, method: ctx.method, ok: false });
+      ctx.reject(['publickey']);
+      return;
+    }
+    // RFC 4252 §7: the key must be the authorized one (type and blob), and the signature, when
+    // present, must verify over the session data with that key.
+    // The blob starts with the key type, so comparing blobs compares type and key data.
+    if (!ctx.key.data.equals(this.#authorizedBlob)) {
+      this.#log('auth', { client: client.id, user: ctx.username, method: 'publickey', ok: false, why: 'key not authorized' });
+      ctx.reject(['publickey']);
+      return;
+    }
+    if (ctx.signature === undefined) {
+      ctx.accept(); // SSH_MSG_USERAUTH_PK_OK: "this key would do", no login yet
+      return;
+    }
+    if (ctx.blob === undefined || this.#authorized.verify(ctx.blob, ctx.signature, ctx.hashAlgo) !== true) {
+      this.#log('auth', { client: client.id, user: ctx.username, method: 'publickey', ok: false, why: 'bad signature' });
+      ctx.reject(['publickey']);
+      return;
+    }
+    this.#log('auth', { client: client.id, user: ctx.username, method: 'publickey', ok: true });
+    ctx.accept();
+  }
+
+  async #directTcpip(
+    client: ClientState,
+    accept: AcceptConnection<ServerChannel>,
+    reject: RejectConnection,
+    req: TcpipRequestInfo,
+  ): Promise<void> {
+    const { destIP: host, destPort: port } = req;
+    const origin = `${req.srcIP}:${req.srcPort}`;
+    const fail = (kind: keyof typeof OPEN_FAILURE_TEXT, detail: string): void => {
+      this.#log('open-failed', { client: client.id, host, port, origin, reason: kind, detail });
+      if (!client.closed) rejectWithDescription(client.conn, reject, OPEN_FAILURE_TEXT[kind]);
+    };
+
+    let address = host;
+    if (isIP(host) === 0) {
+      // getaddrinfo, so that resolv.conf's search list and ndots apply as for any program in the pod.
+      try {
+        address = (await lookup(host)).address;
+      } catch (err) {
+        fail('unresolvable', errorText(err));
+        return;
+      }
+      if (client.closed) return;
+    }
+
+    const socket = connect({ host: address, port, allowHalfOpen: true, noDelay: true });
+    client.sockets.add(socket);
+    const timer = setTimeout(() => socket.destroy(Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' })), this.#options.connectTimeoutMs ?? 10_000);
+    const onConnectError = (err: Error): void => {
+      clearTimeout(timer);
+      client.sockets.delete(socket);
+      fail(failureKind(err), errorText(err));
+    };
+    socket.once('error', onConnectError);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.off('error', onConnectError);
+      if (client.closed) {
+        socket.destroy();
+        return;
+      }
+      const channel = accept();
+      if (channel === undefined) {
+        socket.destroy();
+        return;
+      }
+      client.channels++;
+      this.#log('open', { client: client.id, kind: 'direct-tcpip', host, address, port, origin });
+      spliceChannel(channel, socket, (r) => {
+        client.sockets.delete(socket);
+        this.#count(client, socket, r.bytesUp, r.bytesDown);
+        this.#log('close', { client: client.id, kind: 'direct-tcpip', host, port, bytesUp: r.bytesUp, bytesDown: r.bytesDown, error: r.error?.message });
+      });
+    });
+  }
+
+  #forward(
+    client: ClientState,
+    accept: ((port?: number) => void) | undefined,
+    reject: (() => void) | undefined,
+    req: TcpipBindInfo,
+  ): void {
+    const { bindAddr, bindPort } = req;
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
+    let boundPort = bindPort;
+    server.once('error', (err) => {
+      this.#log('forward', { client: client.id, bind: bindAddr, port: bindPort, ok: false, detail: errorText(err) });
+      reject?.();
+    });
+    server.listen({ host: listenHost(bindAddr), port: bindPort }, () => {
+      boundPort = (server.address() as AddressInfo).port;
+      if (client.closed) {
+        server.close();
+        reject?.();
+        return;
+      }
+      const key = `${bindAddr}:${boundPort}`;
+      client.listeners.set(key, server);
+      server.on('error', (err) => this.#log('error', { client: client.id, bind: key, message: err.message }));
+      this.#log('forward', { client: client.id, bind: bindAddr, port: boundPort, ok: true });
+      accept?.(boundPort);
+    });
+    server.on('connection', (socket) => {
+      if (client.closed) {
+        socket.destroy();
+        return;
+      }
+      client.sockets.add(socket);
+      const remoteAddr = socket.remoteAddress ?? '';
+      const remotePort = socket.remotePort ?? 0;
+      socket.once('error', () => {}); // until spliced; a reset here just ends it
+      // RFC 4254 §7.2: the channel names the address and port that were bound, exactly as the
+      // client asked (ssh2 clients match on that string).
+      client.conn.forwardOut(bindAddr, boundPort, remoteAddr, remotePort, (err, channel) => {
+        if (err !== undefined && err !== null) {
+          client.sockets.delete(socket);
+          socket.destroy();
+          this.#log('open-failed', { client: client.id, kind: 'forwarded-tcpip', bind: bindAddr, port: boundPort, origin: `${remoteAddr}:${remotePort}`, detail: err.message });
+          return;
+        }
+        if (client.closed) {
+          channel.close();
+          socket.destroy();
+          return;
+        }
+        client.channels++;
+        this.#log('open', { client: client.id, kind: 'forwarded-tcpip', bind: bindAddr, port: boundPort, origin: `${remoteAddr}:${remotePort}` });
+        spliceChannel(channel, socket, (r) => {
+          client.sockets.delete(socket);
+          this.#count(client, socket, r.bytesUp, r.bytesDown);
+          this.#log('close', { client: client.id, kind: 'forwarded-tcpip', bind: bindAddr, port: boundPort, bytesUp: r.bytesUp, bytesDown: r.bytesDown, error: r.error?.message });
+        });
+        socket.resume();
+      });
+    });
+  }
+
+  #unforward(client: ClientState, accept: ((port?: number) => void) | undefined, reject: (() => void) | undefined, req: TcpipBindInfo): void {
+    const key = `${req.bindAddr}:${req.bindPort}`;
+    const server = client.listeners.get(key);
+    if (server === undefined) {
+      reject?.();
+      return;
+    }
+    client.listeners.delete(key);
+    server.close();
+    this.#log('unforward', { client: client.id, bind: key, why: 'cancel' });
+    accept?.();
+  }
+
+  #session(client: ClientState, session: Session): void {
+    session.on('subsystem', (accept, reject, info) => {
+      if (info.name !== DNS_SUBSYSTEM) {
+        reject();
+        return;
+      }
+      const channel = accept();
+      if (channel === undefined) return;
+      this.#log('dns-open', { client: client.id });
+      this.#serveDns(client, channel);
+    });
+  }
+
+  /** DNS_SUBSYSTEM: length-prefixed queries in, answers out in any order (src/protocol). */
+  #serveDns(client: ClientState, channel: ServerChannel): void {
+    const decoder = new DnsFrameDecoder();
+    let inFlight = 0;
+    let ended = false;
+    let closed = false;
+    let queries = 0;
+    const maybeEnd = (): void => {
+      if (ended && inFlight === 0 && !closed) channel.end();
+    };
+    channel.on('data', (chunk: Buffer) => {
+      for (const query of decoder.push(chunk)) {
+        queries++;
+        inFlight++;
+        if (inFlight >= DNS_MAX_IN_FLIGHT) channel.pause();
+        void this.#resolver.query(query).then((answer) => {
+          inFlight--;
+          if (!closed) {
+            channel.write(frameDnsMessage(answer));
+            if (inFlight < DNS_MAX_IN_FLIGHT && channel.isPaused()) channel.resume();
+          }
+          maybeEnd();
+        });
+      }
+    });
+    channel.on('end', () => {
+      ended = true;
+      maybeEnd();
+    });
+    channel.on('close', () => {
+      closed = true;
+      this.#log('dns-close', { client: client.id, queries });
+    });
+  }
+}
+
+/**
+ * Sends SSH_MSG_CHANNEL_OPEN_FAILURE with reason 2 and `description`, like OpenSSH does.
+ *
+ * Why the detour: ssh2 1.17's server-side `reject()` (lib/server.js, CHANNEL_OPEN handler) always
+ * passes an empty description to `Protocol#channelOpenFail(recipient, reason, description)`, and
+ * the recipient channel id it needs is not exposed to us. So for the duration of this one
+ * synchronous `reject()` call, the connection's protocol object gets an own `channelOpenFail`
+ * that fills in the description and forwards to the real method; then the own property is
+ * removed again. If ssh2 changes so that this no longer applies (no such method, or `reject()`
+ * stops calling it), the plain `reject()` still goes out, without the text; the test
+ * 'refused port: DialError "refused", with OpenSSH's description on the wire' in
+ * test/shadow-tunnel.test.ts then fails.
+ */
+export function rejectWithDescription(conn: Connection, reject: RejectConnection, description: string): boolean {
+  const proto: unknown = Reflect.get(conn, '_protocol');
+  if (!isOpenFailSender(proto) || Object.hasOwn(proto, 'channelOpenFail')) {
+    reject();
+    return false;
+  }
+  const original = proto.channelOpenFail;
+  let used = false;
+  proto.channelOpenFail = function (this: OpenFailSender, recipient: number, reason: number): unknown {
+    used = true;
+    return original.call(this, recipient, reason === 0 ? OPEN_CONNECT_FAILED : reason, description);
+  };
+  try {
+    reject();
+  } finally {
+    Reflect.deleteProperty(proto, 'channelOpenFail');
+  }
+  return used;
+}
+
+interface OpenFailSender {
+  channelOpenFail(recipient: number, reason: number, description: string): unknown;
+}
+
+function isOpenFailSender(value: unknown): value is OpenFailSender {
+  return typeof value === 'object' && value !== null && typeof Reflect.get(value, 'channelOpenFail') === 'function';
+}
+
+/** RFC 4254 §7.1 bind addresses: "" all families, "localhost" loopback, else as given. */
+function listenHost(bindAddr: string): string {
+  switch (bindAddr) {
+    case '':
+    case '*':
+    case '0.0.0.0':
+      return '0.0.0.0';
+    case 'localhost':
+      return '127.0.0.1';
+    default:
+      return bindAddr;
+  }
+}
+
+function errnoOf(err: unknown): string {
+  const code: unknown = typeof err === 'object' && err !== null ? Reflect.get(err, 'code') : undefined;
+  return typeof code === 'string' ? code : '';
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Which OpenSSH-worded failure a connect error is. */
+function failureKind(err: unknown): keyof typeof OPEN_FAILURE_TEXT {
+  switch (errnoOf(err)) {
+    case 'ECONNREFUSED':
+      return 'refused';
+    case 'ETIMEDOUT':
+      return 'timeout';
+    case 'ENOTFOUND':
+    case 'EAI_NONAME':
+    case 'EAI_AGAIN':
+    case 'EAI_FAIL':
+    case 'EAI_NODATA':
+      return 'unresolvable';
+    default:
+      return 'unreachable';
+  }
+}
