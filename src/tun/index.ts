@@ -1,0 +1,5 @@
+/** The TUN device, its addresses and routes, and crash recovery. */
+export * from './device.js';
+export * from './cidr.js';
+export * from './ip.js';
+export * from './state.js';
