@@ -57,7 +57,7 @@ export interface SshTunnelOptions {
 
 /**
  * Cipher order offered by the client. Measured on this machine kind, ssh2 <-> ssh2 over loopback,
- * one channel (see the report in the ssh tunnel's pull request): aes128-gcm is the faster where
+ * one channel (bench/ and the foundation issue's note): aes128-gcm is the faster where
  * the CPU has AES-NI, chacha20-poly1305 the fallback where it has not; OpenSSH bastions accept both.
  */
 export const CIPHERS: CipherAlgorithm[] = ['aes128-gcm@openssh.com', 'chacha20-poly1305@openssh.com', 'aes256-gcm@openssh.com', 'aes128-ctr', 'aes256-ctr'];
@@ -198,6 +198,10 @@ export class SshTunnel extends EventEmitter implements Dialer {
       client.on('ready', () => {
         if (settled) return;
         settled = true;
+        // Small request/response messages must not wait for Nagle (40 ms with delayed ACKs on the
+        // far side); ssh2 leaves its TCP socket as Node made it. A stream given in `sock` is the
+        // caller's to tune.
+        if (opts.sock === undefined) client.setNoDelay(true);
         if (this.#userClosed) {
           this.#state = 'closed';
           client.end();

@@ -1,0 +1,326 @@
+/**
+ * `npm run bench`: every data path of ktctl beside its peers, in one run, on this machine.
+ *
+ * Topology (all made here, removed at the end): a *server* namespace with OpenSSH sshd, ktctl's
+ * shadow and the targets (HTTP bulk + TCP echo on an address only it has), and a *client*
+ * namespace, linked by a veth pair, where every client and tunnel runs. Rows:
+ *   direct TCP            curl / probe straight to the target (routed over the veth)
+ *   ssh -L                OpenSSH local forwards
+ *   ssh -D                OpenSSH dynamic forward (SOCKS5, name resolved remotely)
+ *   sshuttle              Debian's sshuttle (nft method) over the same sshd
+ *   ssh2 forwardOut       a bare ssh2 client loop: the ceiling for anything built on ssh2
+ *   ktctl socks via sshd  `ktctl connect --mode socks --via` against OpenSSH
+ *   ktctl socks via shadow  the same against ktctl's own shadow server
+ * Columns: bulk download and upload (Mbit/s, best of BENCH_REPEAT runs of BENCH_BYTES), request/
+ * response latency p50/p99 for 64-byte messages on one connection, new connections per second
+ * (4 workers, connect + 1-byte echo + close). Same cipher everywhere it can be set (BENCH_CIPHER).
+ *
+ * Environment: BENCH_BYTES (default 268435456), BENCH_REPEAT (2), BENCH_CIPHER
+ * (aes128-gcm@openssh.com), BENCH_ONLY (comma-separated row ids to run).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync, readFileSync, mkdirSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createNetns, linkNetns, waitForTcp, runOk, type Netns, type Teardown } from '../test/helpers/netns.js';
+
+const ROOT = resolve(import.meta.dirname, '..');
+// `npm run` puts node_modules/.bin first in PATH, where ava's dependency @vercel/nft installs an
+// unrelated `nft`; sshuttle --method nft must find nftables' nft.
+process.env.PATH = (process.env.PATH ?? '').split(':').filter((p) => !p.includes('node_modules')).join(':');
+const BYTES = Number(process.env.BENCH_BYTES ?? 256 * 1024 * 1024);
+const REPEAT = Number(process.env.BENCH_REPEAT ?? 2);
+const CIPHER = process.env.BENCH_CIPHER ?? 'aes128-gcm@openssh.com';
+const ONLY = process.env.BENCH_ONLY?.split(',').map((s) => s.trim());
+const LAT_COUNT = 2000;
+const CONN_SECONDS = 3;
+
+interface Row {
+  id: string;
+  path: string;
+  downloadMbit?: number;
+  uploadMbit?: number;
+  p50us?: number;
+  p99us?: number;
+  connPerSec?: number;
+  note?: string;
+}
+
+class Cleanup implements Teardown {
+  readonly #fns: Array<() => unknown> = [];
+  teardown(fn: () => unknown): void {
+    this.#fns.push(fn);
+  }
+  async run(): Promise<void> {
+    while (this.#fns.length) {
+      try {
+        await this.#fns.pop()!();
+      } catch (e) {
+        process.stderr.write(`cleanup: ${String(e)}\n`);
+      }
+    }
+  }
+}
+
+const cleanup = new Cleanup();
+const work = mkdtempSync(join(tmpdir(), 'ktbench-'));
+cleanup.teardown(() => rmSync(work, { recursive: true, force: true }));
+
+function log(line: string): void {
+  process.stderr.write(`bench: ${line}\n`);
+}
+
+/** Starts a long-running process in a namespace and resolves once `ready(output)` says so. */
+async function startIn(ns: Netns, cmd: string, args: string[], ready: (out: string) => boolean, what: string, env?: NodeJS.ProcessEnv): Promise<ChildProcess> {
+  const child = ns.spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  cleanup.teardown(() => stop(child));
+  let out = '';
+  await new Promise<void>((resolveReady, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what} did not become ready: ${out.slice(-2000)}`)), 20_000);
+    const onData = (d: Buffer): void => {
+      out += d.toString();
+      if (ready(out)) {
+        clearTimeout(timer);
+        resolveReady();
+      }
+    };
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', onData);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${what} exited with ${code}: ${out.slice(-2000)}`));
+    });
+  });
+  child.removeAllListeners('exit');
+  return child;
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  child.kill('SIGTERM');
+  const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+  await exited;
+  clearTimeout(t);
+}
+
+async function curlSpeed(ns: Netns, args: string[]): Promise<number> {
+  const out = await ns.execOk('curl', ['-sS', '--fail', '-o', '/dev/null', ...args], { timeoutMs: 300_000 });
+  return (Number(out.trim()) * 8) / 1e6;
+}
+
+async function best(n: number, fn: () => Promise<number>): Promise<number> {
+  let top = 0;
+  for (let i = 0; i < n; i++) top = Math.max(top, await fn());
+  return top;
+}
+
+async function probe(ns: Netns, args: string[]): Promise<Record<string, number>> {
+  const out = await ns.execOk('node', ['--import', 'tsx', join(ROOT, 'bench/client.ts'), ...args], { timeoutMs: 120_000 });
+  return JSON.parse(out.trim().split('\n').pop()!) as Record<string, number>;
+}
+
+type Via = { kind: 'tcp'; host: string; httpPort: number; echoPort: number } | { kind: 'socks'; port: number } | { kind: 'direct' };
+
+async function measure(ns: Netns, row: Row, via: Via, target: string, uploadFile: string): Promise<void> {
+  const url = (host: string, port: number, path: string): string => `http://${host}:${port}${path}`;
+  const curlVia = (path: string): string[] => {
+    if (via.kind === 'tcp') return [url(via.host, via.httpPort, path)];
+    if (via.kind === 'socks') return ['-x', `socks5h://127.0.0.1:${via.port}`, url(target, 8080, path)];
+    return [url(target, 8080, path)];
+  };
+  const probeVia = (): string[] => {
+    if (via.kind === 'tcp') return ['tcp', via.host, String(via.echoPort)];
+    if (via.kind === 'socks') return ['socks', '127.0.0.1', String(via.port), target, '7007'];
+    return ['tcp', target, '7007'];
+  };
+  row.downloadMbit = await best(REPEAT, () => curlSpeed(ns, ['-w', '%{speed_download}', ...curlVia(`/bytes/${BYTES}`)]));
+  row.uploadMbit = await best(REPEAT, () => curlSpeed(ns, ['-w', '%{speed_upload}', '-T', uploadFile, ...curlVia('/sink')]));
+  const lat = await probe(ns, ['latency', ...probeVia(), String(LAT_COUNT)]);
+  row.p50us = lat.p50_us;
+  row.p99us = lat.p99_us;
+  const conn = await probe(ns, ['connrate', ...probeVia(), String(CONN_SECONDS)]);
+  row.connPerSec = conn.per_second;
+}
+
+function fmt(n: number | undefined, digits = 0): string {
+  return n === undefined ? 'n/a' : n.toFixed(digits);
+}
+
+function printTable(rows: Row[]): void {
+  const head = ['path', 'down Mbit/s', 'up Mbit/s', 'p50 us', 'p99 us', 'conn/s', 'note'];
+  const body = rows.map((r) => [r.path, fmt(r.downloadMbit), fmt(r.uploadMbit), fmt(r.p50us), fmt(r.p99us), fmt(r.connPerSec), r.note ?? '']);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]): string => '| ' + cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ') + ' |';
+  process.stdout.write(line(head) + '\n');
+  process.stdout.write('|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|\n');
+  for (const b of body) process.stdout.write(line(b) + '\n');
+}
+
+async function main(): Promise<void> {
+  const want = (id: string): boolean => !ONLY || ONLY.includes(id);
+  if ((want('ktctl-socks-sshd') || want('ktctl-socks-shadow')) && !existsSync(join(ROOT, 'dist/cli/main.js'))) throw new Error('run npm run build first (npm run bench does)');
+  const server = await createNetns(cleanup, 'ktb');
+  const client = await createNetns(cleanup, 'ktb');
+  const link = await linkNetns(cleanup, client, server);
+  const serverIp = link.bIp;
+  const target = await server.addTargetAddress();
+  await runOk('ip', ['-n', client.name, 'route', 'add', `${target}/32`, 'via', serverIp]);
+  log(`server ${server.name} (${serverIp}), client ${client.name} (${link.aIp}), target ${target}`);
+
+  await startIn(server, 'node', ['--import', 'tsx', join(ROOT, 'bench/targets.ts'), target], (o) => o.includes('ready'), 'targets');
+
+  // Keys: one client key, sshd's host key, the shadow's host key; known_hosts pins both servers.
+  for (const name of ['client', 'sshd_host', 'shadow_host']) {
+    await runOk('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', `ktbench-${name}`, '-f', join(work, name)]);
+  }
+  const clientPub = readFileSync(join(work, 'client.pub'), 'utf8');
+  writeFileSync(join(work, 'authorized_keys'), clientPub, { mode: 0o600 });
+  const sshdPort = 2022;
+  const shadowPort = 2222;
+  writeFileSync(
+    join(work, 'known_hosts'),
+    `[${serverIp}]:${sshdPort} ${readFileSync(join(work, 'sshd_host.pub'), 'utf8').trim()}\n` +
+      `[${serverIp}]:${shadowPort} ${readFileSync(join(work, 'shadow_host.pub'), 'utf8').trim()}\n`,
+  );
+  writeFileSync(
+    join(work, 'sshd_config'),
+    [
+      `Port ${sshdPort}`,
+      `ListenAddress ${serverIp}`,
+      `HostKey ${join(work, 'sshd_host')}`,
+      `AuthorizedKeysFile ${join(work, 'authorized_keys')}`,
+      `PidFile ${join(work, 'sshd.pid')}`,
+      'PermitRootLogin prohibit-password',
+      'PasswordAuthentication no',
+      'KbdInteractiveAuthentication no',
+      'UsePAM no',
+      'StrictModes no',
+      'AllowTcpForwarding yes',
+      `Ciphers ${CIPHER}`,
+      'LogLevel ERROR',
+    ].join('\n') + '\n',
+  );
+  mkdirSync('/run/sshd', { recursive: true });
+  const sshd = server.spawn('/usr/sbin/sshd', ['-D', '-e', '-f', join(work, 'sshd_config')], { stdio: 'ignore' });
+  cleanup.teardown(() => stop(sshd));
+  await waitForTcp(server, serverIp, sshdPort);
+
+  if (want('ktctl-socks-shadow')) await startIn(
+    server,
+    'node',
+    [join(ROOT, 'dist/shadow/main.js')],
+    (o) => o.includes('"event":"listen"'),
+    'shadow',
+    {
+      KTCTL_HOST_KEY_FILE: join(work, 'shadow_host'),
+      KTCTL_AUTHORIZED_KEY_FILE: join(work, 'client.pub'),
+      KTCTL_PORT: String(shadowPort),
+      KTCTL_LISTEN_ADDRESS: serverIp,
+    },
+  );
+
+  const uploadFile = join('/dev/shm', `ktbench-${process.pid}`);
+  cleanup.teardown(() => rmSync(uploadFile, { force: true }));
+  await runOk('dd', ['if=/dev/zero', `of=${uploadFile}`, 'bs=1M', `count=${Math.ceil(BYTES / 1048576)}`, 'status=none']);
+
+  const sshBase = [
+    '-i', join(work, 'client'),
+    '-o', `UserKnownHostsFile=${join(work, 'known_hosts')}`,
+    '-o', 'StrictHostKeyChecking=yes',
+    '-o', 'BatchMode=yes',
+    '-o', 'ExitOnForwardFailure=yes',
+    '-c', CIPHER,
+    '-p', String(sshdPort),
+  ];
+  const rows: Row[] = [];
+
+  if (want('direct')) {
+    const row: Row = { id: 'direct', path: 'direct TCP (no tunnel)' };
+    log(row.path);
+    await measure(client, row, { kind: 'direct' }, target, uploadFile);
+    rows.push(row);
+  }
+  if (want('ssh-L')) {
+    const row: Row = { id: 'ssh-L', path: 'ssh -L (OpenSSH)' };
+    log(row.path);
+    const p = await startIn(client, 'ssh', [...sshBase, '-N', '-v', '-L', `127.0.0.1:18080:${target}:8080`, '-L', `127.0.0.1:17007:${target}:7007`, `root@${serverIp}`], (o) => o.includes('Entering interactive session') || o.includes('pledge: network'), 'ssh -L');
+    await waitForTcp(client, '127.0.0.1', 18080);
+    await measure(client, row, { kind: 'tcp', host: '127.0.0.1', httpPort: 18080, echoPort: 17007 }, target, uploadFile);
+    await stop(p);
+    rows.push(row);
+  }
+  if (want('ssh-D')) {
+    const row: Row = { id: 'ssh-D', path: 'ssh -D (OpenSSH SOCKS)' };
+    log(row.path);
+    const p = await startIn(client, 'ssh', [...sshBase, '-N', '-v', '-D', '127.0.0.1:11080', `root@${serverIp}`], (o) => o.includes('Entering interactive session') || o.includes('pledge: network'), 'ssh -D');
+    await waitForTcp(client, '127.0.0.1', 11080);
+    await measure(client, row, { kind: 'socks', port: 11080 }, target, uploadFile);
+    await stop(p);
+    rows.push(row);
+  }
+  if (want('sshuttle')) {
+    const row: Row = { id: 'sshuttle', path: 'sshuttle (nft)' };
+    log(row.path);
+    const sshCmd = ['ssh', ...sshBase.filter((a) => a !== '-p' && a !== String(sshdPort))].join(' ');
+    const p = await startIn(client, 'sshuttle', ['--method', 'nft', '-r', `root@${serverIp}:${sshdPort}`, '-e', sshCmd, `${target}/32`], (o) => o.includes('Connected'), 'sshuttle');
+    await measure(client, row, { kind: 'direct' }, target, uploadFile);
+    await stop(p);
+    rows.push(row);
+  }
+  if (want('ssh2')) {
+    const row: Row = { id: 'ssh2', path: 'ssh2 forwardOut (bare loop)', note: 'ceiling for ssh2; no curl in the path' };
+    log(row.path);
+    const bare = async (args: string[]): Promise<Record<string, number>> => {
+      const r = await client.exec('node', ['--import', 'tsx', join(ROOT, 'bench/ssh2-bare.ts'), serverIp, String(sshdPort), 'root', join(work, 'client'), CIPHER, target, ...args], { timeoutMs: 300_000 });
+      if (r.code !== 0) throw new Error(`ssh2-bare ${args.join(' ')} failed (${r.code}): ${r.stderr}${r.stdout}`);
+      return JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, number>;
+    };
+    row.downloadMbit = await best(REPEAT, async () => (await bare(['download', String(BYTES)])).mbit!);
+    row.uploadMbit = await best(REPEAT, async () => (await bare(['upload', String(BYTES)])).mbit!);
+    const lat = await bare(['latency', String(LAT_COUNT)]);
+    row.p50us = lat.p50_us;
+    row.p99us = lat.p99_us;
+    rows.push(row);
+  }
+  const ktctl = async (id: string, label: string, port: number, proxyPort: number): Promise<void> => {
+    if (!want(id)) return;
+    const row: Row = { id, path: label };
+    log(row.path);
+    const p = await startIn(
+      client,
+      'node',
+      [join(ROOT, 'dist/cli/main.js'), 'connect', '--mode', 'socks', '--via', `root@${serverIp}:${port}`, '--identity', join(work, 'client'), '--knownHosts', join(work, 'known_hosts'), '--proxyPort', String(proxyPort), '--sshCipher', CIPHER],
+      (o) => o.includes('ALL_PROXY='),
+      label,
+    );
+    await measure(client, row, { kind: 'socks', port: proxyPort }, target, uploadFile);
+    await stop(p);
+    rows.push(row);
+  };
+  await ktctl('ktctl-socks-sshd', 'ktctl socks via sshd', sshdPort, 12223);
+  await ktctl('ktctl-socks-shadow', 'ktctl socks via shadow', shadowPort, 12224);
+
+  printTable(rows);
+  const ssh2 = rows.find((r) => r.id === 'ssh2');
+  const shuttle = rows.find((r) => r.id === 'sshuttle');
+  const ratios: Record<string, number> = {};
+  for (const r of rows.filter((r) => r.id.startsWith('ktctl'))) {
+    if (ssh2?.downloadMbit && r.downloadMbit) ratios[`${r.id} / ssh2 download`] = r.downloadMbit / ssh2.downloadMbit;
+    if (ssh2?.uploadMbit && r.uploadMbit) ratios[`${r.id} / ssh2 upload`] = r.uploadMbit / ssh2.uploadMbit;
+    if (shuttle?.downloadMbit && r.downloadMbit) ratios[`${r.id} / sshuttle download`] = r.downloadMbit / shuttle.downloadMbit;
+    if (shuttle?.uploadMbit && r.uploadMbit) ratios[`${r.id} / sshuttle upload`] = r.uploadMbit / shuttle.uploadMbit;
+  }
+  for (const [k, v] of Object.entries(ratios)) process.stdout.write(`${k}: ${v.toFixed(2)}x\n`);
+  const result = { date: new Date().toISOString(), bytes: BYTES, repeat: REPEAT, cipher: CIPHER, node: process.version, rows, ratios };
+  mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
+  const stamp = result.date.replace(/[:.]/g, '-');
+  writeFileSync(join(ROOT, 'bench/results', `bench-${stamp}.json`), JSON.stringify(result, null, 2) + '\n');
+  writeFileSync(join(ROOT, 'bench/results', 'latest.json'), JSON.stringify(result, null, 2) + '\n');
+}
+
+try {
+  await main();
+} finally {
+  await cleanup.run();
+}

@@ -1,0 +1,40 @@
+import { Command, Option } from 'clipanion';
+import { KtctlError } from '../errors.js';
+
+/**
+ * What every ktctl command shares: `--debug`, and turning a failure into one sentence on stderr
+ * and a non-zero exit code (clipanion would otherwise print a stack trace as an "internal error").
+ */
+export abstract class KtctlCommand extends Command {
+  debug = Option.Boolean('--debug,-d', false, { description: 'Print debug logs (each layer\'s events) on stderr' });
+
+  /** The command's work; returns the exit code. */
+  abstract run(): Promise<number>;
+
+  async execute(): Promise<number> {
+    try {
+      return await this.run();
+    } catch (error) {
+      this.context.stderr.write(`ktctl: ${describeError(error, this.debug)}\n`);
+      return 1;
+    }
+  }
+
+  /** A log line on stderr; debug lines only with --debug. */
+  log(line: string): void {
+    this.context.stderr.write(`${line}\n`);
+  }
+
+  debugLog(line: string): void {
+    if (this.debug) this.context.stderr.write(`debug: ${line}\n`);
+  }
+}
+
+export function describeError(error: unknown, withStack = false): string {
+  if (error instanceof KtctlError) {
+    if (!withStack) return error.message;
+    return `${error.message}\n${error.stack ?? ''}${error.cause ? `\ncaused by: ${String((error.cause as Error).stack ?? error.cause)}` : ''}`;
+  }
+  if (error instanceof Error) return withStack ? (error.stack ?? error.message) : error.message;
+  return String(error);
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env node
+import { Builtins, Cli } from 'clipanion';
+import { ConnectCommand } from './connect.js';
+import { VERSION } from './version.js';
+
+const cli = new Cli({
+  binaryLabel: 'ktctl',
+  binaryName: 'ktctl',
+  binaryVersion: VERSION,
+  enableColors: false,
+});
+cli.register(Builtins.HelpCommand);
+cli.register(Builtins.VersionCommand);
+cli.register(ConnectCommand);
+
+const code = await cli.run(process.argv.slice(2));
+process.exitCode = code;

@@ -1,0 +1,207 @@
+import { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
+import type { DialOptions, Dialer } from '../dialer.js';
+import { AuthError, DialError, DnsQueryError, HostKeyError, InputFileError, TunnelClosedError, type KtctlError } from '../errors.js';
+import type { ForwardHandler, SshTunnel } from './tunnel.js';
+
+export interface ReconnectingTunnelOptions {
+  /** Makes a new tunnel and connects it (a fresh TCP socket or port-forward stream each time). */
+  connect: () => Promise<SshTunnel>;
+  /** What the tunnel leads to, for log lines ("root@198.18.0.9:22", "shadow pod default/ktctl-x"). */
+  label: string;
+  /** Back-off between attempts: starts at `initialDelayMs`, doubles up to `maxDelayMs`. */
+  initialDelayMs?: number;
+  maxDelayMs?: number;
+  /** How long a dial waits for a dropped tunnel to come back before failing with reason 'tunnel'. */
+  dialWaitMs?: number;
+  /** Errors that make retrying pointless (a changed host key, a refused key): the tunnel gives up. */
+  isFatal?: (error: unknown) => boolean;
+}
+
+export interface ReconnectingTunnel {
+  /** A line for the user: dropped, reconnecting, reconnected. */
+  on(event: 'log', listener: (line: string) => void): this;
+  /** Reconnecting is impossible (fatal error); the tunnel is closed. */
+  on(event: 'fatal', listener: (error: KtctlError | Error) => void): this;
+  /** A new tunnel is up (after the first one). */
+  on(event: 'reconnected', listener: (tunnel: SshTunnel) => void): this;
+}
+
+interface Forward {
+  bindAddr: string;
+  bindPort: number;
+  handler: ForwardHandler;
+  cancel?: () => Promise<void>;
+}
+
+const defaultFatal = (e: unknown): boolean => e instanceof HostKeyError || e instanceof AuthError || e instanceof InputFileError;
+
+/**
+ * A `Dialer` that outlives its ssh connections: when the tunnel drops (keepalive timeout, the
+ * transport closed, the shadow restarted) it connects again with back-off, re-asks for every remote
+ * forward, and holds new dials until the tunnel is back (KT Connect's users had to restart it
+ * after every port-forward drop). Streams that were open when the tunnel died end with an error;
+ * new ones succeed as soon as the far side is reachable again.
+ */
+export class ReconnectingTunnel extends EventEmitter implements Dialer {
+  readonly #options: Required<Omit<ReconnectingTunnelOptions, 'isFatal'>> & { isFatal: (e: unknown) => boolean };
+  #tunnel: SshTunnel | undefined;
+  /** Resolves when a tunnel is up; replaced while reconnecting. */
+  #up: Promise<SshTunnel>;
+  #resolveUp!: (t: SshTunnel) => void;
+  #closed = false;
+  #retryTimer: NodeJS.Timeout | undefined;
+  readonly #forwards = new Set<Forward>();
+
+  constructor(options: ReconnectingTunnelOptions) {
+    super();
+    this.#options = {
+      initialDelayMs: 250,
+      maxDelayMs: 2000,
+      dialWaitMs: 10_000,
+      isFatal: defaultFatal,
+      ...options,
+    };
+    this.#up = this.#pending();
+  }
+
+  #pending(): Promise<SshTunnel> {
+    const p = new Promise<SshTunnel>((resolve) => (this.#resolveUp = resolve));
+    p.catch(() => undefined);
+    return p;
+  }
+
+  /** The tunnel in use now (undefined while reconnecting). */
+  get current(): SshTunnel | undefined {
+    return this.#tunnel;
+  }
+
+  /** First connection: its errors go to the caller (nothing to reconnect to yet). */
+  async start(): Promise<SshTunnel> {
+    const tunnel = await this.#options.connect();
+    this.#adopt(tunnel);
+    return tunnel;
+  }
+
+  #adopt(tunnel: SshTunnel): void {
+    if (this.#closed) {
+      void tunnel.close();
+      return;
+    }
+    this.#tunnel = tunnel;
+    tunnel.once('close', (error) => this.#onDrop(tunnel, error));
+    this.#resolveUp(tunnel);
+  }
+
+  #onDrop(tunnel: SshTunnel, error: TunnelClosedError | undefined): void {
+    if (this.#closed || this.#tunnel !== tunnel) return;
+    this.#tunnel = undefined;
+    this.#up = this.#pending();
+    for (const f of this.#forwards) f.cancel = undefined;
+    this.emit('log', `the tunnel to ${this.#options.label} dropped (${error?.message ?? 'closed by the server'}); reconnecting`);
+    this.#retry(this.#options.initialDelayMs, 1);
+  }
+
+  #retry(delay: number, attempt: number): void {
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      void this.#attempt(delay, attempt);
+    }, delay);
+  }
+
+  async #attempt(delay: number, attempt: number): Promise<void> {
+    if (this.#closed) return;
+    let tunnel: SshTunnel;
+    try {
+      tunnel = await this.#options.connect();
+    } catch (error) {
+      if (this.#closed) return;
+      if (this.#options.isFatal(error)) {
+        this.emit('log', `cannot reconnect to ${this.#options.label}: ${(error as Error).message}`);
+        this.#closed = true;
+        this.emit('fatal', error as Error);
+        return;
+      }
+      if (attempt === 1 || attempt % 10 === 0) {
+        this.emit('log', `still reconnecting to ${this.#options.label} (attempt ${attempt}: ${(error as Error).message})`);
+      }
+      this.#retry(Math.min(delay * 2, this.#options.maxDelayMs), attempt + 1);
+      return;
+    }
+    if (this.#closed) {
+      void tunnel.close();
+      return;
+    }
+    try {
+      for (const f of this.#forwards) {
+        const rf = await tunnel.forwardIn(f.bindAddr, f.bindPort, f.handler);
+        f.cancel = () => rf.cancel();
+      }
+    } catch (error) {
+      // The far side refused a forward it accepted before (its port is taken now): try again later.
+      this.emit('log', `reconnected to ${this.#options.label}, but a remote forward failed (${(error as Error).message}); retrying`);
+      void tunnel.close();
+      this.#retry(Math.min(delay * 2, this.#options.maxDelayMs), attempt + 1);
+      return;
+    }
+    this.emit('log', `reconnected to ${this.#options.label}`);
+    this.#adopt(tunnel);
+    this.emit('reconnected', tunnel);
+  }
+
+  /** Waits for a tunnel up to `dialWaitMs`; undefined when none came (or the tunnel is closed). */
+  async #waitUp(signal: AbortSignal | undefined): Promise<SshTunnel | undefined> {
+    if (this.#tunnel) return this.#tunnel;
+    if (this.#closed) return undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), this.#options.dialWaitMs);
+      signal?.addEventListener('abort', () => resolve(undefined), { once: true });
+    });
+    try {
+      return await Promise.race([this.#up, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async dial(host: string, port: number, options: DialOptions = {}): Promise<Duplex> {
+    const tunnel = await this.#waitUp(options.signal);
+    if (!tunnel) {
+      throw new DialError('tunnel', host, port, this.#closed ? 'the tunnel is closed' : `the tunnel to ${this.#options.label} is down and did not come back within ${this.#options.dialWaitMs / 1000} s`);
+    }
+    return tunnel.dial(host, port, options);
+  }
+
+  async dnsQuery(message: Buffer, options: { signal?: AbortSignal } = {}): Promise<Buffer> {
+    const tunnel = await this.#waitUp(options.signal);
+    if (!tunnel) throw new DnsQueryError('tunnel', `the tunnel to ${this.#options.label} is down`);
+    return tunnel.dnsQuery(message, options);
+  }
+
+  /** A remote forward that is asked for again on every new tunnel. */
+  async forwardIn(bindAddr: string, bindPort: number, handler: ForwardHandler): Promise<{ port: number; cancel(): Promise<void> }> {
+    const tunnel = this.#tunnel ?? (await this.#waitUp(undefined));
+    if (!tunnel) throw new TunnelClosedError(`the tunnel to ${this.#options.label} is down`);
+    const rf = await tunnel.forwardIn(bindAddr, bindPort, handler);
+    // After a reconnect ask for the same port the server gave us, so the far side's address holds.
+    const forward: Forward = { bindAddr, bindPort: rf.port, handler, cancel: () => rf.cancel() };
+    this.#forwards.add(forward);
+    return {
+      port: rf.port,
+      cancel: async () => {
+        this.#forwards.delete(forward);
+        await forward.cancel?.();
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#retryTimer) clearTimeout(this.#retryTimer);
+    this.#forwards.clear();
+    const t = this.#tunnel;
+    this.#tunnel = undefined;
+    await t?.close();
+  }
+}
