@@ -74,6 +74,9 @@ export interface LabNetEvents {
   containerExited: [uid: string, container: string, exitCode: number, reason: string, finishedAt: Date];
   /** the image maps to no program: the control plane shows ErrImagePull / ImagePullBackOff */
   imagePullFailed: [uid: string, container: string, image: string, message: string];
+  /** (additive) the container exited and waits for its back-off before the restart:
+   * reason `CrashLoopBackOff`, message as the kubelet words it */
+  containerWaiting: [uid: string, container: string, reason: string, message: string];
 }
 
 export interface LabNet {

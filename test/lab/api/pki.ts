@@ -1,0 +1,113 @@
+/**
+ * The lab's credentials: a CA and a server certificate made with the openssl CLI, two bearer
+ * tokens (admin and read-only) and the kubeconfig that carries them.
+ */
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { LAB } from '../net/types.js';
+
+const run = promisify(execFile);
+
+export const FILES = {
+  caCert: 'ca.crt',
+  caKey: 'ca.key',
+  serverCert: 'server.crt',
+  serverKey: 'server.key',
+  tokens: 'tokens.json',
+  kubeconfig: 'kubeconfig',
+  pid: 'daemon.pid',
+  log: 'daemon.log',
+} as const;
+
+export const USERS = { admin: 'lab-admin', readonly: 'lab-readonly' } as const;
+export const CONTEXTS = { admin: 'lab', readonly: 'lab-readonly' } as const;
+export const SERVER_URL = `https://${LAB.apiServerIp}:${LAB.apiServerPort}`;
+
+export interface Tokens {
+  admin: string;
+  readonly: string;
+}
+
+async function openssl(args: string[]): Promise<void> {
+  try {
+    await run('openssl', args);
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException & { stderr?: string };
+    if (err.code === 'ENOENT') throw new Error('openssl is not installed (apt-get install openssl)', { cause: e });
+    throw new Error(`openssl ${args[0]} failed: ${err.stderr ?? err.message}`, { cause: e });
+  }
+}
+
+/** Makes CA, server certificate, tokens and kubeconfig in `dir` (overwriting earlier ones). */
+export async function makeCredentials(dir: string): Promise<{ kubeconfig: string; tokens: Tokens }> {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const p = (f: string): string => path.join(dir, f);
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  await openssl([
+    'req', '-x509', ...ec, '-keyout', p(FILES.caKey), '-out', p(FILES.caCert), '-days', '3650',
+    '-subj', '/CN=ktlab-ca',
+    '-addext', 'basicConstraints=critical,CA:TRUE',
+    '-addext', 'keyUsage=critical,keyCertSign,cRLSign,digitalSignature',
+  ]);
+  const sans = [
+    `IP:${LAB.apiServerIp}`, 'IP:127.0.0.1', 'DNS:localhost', 'DNS:kubernetes', 'DNS:kubernetes.default',
+    'DNS:kubernetes.default.svc', 'DNS:kubernetes.default.svc.cluster.local',
+  ].join(',');
+  await openssl([
+    'req', '-x509', ...ec, '-CA', p(FILES.caCert), '-CAkey', p(FILES.caKey),
+    '-keyout', p(FILES.serverKey), '-out', p(FILES.serverCert), '-days', '825',
+    '-subj', '/CN=kube-apiserver',
+    '-addext', `subjectAltName=${sans}`,
+    '-addext', 'basicConstraints=critical,CA:FALSE',
+    '-addext', 'keyUsage=critical,digitalSignature,keyEncipherment',
+    '-addext', 'extendedKeyUsage=serverAuth',
+  ]);
+  fs.chmodSync(p(FILES.caKey), 0o600);
+  fs.chmodSync(p(FILES.serverKey), 0o600);
+  const tokens: Tokens = { admin: randomBytes(24).toString('hex'), readonly: randomBytes(24).toString('hex') };
+  fs.writeFileSync(p(FILES.tokens), JSON.stringify(tokens), { mode: 0o600 });
+  const kubeconfig = p(FILES.kubeconfig);
+  fs.writeFileSync(kubeconfig, renderKubeconfig(fs.readFileSync(p(FILES.caCert)), tokens), { mode: 0o600 });
+  return { kubeconfig, tokens };
+}
+
+export function renderKubeconfig(ca: Buffer, tokens: Tokens, server = SERVER_URL): string {
+  const caData = ca.toString('base64');
+  return [
+    'apiVersion: v1',
+    'kind: Config',
+    'preferences: {}',
+    'clusters:',
+    '- name: lab',
+    '  cluster:',
+    `    server: ${server}`,
+    `    certificate-authority-data: ${caData}`,
+    'users:',
+    `- name: ${USERS.admin}`,
+    '  user:',
+    `    token: ${tokens.admin}`,
+    `- name: ${USERS.readonly}`,
+    '  user:',
+    `    token: ${tokens.readonly}`,
+    'contexts:',
+    `- name: ${CONTEXTS.admin}`,
+    '  context:',
+    '    cluster: lab',
+    `    user: ${USERS.admin}`,
+    '    namespace: default',
+    `- name: ${CONTEXTS.readonly}`,
+    '  context:',
+    '    cluster: lab',
+    `    user: ${USERS.readonly}`,
+    '    namespace: default',
+    `current-context: ${CONTEXTS.admin}`,
+    '',
+  ].join('\n');
+}
+
+export function readTokens(dir: string): Tokens {
+  return JSON.parse(fs.readFileSync(path.join(dir, FILES.tokens), 'utf8')) as Tokens;
+}

@@ -1,0 +1,658 @@
+/**
+ * The HTTPS front of the lab's API server: authentication, routing, discovery, the REST verbs,
+ * watch, and the pod subresources (log, exec, portforward) handed to streams.ts.
+ */
+import https from 'node:https';
+import http from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { AddressInfo } from 'node:net';
+import { WebSocketServer } from 'ws';
+import { ApiError, badRequest, methodNotAllowed, unauthorized, unknownResource } from './status.js';
+import { isObject, type Json, type JsonObject, type ObjectMeta } from './json.js';
+import { apiVersionOf, findResource, RESOURCES, type ResourceInfo } from './resources.js';
+import { apiGroup, apiGroupList, apiResourceList, apiVersions, versionInfo } from './discovery.js';
+import { allowed, forbiddenMessage, type Attributes, type User } from './auth.js';
+import { R, type DeleteOptions, type PatchType, type Registry } from './registry.js';
+import { matchFields, matchRequirements, parseFieldSelector, parseLabelSelector, selectorString } from './selectors.js';
+import { metaOf, type StoreEvent } from './store.js';
+import { clockSkewSeconds, now, setClockSkewSeconds } from './clock.js';
+import type { LabNet } from '../net/types.js';
+import { handleExec, handlePortForward, handleLog } from './streams.js';
+import { toTable, wantsTable } from './table.js';
+import { decodeK8sProtobuf, isProtobuf } from './proto.js';
+import { openApiDocument, openApiIndex } from './openapi.js';
+
+export interface ApiServerOptions {
+  registry: Registry;
+  net: LabNet;
+  /** bearer token -> user */
+  users: Map<string, User>;
+  tls?: { key: string | Buffer; cert: string | Buffer };
+  /** BOOKMARK / keep-alive interval on watches (ms) */
+  bookmarkIntervalMs?: number;
+  log?: (line: string) => void;
+}
+
+interface Route {
+  kind: 'resource';
+  info: ResourceInfo;
+  namespace: string | undefined;
+  name: string | undefined;
+  subresource: string | undefined;
+}
+
+const MAX_BODY = 3 * 1024 * 1024;
+
+export class ApiServer {
+  readonly server: https.Server | http.Server;
+  readonly #opts: ApiServerOptions;
+  readonly #wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 });
+  readonly #watches = new Set<() => void>();
+
+  constructor(opts: ApiServerOptions) {
+    this.#opts = opts;
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+      this.#handle(req, res).catch((e: unknown) => this.#fail(res, e));
+    };
+    // AES-128-GCM first: the cheapest AEAD with AES-NI, it raises the port-forward ceiling
+    const tlsOptions: https.ServerOptions = opts.tls
+      ? { key: opts.tls.key, cert: opts.tls.cert, honorCipherOrder: true, ciphers: 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305' }
+      : {};
+    this.server = opts.tls ? https.createServer(tlsOptions, handler) : http.createServer(handler);
+    this.server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+      this.#upgrade(req, socket, head).catch((e: unknown) => {
+        this.#log(`upgrade failed: ${String(e)}`);
+        socket.destroy();
+      });
+    });
+    this.server.on('clientError', (_e, socket) => socket.destroy());
+    this.#wss.on('error', () => undefined);
+  }
+
+  async listen(port: number, host: string): Promise<AddressInfo> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    return this.server.address() as AddressInfo;
+  }
+
+  async close(): Promise<void> {
+    for (const stop of [...this.#watches]) stop();
+    for (const c of this.#wss.clients) c.terminate();
+    await new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+  }
+
+  #log(line: string): void {
+    this.#opts.log?.(line);
+  }
+
+  #user(req: http.IncomingMessage): User | undefined {
+    const h = req.headers.authorization;
+    if (!h || !h.startsWith('Bearer ')) return undefined;
+    return this.#opts.users.get(h.slice(7).trim());
+  }
+
+  #send(res: http.ServerResponse, code: number, body: Json): void {
+    if (res.headersSent) {
+      res.end();
+      return;
+    }
+    const text = JSON.stringify(body);
+    res.writeHead(code, {
+      'Content-Type': 'application/json',
+      'Content-Length': Buffer.byteLength(text),
+      'Cache-Control': 'no-cache, private',
+      Date: now().toUTCString(),
+      'Audit-Id': crypto.randomUUID(),
+    });
+    res.end(text);
+  }
+
+  #fail(res: http.ServerResponse, e: unknown): void {
+    if (e instanceof ApiError) {
+      this.#send(res, e.code, e.toStatus());
+      return;
+    }
+    this.#log(`internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    this.#send(res, 500, new ApiError(500, 'InternalError', `Internal error occurred: ${e instanceof Error ? e.message : String(e)}`).toStatus());
+  }
+
+  async #readBody(req: http.IncomingMessage): Promise<Buffer> {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const c of req) {
+      const b = c as Buffer;
+      size += b.length;
+      if (size > MAX_BODY) throw new ApiError(413, 'BadRequest', 'Request entity too large: limit is 3145728');
+      chunks.push(b);
+    }
+    return Buffer.concat(chunks);
+  }
+
+  async #readJson(req: http.IncomingMessage, info: ResourceInfo | undefined): Promise<Json> {
+    const ct = (req.headers['content-type'] ?? 'application/json').split(';')[0].trim();
+    const raw = await this.#readBody(req);
+    if (isProtobuf(ct)) return decodeK8sProtobuf(raw);
+    if (ct !== 'application/json' && !ct.endsWith('+json') && ct !== 'application/apply-patch+yaml' && ct !== '') {
+      throw new ApiError(415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf`);
+    }
+    try {
+      return JSON.parse(raw.toString('utf8')) as Json;
+    } catch (e) {
+      const what = info ? `the object provided is unrecognized (must be of type ${info.kind}): ` : '';
+      throw badRequest(`${what}couldn't get version/kind; json parse error: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+
+  /** Parses /api/v1/... and /apis/G/V/... into a resource route (undefined for discovery paths). */
+  #route(parts: string[]): Route | undefined {
+    let group: string;
+    let version: string;
+    let rest: string[];
+    if (parts[0] === 'api') {
+      group = '';
+      version = parts[1];
+      rest = parts.slice(2);
+    } else {
+      group = parts[1];
+      version = parts[2];
+      rest = parts.slice(3);
+    }
+    if (rest.length === 0) return undefined;
+    let namespace: string | undefined;
+    if (rest[0] === 'namespaces' && rest.length >= 3) {
+      const nsInfo = findResource(group, version, 'namespaces');
+      // /api/v1/namespaces/NAME/status|finalize is the namespace's own subresource
+      if (nsInfo && rest.length === 3 && (rest[2] === 'status' || rest[2] === 'finalize')) {
+        return { kind: 'resource', info: nsInfo, namespace: undefined, name: rest[1], subresource: rest[2] };
+      }
+      namespace = rest[1];
+      rest = rest.slice(2);
+    }
+    const info = findResource(group, version, rest[0]);
+    if (!info) throw unknownResource();
+    if (namespace !== undefined && !info.namespaced) throw unknownResource();
+    const name = rest[1];
+    const subresource = rest[2];
+    if (rest.length > 3) throw unknownResource();
+    if (subresource !== undefined && !info.subresources.includes(subresource)) throw unknownResource();
+    return { kind: 'resource', info, namespace, name, subresource };
+  }
+
+  #verb(method: string, route: Route, watch: boolean): string {
+    if (route.subresource === 'exec' || route.subresource === 'portforward' || route.subresource === 'attach') return 'create';
+    switch (method) {
+      case 'GET':
+      case 'HEAD':
+        return route.name === undefined ? (watch ? 'watch' : 'list') : 'get';
+      case 'POST':
+        return 'create';
+      case 'PUT':
+        return 'update';
+      case 'PATCH':
+        return 'patch';
+      case 'DELETE':
+        return route.name === undefined ? 'deletecollection' : 'delete';
+      default:
+        return method.toLowerCase();
+    }
+  }
+
+  #authorize(user: User, route: Route, verb: string): void {
+    // like system:basic-user, everyone may ask what they may do
+    if (route.info.kind === 'SelfSubjectAccessReview') return;
+    const attrs: Attributes = {
+      verb,
+      group: route.info.group,
+      resource: route.info.name,
+      subresource: route.subresource,
+      namespace: route.namespace,
+      name: route.name,
+    };
+    if (!allowed(user, attrs)) {
+      throw new ApiError(403, 'Forbidden', forbiddenMessage(user, attrs), {
+        name: route.name,
+        group: route.info.group || undefined,
+        kind: route.info.name,
+      });
+    }
+  }
+
+  async #handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'https://lab');
+    const path = url.pathname.replace(/\/+$/, '') || '/';
+    const method = req.method ?? 'GET';
+    const parts = path.split('/').filter((p) => p !== '').map((p) => decodeURIComponent(p));
+
+    if (path === '/healthz' || path === '/livez' || path === '/readyz') {
+      res.writeHead(200, { 'Content-Type': 'text/plain' });
+      res.end('ok');
+      return;
+    }
+    if (path === '/version') {
+      this.#send(res, 200, versionInfo());
+      return;
+    }
+    const user = this.#user(req);
+    if (!user) throw unauthorized();
+
+    if (parts[0] === 'lab') return this.#lab(req, res, parts, user);
+    if (parts[0] === 'openapi') {
+      if (parts[1] === 'v3' && parts.length === 2) return this.#send(res, 200, openApiIndex());
+      if (parts[1] === 'v3') {
+        const [kind, a, b] = parts.slice(2);
+        const doc = kind === 'api' ? openApiDocument('', a) : kind === 'apis' ? openApiDocument(a, b) : undefined;
+        if (doc) return this.#send(res, 200, doc);
+      }
+      throw new ApiError(404, 'NotFound', 'the server could not find the requested resource');
+    }
+    if (path === '/api') return this.#send(res, 200, apiVersions());
+    if (path === '/apis') return this.#send(res, 200, apiGroupList());
+    if (parts[0] === 'api' && parts.length === 2) {
+      const l = apiResourceList('', parts[1]);
+      if (!l) throw unknownResource();
+      return this.#send(res, 200, l);
+    }
+    if (parts[0] === 'apis' && parts.length === 2) {
+      const g = apiGroup(parts[1]);
+      if (!g) throw unknownResource();
+      return this.#send(res, 200, g);
+    }
+    if (parts[0] === 'apis' && parts.length === 3) {
+      const l = apiResourceList(parts[1], parts[2]);
+      if (!l) throw unknownResource();
+      return this.#send(res, 200, l);
+    }
+    if ((parts[0] !== 'api' && parts[0] !== 'apis') || parts.length < 3) {
+      res.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8' });
+      res.end('404 page not found\n');
+      return;
+    }
+    const route = this.#route(parts);
+    if (!route) throw unknownResource();
+    const q = url.searchParams;
+    const watch = q.get('watch') === 'true' || q.get('watch') === '1';
+    const verb = this.#verb(method, route, watch);
+    this.#authorize(user, route, verb);
+    if (route.info.kind === 'SelfSubjectAccessReview') return this.#accessReview(req, res, user, method);
+    const reg = this.#opts.registry;
+    const { info } = route;
+    const ns = route.namespace ?? '';
+    const dryRun = q.getAll('dryRun').includes('All');
+
+    if (route.subresource === 'log') {
+      if (method !== 'GET') throw methodNotAllowed();
+      return handleLog(this.#opts.net, reg.get(info, ns, route.name!), q, res);
+    }
+    if (route.subresource === 'exec' || route.subresource === 'portforward' || route.subresource === 'attach') {
+      throw new ApiError(400, 'BadRequest', 'Upgrade request required');
+    }
+    if (route.subresource === 'scale') return this.#scale(req, res, route, method, dryRun);
+
+    if (route.name === undefined) {
+      if (info.namespaced && route.namespace === undefined && method !== 'GET') throw methodNotAllowed();
+      switch (method) {
+        case 'GET':
+          if (watch) return this.#watch(req, res, route, q);
+          return this.#list(req, res, route, q);
+        case 'POST': {
+          const body = await this.#readJson(req, info);
+          if (!isObject(body)) throw badRequest(`the object provided is unrecognized (must be of type ${info.kind})`);
+          const created = reg.create(info, ns, body, { dryRun });
+          return this.#send(res, 201, created);
+        }
+        case 'DELETE': {
+          const opts = await this.#deleteOptions(req, q);
+          const items = this.#select(route, q);
+          for (const o of items) reg.delete(info, metaOf(o).namespace ?? '', metaOf(o).name!, opts);
+          return this.#send(res, 200, { kind: `${info.kind}List`, apiVersion: apiVersionOf(info), metadata: { resourceVersion: reg.store.resourceVersion }, items });
+        }
+        default:
+          throw methodNotAllowed();
+      }
+    }
+
+    const name = route.name;
+    const sub = route.subresource === 'status' ? ('status' as const) : undefined;
+    if (route.subresource !== undefined && route.subresource !== 'status') throw methodNotAllowed();
+    switch (method) {
+      case 'GET': {
+        const o = reg.get(info, ns, name);
+        return this.#send(res, 200, wantsTable(req.headers.accept) ? toTable(info, [o], reg.store.resourceVersion) : o);
+      }
+      case 'PUT': {
+        const body = await this.#readJson(req, info);
+        if (!isObject(body)) throw badRequest(`the object provided is unrecognized (must be of type ${info.kind})`);
+        return this.#send(res, 200, reg.update(info, ns, name, body, { subresource: sub, dryRun }));
+      }
+      case 'PATCH': {
+        const type = this.#patchType(req, info);
+        const body = await this.#readJson(req, info);
+        if (type === 'apply') {
+          if (!isObject(body)) throw badRequest('apply patches must be objects');
+          if (!reg.tryGet(info, ns, name)) {
+            const withName = { ...body, metadata: { ...(isObject(body.metadata) ? body.metadata : {}), name } };
+            return this.#send(res, 201, reg.create(info, ns, withName, { dryRun }));
+          }
+          return this.#send(res, 200, reg.patch(info, ns, name, info.group === 'networking.istio.io' ? 'merge' : 'strategic', body, { subresource: sub, dryRun }));
+        }
+        return this.#send(res, 200, reg.patch(info, ns, name, type, body, { subresource: sub, dryRun }));
+      }
+      case 'DELETE': {
+        const opts = await this.#deleteOptions(req, q);
+        const { object, finished } = reg.delete(info, ns, name, { ...opts, dryRun });
+        if (!finished || info.kind === 'Pod') return this.#send(res, opts.propagationPolicy === 'Foreground' && !finished ? 202 : 200, object);
+        const m = object.metadata as ObjectMeta;
+        return this.#send(res, 200, {
+          kind: 'Status',
+          apiVersion: 'v1',
+          metadata: {},
+          status: 'Success',
+          details: { name, group: info.group || undefined, kind: info.name, uid: m.uid } as JsonObject,
+        } as JsonObject);
+      }
+      default:
+        throw methodNotAllowed();
+    }
+  }
+
+  #patchType(req: http.IncomingMessage, info: ResourceInfo): PatchType | 'apply' {
+    const ct = (req.headers['content-type'] ?? '').split(';')[0].trim();
+    const accepted = 'application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml';
+    switch (ct) {
+      case 'application/merge-patch+json':
+        return 'merge';
+      case 'application/json-patch+json':
+        return 'json';
+      case 'application/apply-patch+yaml':
+        return 'apply';
+      case 'application/strategic-merge-patch+json':
+        if (info.group === 'networking.istio.io') break;
+        return 'strategic';
+    }
+    throw new ApiError(415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: ${info.group === 'networking.istio.io' ? accepted : `${accepted}, application/strategic-merge-patch+json`}`);
+  }
+
+  async #deleteOptions(req: http.IncomingMessage, q: URLSearchParams): Promise<DeleteOptions> {
+    const opts: DeleteOptions = {};
+    const raw = await this.#readBody(req);
+    if (raw.length > 0) {
+      let body: Json;
+      try {
+        body = isProtobuf(req.headers['content-type']) ? decodeK8sProtobuf(raw) : (JSON.parse(raw.toString('utf8')) as Json);
+      } catch (e) {
+        throw badRequest(`json parse error: ${e instanceof Error ? e.message : String(e)}`);
+      }
+      if (isObject(body)) {
+        if (typeof body.gracePeriodSeconds === 'number') opts.gracePeriodSeconds = body.gracePeriodSeconds;
+        if (typeof body.propagationPolicy === 'string') opts.propagationPolicy = body.propagationPolicy as DeleteOptions['propagationPolicy'];
+        if (body.orphanDependents === true) opts.propagationPolicy = 'Orphan';
+        if (isObject(body.preconditions)) opts.preconditions = body.preconditions as DeleteOptions['preconditions'];
+        if (Array.isArray(body.dryRun) && body.dryRun.includes('All')) opts.dryRun = true;
+      }
+    }
+    const g = q.get('gracePeriodSeconds');
+    if (g !== null && g !== '') opts.gracePeriodSeconds = Number(g);
+    const p = q.get('propagationPolicy');
+    if (p) opts.propagationPolicy = p as DeleteOptions['propagationPolicy'];
+    if (q.get('orphanDependents') === 'true') opts.propagationPolicy = 'Orphan';
+    if (q.getAll('dryRun').includes('All')) opts.dryRun = true;
+    if (opts.propagationPolicy && !['Background', 'Foreground', 'Orphan'].includes(opts.propagationPolicy)) {
+      throw new ApiError(422, 'Invalid', `DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: Unsupported value: "${opts.propagationPolicy}": supported values: "Foreground", "Background", "Orphan", "nil"`);
+    }
+    return opts;
+  }
+
+  #filters(q: URLSearchParams): (o: JsonObject) => boolean {
+    const ls = q.get('labelSelector');
+    const fs = q.get('fieldSelector');
+    const lreqs = ls ? parseLabelSelector(ls) : [];
+    const freqs = fs ? parseFieldSelector(fs) : [];
+    return (o) => matchRequirements(lreqs, metaOf(o).labels) && matchFields(freqs, o);
+  }
+
+  #select(route: Route, q: URLSearchParams): JsonObject[] {
+    const match = this.#filters(q);
+    return this.#opts.registry.store.list(route.info, route.info.namespaced ? route.namespace : undefined).filter(match);
+  }
+
+  #list(req: http.IncomingMessage, res: http.ServerResponse, route: Route, q: URLSearchParams): void {
+    const items = this.#select(route, q);
+    const rv = this.#opts.registry.store.resourceVersion;
+    if (wantsTable(req.headers.accept)) return this.#send(res, 200, toTable(route.info, items, rv));
+    this.#send(res, 200, {
+      kind: `${route.info.kind}List`,
+      apiVersion: apiVersionOf(route.info),
+      metadata: { resourceVersion: rv },
+      items,
+    });
+  }
+
+  #watch(req: http.IncomingMessage, res: http.ServerResponse, route: Route, q: URLSearchParams): void {
+    const store = this.#opts.registry.store;
+    const match = this.#filters(q);
+    const { info } = route;
+    const ns = info.namespaced ? route.namespace : undefined;
+    const table = wantsTable(req.headers.accept);
+    const inScope = (o: JsonObject): boolean => ns === undefined || metaOf(o).namespace === ns;
+    const bookmarks = q.get('allowWatchBookmarks') === 'true';
+    const rvParam = q.get('resourceVersion');
+    const sendInitial = q.get('sendInitialEvents') === 'true';
+
+    let backlog: StoreEvent[] = [];
+    if (rvParam && rvParam !== '0' && !sendInitial) {
+      const rv = Number(rvParam);
+      if (!Number.isFinite(rv)) throw badRequest(`invalid resource version "${rvParam}"`);
+      try {
+        backlog = store.since(info, rv);
+      } catch (e) {
+        if (e instanceof ApiError && e.code === 410) {
+          res.writeHead(200, { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked', Date: now().toUTCString() });
+          res.end(JSON.stringify({ type: 'ERROR', object: e.toStatus() }) + '\n');
+          return;
+        }
+        throw e;
+      }
+    }
+    res.writeHead(200, { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked', 'Cache-Control': 'no-cache, private', Date: now().toUTCString() });
+    res.socket?.setNoDelay(true);
+    const write = (type: string, object: JsonObject): void => {
+      const obj = table && type !== 'BOOKMARK' ? toTable(info, [object], metaOf(object).resourceVersion ?? '', true) : object;
+      res.write(JSON.stringify({ type, object: obj }) + '\n');
+    };
+    const bookmark = (): void => {
+      write('BOOKMARK', { kind: info.kind, apiVersion: apiVersionOf(info), metadata: { resourceVersion: store.resourceVersion } });
+    };
+    if (!rvParam || rvParam === '0' || sendInitial) {
+      for (const o of store.list(info, ns)) if (match(o)) write('ADDED', o);
+      if (sendInitial && bookmarks) {
+        write('BOOKMARK', { kind: info.kind, apiVersion: apiVersionOf(info), metadata: { resourceVersion: store.resourceVersion, annotations: { 'k8s.io/initial-events-end': 'true' } } });
+      }
+    }
+    const onEvent = (ev: StoreEvent): void => {
+      if (ev.resource !== `${info.group}/${info.name}` || !inScope(ev.object)) return;
+      const now = match(ev.object);
+      const before = ev.old ? match(ev.old) : false;
+      if (ev.type === 'ADDED') {
+        if (now) write('ADDED', ev.object);
+      } else if (ev.type === 'MODIFIED') {
+        if (now && before) write('MODIFIED', ev.object);
+        else if (now) write('ADDED', ev.object);
+        else if (before) write('DELETED', ev.object);
+      } else if (now || before) write('DELETED', ev.object);
+    };
+    for (const ev of backlog) onEvent(ev);
+    store.events.on('event', onEvent);
+    const interval = this.#opts.bookmarkIntervalMs ?? 5000;
+    const ticker = setInterval(() => {
+      if (bookmarks) bookmark();
+      else res.write('\n');
+    }, interval);
+    let timeout: NodeJS.Timeout | undefined;
+    const t = Number(q.get('timeoutSeconds') ?? '0');
+    const stop = (): void => {
+      store.events.off('event', onEvent);
+      clearInterval(ticker);
+      if (timeout) clearTimeout(timeout);
+      this.#watches.delete(stop);
+      if (!res.writableEnded) res.end();
+    };
+    if (t > 0) timeout = setTimeout(stop, t * 1000);
+    this.#watches.add(stop);
+    res.on('close', stop);
+  }
+
+  async #scale(req: http.IncomingMessage, res: http.ServerResponse, route: Route, method: string, dryRun: boolean): Promise<void> {
+    const reg = this.#opts.registry;
+    const { info } = route;
+    const ns = route.namespace ?? '';
+    const name = route.name!;
+    const toScale = (o: JsonObject): JsonObject => {
+      const m = o.metadata as ObjectMeta;
+      const spec = isObject(o.spec) ? o.spec : {};
+      const status = isObject(o.status) ? o.status : {};
+      return {
+        kind: 'Scale',
+        apiVersion: 'autoscaling/v1',
+        metadata: { name: m.name!, namespace: m.namespace!, uid: m.uid!, resourceVersion: m.resourceVersion!, creationTimestamp: m.creationTimestamp! },
+        spec: { replicas: typeof spec.replicas === 'number' ? spec.replicas : 1 },
+        status: { replicas: typeof status.replicas === 'number' ? status.replicas : 0, selector: selectorString(spec.selector as never) },
+      };
+    };
+    const cur = reg.get(info, ns, name);
+    if (method === 'GET') return this.#send(res, 200, toScale(cur));
+    let scale: Json;
+    if (method === 'PUT') scale = await this.#readJson(req, info);
+    else if (method === 'PATCH') {
+      const type = this.#patchType(req, info);
+      const body = await this.#readJson(req, info);
+      const { jsonPatch, mergePatch, strategicMergePatch } = await import('./patch.js');
+      const base = toScale(cur);
+      scale = type === 'json' ? jsonPatch(base, body) : type === 'merge' ? mergePatch(base, body) : strategicMergePatch(base, body);
+    } else throw methodNotAllowed();
+    if (!isObject(scale) || !isObject(scale.spec) || typeof scale.spec.replicas !== 'number' || scale.spec.replicas < 0) {
+      const v = isObject(scale) && isObject(scale.spec) ? (scale.spec.replicas ?? null) : null;
+      throw new ApiError(422, 'Invalid', `Scale.autoscaling "${name}" is invalid: spec.replicas: Invalid value: ${JSON.stringify(v)}: must be greater than or equal to 0`, {
+        name,
+        group: 'autoscaling',
+        kind: 'Scale',
+        causes: [{ reason: 'FieldValueInvalid', message: 'Invalid value', field: 'spec.replicas' }],
+      });
+    }
+    const sm = isObject(scale.metadata) ? scale.metadata : {};
+    const next: JsonObject = { ...cur, spec: { ...(cur.spec as JsonObject), replicas: scale.spec.replicas } };
+    const nm = { ...(cur.metadata as JsonObject) };
+    if (typeof sm.resourceVersion === 'string' && sm.resourceVersion !== '') nm.resourceVersion = sm.resourceVersion;
+    next.metadata = nm;
+    const updated = reg.update(info, ns, name, next, { dryRun });
+    this.#send(res, 200, toScale(updated));
+  }
+
+  async #accessReview(req: http.IncomingMessage, res: http.ServerResponse, user: User, method: string): Promise<void> {
+    if (method !== 'POST') throw methodNotAllowed();
+    const body = await this.#readJson(req, undefined);
+    if (!isObject(body) || !isObject(body.spec)) {
+      throw new ApiError(422, 'Invalid', 'SelfSubjectAccessReview.authorization.k8s.io "" is invalid: spec.resourceAttributes: Invalid value: "null": exactly one of nonResourceAttributes or resourceAttributes must be specified');
+    }
+    const ra = isObject(body.spec.resourceAttributes) ? body.spec.resourceAttributes : undefined;
+    const verb = ra && typeof ra.verb === 'string' ? ra.verb : isObject(body.spec.nonResourceAttributes) ? String(body.spec.nonResourceAttributes.verb ?? 'get') : 'get';
+    const ok = allowed(user, {
+      verb,
+      group: ra && typeof ra.group === 'string' ? ra.group : '',
+      resource: ra && typeof ra.resource === 'string' ? ra.resource : '',
+      subresource: ra && typeof ra.subresource === 'string' ? ra.subresource : undefined,
+      namespace: ra && typeof ra.namespace === 'string' ? ra.namespace : undefined,
+    });
+    const status: JsonObject = { allowed: ok };
+    if (ok) status.reason = user.verbs ? `RBAC: allowed by ClusterRoleBinding "lab-view" of ClusterRole "view" to User "${user.name}"` : `RBAC: allowed by ClusterRoleBinding "lab-admin" of ClusterRole "cluster-admin" to User "${user.name}"`;
+    else status.denied = false;
+    this.#send(res, 201, {
+      kind: 'SelfSubjectAccessReview',
+      apiVersion: 'authorization.k8s.io/v1',
+      metadata: { creationTimestamp: null },
+      spec: body.spec,
+      status,
+    });
+  }
+
+  async #lab(req: http.IncomingMessage, res: http.ServerResponse, parts: string[], user: User): Promise<void> {
+    // lab-only endpoints: /lab/v1/clock (GET, PUT {skewSeconds})
+    if (parts[1] === 'v1' && parts[2] === 'clock' && parts.length === 3) {
+      if (req.method === 'PUT') {
+        if (user.verbs) throw new ApiError(403, 'Forbidden', `User "${user.name}" cannot change the lab clock`);
+        const body = await this.#readJson(req, undefined);
+        if (!isObject(body) || typeof body.skewSeconds !== 'number') throw badRequest('expected {"skewSeconds": number}');
+        setClockSkewSeconds(body.skewSeconds);
+      }
+      return this.#send(res, 200, { skewSeconds: clockSkewSeconds(), now: now().toISOString() });
+    }
+    throw unknownResource();
+  }
+
+  async #upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const reject = (e: ApiError): void => {
+      const text = JSON.stringify(e.toStatus());
+      socket.end(
+        `HTTP/1.1 ${e.code} ${http.STATUS_CODES[e.code] ?? ''}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`,
+      );
+    };
+    try {
+      const user = this.#user(req);
+      if (!user) throw unauthorized();
+      const url = new URL(req.url ?? '/', 'https://lab');
+      const parts = url.pathname.split('/').filter((p) => p !== '').map((p) => decodeURIComponent(p));
+      if ((parts[0] !== 'api' && parts[0] !== 'apis') || parts.length < 3) throw unknownResource();
+      const route = this.#route(parts);
+      if (!route || route.info.kind !== 'Pod' || !route.name || !route.subresource) {
+        if (route && !route.subresource && route.name === undefined) {
+          throw badRequest('watch over websocket is not supported by the lab');
+        }
+        throw badRequest('Upgrade request required only for pods/exec, pods/attach, pods/portforward');
+      }
+      this.#authorize(user, route, this.#verb(req.method ?? 'GET', route, false));
+      const upgradeHeader = String(req.headers.upgrade ?? '').toLowerCase();
+      if (upgradeHeader !== 'websocket') {
+        throw new ApiError(400, 'BadRequest', `unable to upgrade connection: ${upgradeHeader || 'no upgrade header'} is not supported by the lab (use WebSocket)`);
+      }
+      const pod = this.#opts.registry.get(R.pods, route.namespace ?? '', route.name);
+      const protocols = String(req.headers['sec-websocket-protocol'] ?? '')
+        .split(',')
+        .map((p) => p.trim())
+        .filter((p) => p !== '');
+      if (route.subresource === 'exec' || route.subresource === 'attach') {
+        if (route.subresource === 'attach') throw badRequest('attach is not supported by the lab');
+        const proto = ['v5.channel.k8s.io', 'v4.channel.k8s.io'].find((p) => protocols.includes(p));
+        if (!proto) throw badRequest(`unable to upgrade connection: requested protocols ${JSON.stringify(protocols)} are not supported (v5.channel.k8s.io, v4.channel.k8s.io)`);
+        const prep = handleExec.prepare(this.#opts.net, pod, url.searchParams);
+        this.#wss.handleUpgrade(req, socket, head, (ws) => prep.run(ws, proto));
+        return;
+      }
+      if (route.subresource === 'portforward') {
+        const proto = ['v4.channel.k8s.io'].find((p) => protocols.includes(p));
+        if (!proto) throw badRequest(`unable to upgrade connection: requested protocols ${JSON.stringify(protocols)} are not supported (v4.channel.k8s.io)`);
+        const prep = handlePortForward.prepare(this.#opts.net, pod, url.searchParams);
+        if ('setNoDelay' in socket && typeof socket.setNoDelay === 'function') socket.setNoDelay(true);
+        this.#wss.handleUpgrade(req, socket, head, (ws) => prep.run(ws));
+        return;
+      }
+      throw badRequest('Upgrade request required');
+    } catch (e) {
+      if (e instanceof ApiError) reject(e);
+      else {
+        this.#log(`upgrade error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+        reject(new ApiError(500, 'InternalError', `Internal error occurred: ${String(e)}`));
+      }
+    }
+  }
+}
+
+export function resourceList(): ResourceInfo[] {
+  return RESOURCES;
+}

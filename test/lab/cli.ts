@@ -1,0 +1,241 @@
+/**
+ * The lab's command line (`npm run lab -- COMMAND`):
+ *
+ *   up                          start the lab (removing an earlier lab's remains first); prints the kubeconfig path
+ *   down                        stop everything the lab started and remove its namespaces, links, tables and files
+ *   status                      what runs: daemon, API server, pods
+ *   laptop NAME [--delete]      make (or remove) a network namespace that plays a developer's machine
+ *   exec NAMESPACE/POD [-c CONTAINER] -- CMD...   run a command inside a pod (its network namespace)
+ *
+ * The state folder is .lab (or $KTLAB_DIR).
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { FILES, makeCredentials } from './api/pki.js';
+import { endpointFromState, execInPod, request, type LabEndpoint } from './api/client.js';
+import { createLabNet, labNodeCommand } from './net/index.js';
+
+const REPO = fileURLToPath(new URL('../../', import.meta.url));
+const DAEMON = path.join(REPO, 'test/lab/daemon.ts');
+
+export function stateDirFromEnv(): string {
+  return path.resolve(process.env.KTLAB_DIR ?? path.join(REPO, '.lab'));
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function readPid(stateDir: string): number | undefined {
+  try {
+    const pid = Number(fs.readFileSync(path.join(stateDir, FILES.pid), 'utf8').trim());
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function stopDaemon(stateDir: string): Promise<void> {
+  const pid = readPid(stateDir);
+  if (pid === undefined || !alive(pid)) return;
+  process.kill(pid, 'SIGTERM');
+  for (let i = 0; i < 100 && alive(pid); i++) await sleep(100);
+  if (alive(pid)) {
+    process.kill(pid, 'SIGKILL');
+    for (let i = 0; i < 20 && alive(pid); i++) await sleep(50);
+  }
+}
+
+function logTail(stateDir: string): string {
+  try {
+    return fs.readFileSync(path.join(stateDir, FILES.log), 'utf8').split('\n').slice(-30).join('\n');
+  } catch {
+    return '(no daemon log)';
+  }
+}
+
+interface PodLite {
+  metadata: { name: string; namespace: string };
+  status?: { phase?: string; podIP?: string; conditions?: Array<{ type: string; status: string }> };
+}
+
+async function webReady(ep: LabEndpoint): Promise<boolean> {
+  const r = await request(ep, 'GET', '/api/v1/namespaces/default/pods?labelSelector=app%3Dweb');
+  if (r.status !== 200) return false;
+  const items = (r.body as { items: PodLite[] }).items;
+  const ready = items.filter((p) => p.status?.phase === 'Running' && p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'));
+  return ready.length >= 2;
+}
+
+export async function labUp(stateDir: string, log: (line: string) => void = () => undefined): Promise<{ kubeconfig: string; ms: number }> {
+  const t0 = Date.now();
+  await stopDaemon(stateDir);
+  const net = createLabNet({ stateDir, log });
+  await net.down();
+  for (const f of Object.values(FILES)) fs.rmSync(path.join(stateDir, f), { force: true });
+  const { kubeconfig } = await makeCredentials(stateDir);
+  log(`credentials in ${Date.now() - t0} ms`);
+  await net.up();
+  log(`data plane up at ${Date.now() - t0} ms`);
+  const logFd = fs.openSync(path.join(stateDir, FILES.log), 'a');
+  const argv = labNodeCommand([process.execPath, '--import', import.meta.resolve('tsx'), DAEMON, '--state-dir', stateDir]);
+  const child = spawn(argv[0], argv.slice(1), { detached: true, stdio: ['ignore', logFd, logFd], cwd: REPO, env: process.env });
+  fs.closeSync(logFd);
+  if (child.pid === undefined) throw new Error('could not start the lab daemon');
+  fs.writeFileSync(path.join(stateDir, FILES.pid), `${child.pid}\n`);
+  let exited: number | null | undefined;
+  child.on('exit', (code) => {
+    exited = code;
+  });
+  child.unref();
+  const ep = endpointFromState(stateDir);
+  const deadline = Date.now() + 60_000;
+  let apiUp = false;
+  while (Date.now() < deadline) {
+    if (exited !== undefined) throw new Error(`the lab daemon exited (${String(exited)}):\n${logTail(stateDir)}`);
+    try {
+      if (!apiUp) {
+        apiUp = (await request(ep, 'GET', '/version', undefined, 1000)).status === 200;
+        if (apiUp) log(`API answering at ${Date.now() - t0} ms`);
+      }
+      if (apiUp && (await webReady(ep))) {
+        const ms = Date.now() - t0;
+        log(`web ready at ${ms} ms`);
+        return { kubeconfig, ms };
+      }
+    } catch {
+      // not yet
+    }
+    await sleep(100);
+  }
+  throw new Error(`the lab did not become ready within 60 s:\n${logTail(stateDir)}`);
+}
+
+export async function labDown(stateDir: string, log: (line: string) => void = () => undefined): Promise<void> {
+  await stopDaemon(stateDir);
+  await createLabNet({ stateDir, log }).down();
+  for (const f of Object.values(FILES)) fs.rmSync(path.join(stateDir, f), { force: true });
+  try {
+    fs.rmdirSync(stateDir);
+  } catch {
+    // not empty (someone else's files) or gone
+  }
+}
+
+async function status(stateDir: string): Promise<number> {
+  const out = process.stdout;
+  const pid = readPid(stateDir);
+  out.write(`state dir:  ${stateDir}\n`);
+  out.write(`daemon:     ${pid !== undefined && alive(pid) ? `running (pid ${pid})` : 'not running'}\n`);
+  if (!fs.existsSync(path.join(stateDir, FILES.tokens))) {
+    out.write('api:        no credentials (the lab is not up)\n');
+    return 1;
+  }
+  const ep = endpointFromState(stateDir);
+  try {
+    const v = await request(ep, 'GET', '/version', undefined, 2000);
+    out.write(`api:        ${ep.server} answering (${String((v.body as { gitVersion?: string }).gitVersion)})\n`);
+    out.write(`kubeconfig: ${path.join(stateDir, FILES.kubeconfig)}\n`);
+    const pods = await request(ep, 'GET', '/api/v1/pods');
+    const items = (pods.body as { items: PodLite[] }).items;
+    out.write(`pods:       ${items.length}\n`);
+    for (const p of items) {
+      const ready = p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ? 'ready' : 'not ready';
+      out.write(`  ${p.metadata.namespace}/${p.metadata.name}  ${p.status?.phase ?? '?'}  ${ready}  ${p.status?.podIP ?? ''}\n`);
+    }
+    return 0;
+  } catch (e) {
+    out.write(`api:        not answering (${e instanceof Error ? e.message : String(e)})\n`);
+    return 1;
+  }
+}
+
+async function execCmd(stateDir: string, args: string[]): Promise<number> {
+  const dd = args.indexOf('--');
+  const before = dd >= 0 ? args.slice(0, dd) : args.slice(0, 1);
+  const command = dd >= 0 ? args.slice(dd + 1) : args.slice(1);
+  let container: string | undefined;
+  const ci = before.findIndex((a) => a === '-c' || a === '--container');
+  if (ci >= 0) {
+    container = before[ci + 1];
+    before.splice(ci, 2);
+  }
+  const target = before[0];
+  if (!target || command.length === 0) {
+    process.stderr.write('usage: lab exec NAMESPACE/POD [-c CONTAINER] -- CMD...\n');
+    return 2;
+  }
+  const [ns, pod] = target.includes('/') ? target.split('/', 2) : ['default', target];
+  const res = await execInPod(endpointFromState(stateDir), ns, pod, command, {
+    stdin: process.stdin,
+    stdout: process.stdout,
+    stderr: process.stderr,
+    container,
+  });
+  if (res.message) process.stderr.write(`${res.message}\n`);
+  return res.exitCode;
+}
+
+const USAGE = `usage: lab up | down | status | laptop NAME [--delete] | exec NAMESPACE/POD [-c CONTAINER] -- CMD...
+state folder: .lab (or $KTLAB_DIR)
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const stateDir = stateDirFromEnv();
+  const [cmd, ...rest] = argv;
+  const log = (line: string): void => {
+    if (process.env.KTLAB_VERBOSE) process.stderr.write(`lab: ${line}\n`);
+  };
+  switch (cmd) {
+    case 'up': {
+      const { kubeconfig, ms } = await labUp(stateDir, log);
+      process.stderr.write(`lab is up (${(ms / 1000).toFixed(1)} s); kubeconfig:\n`);
+      process.stdout.write(`${kubeconfig}\n`);
+      return 0;
+    }
+    case 'down':
+      await labDown(stateDir, log);
+      process.stderr.write('lab is down\n');
+      return 0;
+    case 'status':
+      return status(stateDir);
+    case 'laptop': {
+      const name = rest.find((a) => !a.startsWith('-'));
+      if (!name) {
+        process.stderr.write('usage: lab laptop NAME [--delete]\n');
+        return 2;
+      }
+      const net = createLabNet({ stateDir, log });
+      if (rest.includes('--delete')) await net.deleteLaptop(name);
+      else {
+        await net.createLaptop(name);
+        process.stdout.write(`${name}\n`);
+      }
+      return 0;
+    }
+    case 'exec':
+      return execCmd(stateDir, rest);
+    default:
+      process.stderr.write(USAGE);
+      return cmd === undefined || cmd === 'help' || cmd === '--help' ? 0 : 2;
+  }
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (e: unknown) => {
+      process.stderr.write(`lab: ${e instanceof Error ? e.message : String(e)}\n`);
+      process.exit(1);
+    },
+  );
+}
