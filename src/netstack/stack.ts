@@ -1,0 +1,1013 @@
+import { randomFillSync } from 'node:crypto';
+import type { Duplex } from 'node:stream';
+import type { Dialer } from '../dialer.js';
+import { DialError } from '../errors.js';
+import { PacketBuilder, type TxOffload } from './emit.js';
+import { seq, seqGt } from './seq.js';
+import {
+  DEFAULT_TCP_CONFIG, TcpSocket, newTcpCounters, type TcpConfig, type TcpCounters, type TcpSocketHost,
+} from './tcp/socket.js';
+import { DEFAULT_RTT } from './tcp/rtt.js';
+import { DatagramService, addrText } from './udp.js';
+import { CHECKSUM_FULL, CHECKSUM_OFFLOADED, pseudoHeaderV4, pseudoHeaderV6, type ChecksumPolicy } from './wire/checksum.js';
+import { DROP_REASONS, type DropReason } from './wire/error.js';
+import { IcmpPacket, IcmpRepr, Icmpv4Unreachable, Icmpv6Unreachable } from './wire/icmp.js';
+import { IPV4_HEADER_LEN, IpProtocol, Ipv4Packet, parseIpv4 } from './wire/ipv4.js';
+import { IPV6_HEADER_LEN, Ipv6Packet, ipv6UpperLayer, parseIpv6 } from './wire/ipv6.js';
+import { TcpPacket, TcpRepr } from './wire/tcp.js';
+import { UdpPacket, UdpRepr } from './wire/udp.js';
+import { VIRTIO_NET_HDR_LEN, VirtioNetHdr, VirtioRepr } from './wire/virtio.js';
+
+/** Bounds that keep a hostile or overloaded peer from growing memory without end. */
+export interface NetStackLimits {
+  /** Flows (dialing, open, TIME-WAIT) at once; SYNs beyond are dropped. */
+  maxFlows: number;
+  /** Dials in progress at once; SYNs beyond are dropped (a SYN flood opens no more dials). */
+  maxPendingDials: number;
+  /** A dial that takes longer is abandoned (the client gets an ICMP unreachable). */
+  dialTimeout: number;
+  /** Receive window per flow: bytes accepted from the local side but not yet taken by the far stream. */
+  rxBufferPerFlow: number;
+  /** Bytes read from the far stream and not yet acknowledged by the local side, per flow. */
+  txBufferPerFlow: number;
+  /** Global budget over every flow's buffers; windows close when it is used up. */
+  maxBufferedBytes: number;
+  maxPendingDns: number;
+  maxPendingProbes: number;
+  icmpErrorsPerSecond: number;
+}
+
+export const DEFAULT_LIMITS: NetStackLimits = {
+  maxFlows: 16384,
+  maxPendingDials: 256,
+  dialTimeout: 30_000,
+  rxBufferPerFlow: 1 << 20,
+  txBufferPerFlow: 1 << 20,
+  maxBufferedBytes: 128 << 20,
+  maxPendingDns: 1024,
+  maxPendingProbes: 64,
+  icmpErrorsPerSecond: 200,
+};
+
+export interface NetStackOptions {
+  dialer: Dialer;
+  /** MTU of the link (the TUN device): no packet we emit is longer, except GSO super-segments. */
+  mtu: number;
+  /**
+   * Truthy: packets carry a 10-byte virtio_net_hdr in both directions (TUN with IFF_VNET_HDR):
+   * inbound NEEDS_CSUM checksums are trusted and GSO super-segments accepted; outbound TCP
+   * checksums are left to the device and segments up to 64 KiB go out with GSO metadata, unless
+   * an object turns either off (`{ tso: false }`, `{ partialChecksum: false }`). The header's
+   * presence is what matters on input: a device that refused TUNSETOFFLOAD simply never sends
+   * NEEDS_CSUM or GSO packets.
+   */
+  offload?: boolean | TxOffload;
+  /** Writes one packet to the device; returning false means "not sent" (retried later). */
+  emit: (packet: Buffer) => boolean | void;
+  /** Addresses (text) whose UDP port 53 is answered by `resolveDns`. */
+  dnsAddresses?: string[];
+  resolveDns?: (query: Buffer) => Promise<Buffer>;
+  /** Answers ICMP echo to a routed address when this resolves true; without it echo is dropped. */
+  probe?: (ip: string) => Promise<boolean>;
+  /** Monotonic clock in milliseconds (default performance.now). */
+  now?: () => number;
+  limits?: Partial<NetStackLimits>;
+  /** TCP tuning (RTO bounds, delayed ACK, TIME-WAIT); mss/rxCapacity/maxBurst are derived. */
+  tcp?: Partial<Pick<TcpConfig, 'ackDelay' | 'timeWait' | 'rtt' | 'maxRetransmits' | 'maxSynAckRetransmits' | 'maxOooEntries' | 'initialWindowSegments'>>;
+  /** Initial sequence numbers (tests); default random (RFC 9293 §3.4.1 asks for unpredictable ISNs, RFC 6528). */
+  iss?: () => number;
+}
+
+export interface NetStackStats {
+  packetsIn: number;
+  packetsOut: number;
+  bytesIn: number;
+  bytesOut: number;
+  dropped: Record<DropReason, number>;
+  flows: number;
+  pendingDials: number;
+  flowsOpened: number;
+  flowsClosed: number;
+  dialsFailed: number;
+  synsAbsorbed: number;
+  resetsSent: number;
+  /** Bytes held for flows: far-side backlog plus send queues plus out-of-order data. */
+  bytesBuffered: number;
+  tcp: TcpCounters;
+  dnsQueries: number;
+  dnsAnswers: number;
+  echoReplies: number;
+  portUnreachables: number;
+}
+
+const MAX_SEGMENTS_PER_FLUSH = 64;
+const IPV4_QUOTE = 576 - 28;
+
+/** One TCP flow: from the dial to the end of TIME-WAIT. It is its socket's host. */
+class Flow implements TcpSocketHost {
+  readonly stack: NetStack;
+  readonly v6: boolean;
+  /** The address the local program dialed (we answer from it) and the program's own. */
+  readonly ourAddr: Buffer;
+  readonly peerAddr: Buffer;
+  readonly ourPort: number;
+  readonly peerPort: number;
+  readonly hash: number;
+  /** Next flow in the same hash bucket. */
+  next: Flow | null = null;
+  slot = -1;
+  socket: TcpSocket | null = null;
+  far: Duplex | null = null;
+  /** While dialing: the SYN, and the first bytes of its IP packet for an ICMP quote. */
+  syn: TcpRepr | null;
+  synPacket: Buffer | null;
+  dialAbort: AbortController | null = null;
+  /** While dialing: when the dial is given up (checked by the engine's one timer). */
+  dialDeadline = Infinity;
+  dialTimedOut = false;
+  farPaused = false;
+  farEnded = false;
+  /** far.writableLength as last seen (counted in the global budget). */
+  backlog = 0;
+  /** socket.txBuffered as last counted in the global budget. */
+  txCounted = 0;
+  dirty = false;
+  closed = false;
+
+  constructor(stack: NetStack, v6: boolean, ourAddr: Buffer, peerAddr: Buffer, ourPort: number, peerPort: number, hash: number, syn: TcpRepr, synPacket: Buffer) {
+    this.stack = stack;
+    this.v6 = v6;
+    this.ourAddr = ourAddr;
+    this.peerAddr = peerAddr;
+    this.ourPort = ourPort;
+    this.peerPort = peerPort;
+    this.hash = hash;
+    this.syn = syn;
+    this.synPacket = synPacket;
+  }
+
+  // ---- TcpSocketHost
+  onData(data: Buffer): void {
+    this.stack.farWrite(this, data);
+  }
+  onFin(): void {
+    const far = this.far;
+    if (far && !far.destroyed) far.end();
+  }
+  onReset(): void {
+    this.stack.destroyFar(this);
+  }
+  onTxFreed(): void {
+    this.stack.txFreed(this);
+  }
+  onClosed(): void {
+    this.stack.freeFlow(this);
+  }
+  rxRoom(): number {
+    return this.stack.rxRoom(this);
+  }
+
+  /** Hands this flow's segments to the engine (bound once per flow). */
+  readonly emitSeg = (seg: TcpRepr): boolean => this.stack.emitTcp(this, seg);
+
+  // ---- far stream events (bound once per flow; a bug in them must not become an uncaught exception)
+  readonly onFarData = (chunk: Buffer): void => this.stack.guard(() => this.stack.farData(this, chunk));
+  readonly onFarEnd = (): void => this.stack.guard(() => this.stack.farEnd(this));
+  readonly onFarDrain = (): void => this.stack.guard(() => this.stack.farDrain(this));
+  /** Write callback (one per flow, shared by all its writes): what the far side took. */
+  readonly onFarWritten = (): void => this.stack.guard(() => this.stack.farWritten(this));
+  readonly onFarError = (): void => this.stack.guard(() => this.stack.farError(this));
+  readonly onFarClose = (): void => this.stack.guard(() => this.stack.farClose(this));
+}
+
+/**
+ * The packet engine: IP packets in (`input`), IP packets out (`emit`), one TCP socket per flow
+ * the local kernel opens, each joined to a stream from the `Dialer`. Never throws out of `input`;
+ * every dropped packet is counted by reason in `stats()`.
+ */
+export class NetStack {
+  private readonly dialer: Dialer;
+  private readonly emitFn: (packet: Buffer) => boolean | void;
+  private readonly nowFn: () => number;
+  private readonly vnet: boolean;
+  private readonly limits: NetStackLimits;
+  private readonly tcpV4: TcpConfig;
+  private readonly tcpV6: TcpConfig;
+  private readonly builder: PacketBuilder;
+  private readonly datagrams: DatagramService;
+  private readonly issFn: () => number;
+  private readonly issPool = new Uint32Array(64);
+  private issLeft = 0;
+
+  // ---- flow table: hash buckets with chaining, flows in a slot array with a free list
+  private readonly buckets = new Map<number, Flow>();
+  private readonly slots: Array<Flow | null> = [];
+  private readonly freeSlots: number[] = [];
+  private flowCount = 0;
+  private pendingDials = 0;
+
+  // ---- deferred work
+  private readonly dirty: Flow[] = [];
+  private flushScheduled = false;
+  private timer: NodeJS.Timeout | null = null;
+  private timerAt = Infinity;
+  private inInput = false;
+
+  // ---- accounting
+  private buffered = 0;
+  /** Flows whose far stream is paused because the global budget ran out (not their own queue). */
+  private readonly budgetPaused = new Set<Flow>();
+  private readonly counters = {
+    packetsIn: 0, packetsOut: 0, bytesIn: 0, bytesOut: 0, flowsOpened: 0, flowsClosed: 0,
+    dialsFailed: 0, synsAbsorbed: 0, resetsSent: 0,
+  };
+  private readonly drops: Record<DropReason, number>;
+  private readonly tcpCounters = newTcpCounters();
+  private closedFlag = false;
+
+  constructor(opts: NetStackOptions) {
+    this.dialer = opts.dialer;
+    this.emitFn = opts.emit;
+    this.nowFn = opts.now ?? (() => performance.now());
+    this.vnet = opts.offload !== undefined && opts.offload !== false;
+    this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.issFn = opts.iss ?? (() => this.randomIss());
+    const base: TcpConfig = {
+      ...DEFAULT_TCP_CONFIG,
+      ...opts.tcp,
+      rtt: opts.tcp?.rtt ?? DEFAULT_RTT,
+      rxCapacity: this.limits.rxBufferPerFlow,
+    };
+    // RFC 9293 §3.7.1: MSS = MTU - fixed IP and TCP headers. With offload, the device cuts our
+    // segments: one may carry up to 64 KiB (the IP length field's limit, minus headers).
+    this.builder = new PacketBuilder({
+      vnetHdr: this.vnet, offload: typeof opts.offload === 'object' ? opts.offload : undefined,
+    });
+    const burst = this.builder.tso ? 65535 - IPV6_HEADER_LEN - 60 : 0;
+    this.tcpV4 = { ...base, mss: Math.max(64, opts.mtu - IPV4_HEADER_LEN - 20), maxBurst: burst };
+    this.tcpV6 = { ...base, mss: Math.max(64, opts.mtu - IPV6_HEADER_LEN - 20), maxBurst: burst };
+    this.drops = Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<DropReason, number>;
+    const dnsAddresses: Buffer[] = [];
+    for (const a of opts.dnsAddresses ?? []) {
+      const v4 = parseIpv4(a);
+      if (v4 !== null) {
+        const b = Buffer.alloc(4);
+        b.writeUInt32BE(v4, 0);
+        dnsAddresses.push(b);
+        continue;
+      }
+      const v6 = parseIpv6(a);
+      if (v6 === null) throw new TypeError(`not an IP address: ${a}`);
+      dnsAddresses.push(v6);
+    }
+    this.datagrams = new DatagramService(
+      {
+        builder: this.builder,
+        send: (p) => this.send(p),
+        drop: (r) => this.drop(r),
+        now: () => this.nowFn(),
+      },
+      {
+        dnsAddresses,
+        resolveDns: opts.resolveDns,
+        probe: opts.probe,
+        mtu: opts.mtu,
+        maxPendingDns: this.limits.maxPendingDns,
+        maxPendingProbes: this.limits.maxPendingProbes,
+        icmpErrorsPerSecond: this.limits.icmpErrorsPerSecond,
+        probeCacheTtl: 5000,
+      },
+    );
+  }
+
+  // ---- public API
+
+  /** One packet from the device. Never throws. */
+  input(packet: Buffer): void {
+    if (this.closedFlag) return;
+    this.inInput = true;
+    try {
+      this.inputOne(packet);
+    } catch {
+      this.drop('internal');
+    } finally {
+      this.inInput = false;
+    }
+    this.guard(this.flushFn);
+  }
+
+  /** A batch of packets (as one device read returns them); ACKs are sent once per flow at the end. */
+  inputBatch(packets: readonly Buffer[]): void {
+    if (this.closedFlag) return;
+    this.inInput = true;
+    for (const p of packets) {
+      try {
+        this.inputOne(p);
+      } catch {
+        this.drop('internal');
+      }
+    }
+    this.inInput = false;
+    this.guard(this.flushFn);
+  }
+
+  /**
+   * Runs engine work from an event (device input, stream event, timer): an exception there is a
+   * bug, counted as 'internal', never thrown at the caller or left uncaught.
+   * @internal
+   */
+  guard(fn: () => void): void {
+    try {
+      fn();
+    } catch {
+      this.drop('internal');
+    }
+  }
+
+  private readonly flushFn = (): void => this.flush();
+
+  stats(): NetStackStats {
+    let ooo = 0;
+    for (const f of this.slots) if (f && f.socket) ooo += f.socket.oooBuffered;
+    const d = this.datagrams.counters;
+    return {
+      ...this.counters,
+      dropped: { ...this.drops },
+      flows: this.flowCount,
+      pendingDials: this.pendingDials,
+      bytesBuffered: this.buffered + ooo,
+      tcp: { ...this.tcpCounters },
+      dnsQueries: d.dnsQueries,
+      dnsAnswers: d.dnsAnswers,
+      echoReplies: d.echoReplies,
+      portUnreachables: d.portUnreachables,
+    };
+  }
+
+  /** RSTs every flow, destroys every far stream, aborts every dial. Idempotent. */
+  close(): void {
+    if (this.closedFlag) return;
+    for (const f of this.slots) {
+      if (!f) continue;
+      const s = f.socket;
+      if (s && !s.isClosed) {
+        const st = s.state;
+        if (st !== 'TIME-WAIT' && st !== 'CLOSED') {
+          s.abort();
+          try {
+            s.dispatch(this.nowFn(), f.emitSeg);
+          } catch {
+            this.drop('internal');
+          }
+        }
+      }
+      this.freeFlow(f);
+    }
+    this.closedFlag = true;
+    this.datagrams.close();
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  // ---- input path
+
+  private inputOne(packet: Buffer): void {
+    this.counters.packetsIn++;
+    this.counters.bytesIn += packet.length;
+    let ip = packet;
+    let policy: ChecksumPolicy = CHECKSUM_FULL;
+    let gso = false;
+    if (this.vnet) {
+      const hdr = VirtioNetHdr.newUnchecked(packet);
+      const bad = hdr.checkLen();
+      if (bad) return this.drop(bad);
+      const v = VirtioRepr.parse(hdr);
+      if (typeof v === 'string') return this.drop(v);
+      // virtio NEEDS_CSUM: the checksum is partial (the pseudo-header sum) and is not verified;
+      // DATA_VALID: the kernel checked it already.
+      if (v.csum || v.dataValid) policy = CHECKSUM_OFFLOADED;
+      // A GSO super-segment is consumed as one big segment.
+      gso = v.gso !== null;
+      ip = hdr.payload;
+    }
+    if (ip.length < 1) return this.drop('truncated');
+    const version = ip[0]! >> 4;
+    if (version === 4) {
+      const p = Ipv4Packet.newUnchecked(ip);
+      const bad = p.checkLen();
+      if (bad) return this.drop(bad);
+      // The IPv4 header checksum is always complete, except in a super-segment whose header the
+      // kernel may leave for segmentation to fill.
+      if (!gso && !p.verifyChecksum()) return this.drop('checksum');
+      if (p.moreFrags || p.fragOffset !== 0) return this.drop('fragment');
+      const hl = p.headerLen;
+      const end = p.totalLen;
+      const l4 = ip.subarray(hl, end);
+      switch (p.protocol) {
+        case IpProtocol.Tcp:
+          return this.tcpInput(ip.subarray(0, end), false, l4, policy);
+        case IpProtocol.Udp:
+          return this.udpInput(ip.subarray(0, end), false, l4, policy);
+        case IpProtocol.Icmp:
+          return this.icmpInput(ip.subarray(0, end), false, l4, policy);
+        default:
+          return this.drop('unsupported');
+      }
+    }
+    if (version === 6) {
+      const p = Ipv6Packet.newUnchecked(ip);
+      const bad = p.checkLen();
+      if (bad) return this.drop(bad);
+      const upper = ipv6UpperLayer(p);
+      if (typeof upper === 'string') return this.drop(upper);
+      const end = IPV6_HEADER_LEN + p.payloadLen;
+      const l4 = ip.subarray(upper.offset, end);
+      switch (upper.protocol) {
+        case IpProtocol.Tcp:
+          return this.tcpInput(ip.subarray(0, end), true, l4, policy);
+        case IpProtocol.Udp:
+          return this.udpInput(ip.subarray(0, end), true, l4, policy);
+        case IpProtocol.Icmpv6:
+          return this.icmpInput(ip.subarray(0, end), true, l4, policy);
+        default:
+          return this.drop('unsupported');
+      }
+    }
+    this.drop('malformed');
+  }
+
+  private pseudo(ip: Buffer, v6: boolean, proto: number, len: number): number {
+    return v6
+      ? pseudoHeaderV6(ip, Ipv6Packet.SRC_OFFSET, ip, Ipv6Packet.DST_OFFSET, proto, len)
+      : pseudoHeaderV4(ip, Ipv4Packet.SRC_OFFSET, ip, Ipv4Packet.DST_OFFSET, proto, len);
+  }
+
+  private tcpInput(ip: Buffer, v6: boolean, l4: Buffer, policy: ChecksumPolicy): void {
+    const tp = TcpPacket.newUnchecked(l4);
+    const bad = tp.checkLen();
+    if (bad) return this.drop(bad);
+    const seg = TcpRepr.parse(tp, this.pseudo(ip, v6, IpProtocol.Tcp, l4.length), policy);
+    if (typeof seg === 'string') return this.drop(seg);
+    const srcOff = v6 ? Ipv6Packet.SRC_OFFSET : Ipv4Packet.SRC_OFFSET;
+    const dstOff = v6 ? Ipv6Packet.DST_OFFSET : Ipv4Packet.DST_OFFSET;
+    const alen = v6 ? 16 : 4;
+    const hash = flowHash(ip, srcOff, dstOff, alen, seg.srcPort, seg.dstPort);
+    let flow = this.lookup(hash, ip, srcOff, dstOff, alen, seg.srcPort, seg.dstPort);
+    const now = this.nowFn();
+
+    if (flow && flow.socket && flow.socket.state === 'TIME-WAIT' && seg.control === 'syn' &&
+      seg.ackNumber === null && seqGt(seg.seqNumber, flow.socket.remoteSeqNo)) {
+      // RFC 9293 §3.10.7.4 / RFC 6191: a new SYN with a higher sequence number may reopen a
+      // connection in TIME-WAIT: the old flow goes, the SYN starts a new one.
+      this.freeFlow(flow);
+      flow = null;
+    }
+
+    if (!flow) {
+      if (seg.control === 'syn' && seg.ackNumber === null) {
+        this.newFlow(ip, v6, srcOff, dstOff, alen, hash, seg);
+        return;
+      }
+      // RFC 9293 §3.10.7.1: a segment for no connection is answered with a RST (unless RST).
+      this.drop('noFlow');
+      const rst = TcpSocket.rstFor(seg);
+      if (rst) this.sendRaw(ip.subarray(dstOff, dstOff + alen), ip.subarray(srcOff, srcOff + alen), rst);
+      return;
+    }
+
+    const socket = flow.socket;
+    if (!socket) {
+      // Still dialing: a repeated SYN is absorbed (the SYN-ACK comes when the dial is done), a
+      // RST abandons the dial, anything else waits for the SYN-ACK like on a real network.
+      if (seg.control === 'syn' && seg.ackNumber === null && flow.syn && seg.seqNumber === flow.syn.seqNumber) {
+        this.counters.synsAbsorbed++;
+      } else if (seg.control === 'rst') {
+        this.freeFlow(flow);
+      } else {
+        this.drop('outOfWindow');
+      }
+      return;
+    }
+
+    const reply = socket.process(now, seg);
+    if (reply) this.emitTcp(flow, reply);
+    this.markDirty(flow);
+  }
+
+  private udpInput(ip: Buffer, v6: boolean, l4: Buffer, policy: ChecksumPolicy): void {
+    const up = UdpPacket.newUnchecked(l4);
+    const bad = up.checkLen();
+    if (bad) return this.drop(bad);
+    const repr = UdpRepr.parse(up, this.pseudo(ip, v6, IpProtocol.Udp, up.length), policy, v6);
+    if (typeof repr === 'string') return this.drop(repr);
+    const { src, dst } = this.addrs(ip, v6);
+    this.datagrams.udp(src, dst, repr, ip);
+  }
+
+  private icmpInput(ip: Buffer, v6: boolean, l4: Buffer, policy: ChecksumPolicy): void {
+    const ic = IcmpPacket.newUnchecked(l4);
+    const bad = ic.checkLen();
+    if (bad) return this.drop(bad);
+    const pseudo = v6 ? this.pseudo(ip, true, IpProtocol.Icmpv6, l4.length) : 0;
+    const repr = IcmpRepr.parse(ic, v6, pseudo, policy.rx === 'verify');
+    if (typeof repr === 'string') return this.drop(repr);
+    const { src, dst } = this.addrs(ip, v6);
+    this.datagrams.icmp(src, dst, repr, l4);
+  }
+
+  private addrs(ip: Buffer, v6: boolean): { src: Buffer; dst: Buffer } {
+    const srcOff = v6 ? Ipv6Packet.SRC_OFFSET : Ipv4Packet.SRC_OFFSET;
+    const dstOff = v6 ? Ipv6Packet.DST_OFFSET : Ipv4Packet.DST_OFFSET;
+    const alen = v6 ? 16 : 4;
+    return {
+      src: Buffer.from(ip.subarray(srcOff, srcOff + alen)),
+      dst: Buffer.from(ip.subarray(dstOff, dstOff + alen)),
+    };
+  }
+
+  // ---- flows
+
+  private lookup(hash: number, ip: Buffer, srcOff: number, dstOff: number, alen: number, srcPort: number, dstPort: number): Flow | null {
+    for (let f = this.buckets.get(hash) ?? null; f !== null; f = f.next) {
+      if (f.peerPort !== srcPort || f.ourPort !== dstPort || f.ourAddr.length !== alen) continue;
+      if (bytesEqual(f.peerAddr, ip, srcOff, alen) && bytesEqual(f.ourAddr, ip, dstOff, alen)) return f;
+    }
+    return null;
+  }
+
+  private newFlow(ip: Buffer, v6: boolean, srcOff: number, dstOff: number, alen: number, hash: number, syn: TcpRepr): void {
+    if (this.flowCount >= this.limits.maxFlows) return this.drop('flowLimit');
+    if (this.pendingDials >= this.limits.maxPendingDials) return this.drop('synFlood');
+    if (this.buffered >= this.limits.maxBufferedBytes) return this.drop('memoryLimit');
+    const ourAddr = Buffer.from(ip.subarray(dstOff, dstOff + alen));
+    const peerAddr = Buffer.from(ip.subarray(srcOff, srcOff + alen));
+    // Keep the SYN (its payload, if any, is not kept: we do not accept data on a SYN) and the
+    // head of its packet to quote in an ICMP error.
+    const synCopy: TcpRepr = { ...syn, payload: EMPTY };
+    const quoteLen = Math.min(ip.length, v6 ? 1280 - 48 : IPV4_QUOTE);
+    const flow = new Flow(this, v6, ourAddr, peerAddr, syn.dstPort, syn.srcPort, hash, synCopy, Buffer.from(ip.subarray(0, quoteLen)));
+    this.insertFlow(flow);
+    this.pendingDials++;
+    const ac = new AbortController();
+    flow.dialAbort = ac;
+    const signal = ac.signal;
+    flow.dialDeadline = this.nowFn() + this.limits.dialTimeout;
+    this.armFor(flow.dialDeadline);
+    let dial: Promise<Duplex>;
+    try {
+      dial = this.dialer.dial(addrText(ourAddr), syn.dstPort, {
+        signal, originHost: addrText(peerAddr), originPort: syn.srcPort,
+      });
+    } catch (e) {
+      dial = Promise.reject(e);
+    }
+    dial.then(
+      (far) => this.guard(() => this.dialDone(flow, far)),
+      (err: unknown) => this.guard(() => this.dialFailed(flow, err)),
+    );
+  }
+
+  private insertFlow(flow: Flow): void {
+    const head = this.buckets.get(flow.hash) ?? null;
+    flow.next = head;
+    this.buckets.set(flow.hash, flow);
+    const slot = this.freeSlots.pop();
+    if (slot === undefined) {
+      flow.slot = this.slots.length;
+      this.slots.push(flow);
+    } else {
+      flow.slot = slot;
+      this.slots[slot] = flow;
+    }
+    this.flowCount++;
+    this.counters.flowsOpened++;
+  }
+
+  private dialDone(flow: Flow, far: Duplex): void {
+    if (flow.dialAbort) {
+      flow.dialAbort = null;
+      this.pendingDials--;
+    }
+    if (flow.closed || this.closedFlag) {
+      far.destroy();
+      return;
+    }
+    const syn = flow.syn!;
+    flow.syn = null;
+    flow.synPacket = null;
+    flow.far = far;
+    const cfg = flow.v6 ? this.tcpV6 : this.tcpV4;
+    // RFC 9293 §3.7.1 / RFC 8200 §5: without an MSS option assume 536 over IPv4, 1220 over IPv6.
+    const synForSocket: TcpRepr = flow.v6 && syn.maxSegSize === null ? { ...syn, maxSegSize: 1220 } : syn;
+    flow.socket = TcpSocket.fromSyn(synForSocket, seq(this.issFn()), cfg, flow, this.tcpCounters);
+    far.on('data', flow.onFarData);
+    far.on('end', flow.onFarEnd);
+    far.on('drain', flow.onFarDrain);
+    far.on('error', flow.onFarError);
+    far.on('close', flow.onFarClose);
+    // A stream that died between its creation and now will not tell us again.
+    if (far.destroyed) this.farAbort(flow);
+    this.markDirty(flow);
+    this.scheduleFlush();
+  }
+
+  private dialFailed(flow: Flow, err: unknown): void {
+    if (flow.dialAbort) {
+      flow.dialAbort = null;
+      this.pendingDials--;
+    }
+    if (flow.closed || this.closedFlag) return;
+    this.counters.dialsFailed++;
+    const syn = flow.syn!;
+    const quote = flow.synPacket!;
+    // A dial that ran out of time is "unreachable" (like a connect timeout), whatever the dialer says.
+    const reason = flow.dialTimedOut ? 'unreachable' : err instanceof DialError ? err.reason : 'tunnel';
+    this.freeFlow(flow);
+    switch (reason) {
+      case 'refused': {
+        // Like a real host with nobody listening: <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>
+        // (RFC 9293 §3.10.7.1), so the client reports "connection refused".
+        const rst = TcpSocket.rstFor(syn);
+        if (rst) this.sendRaw(flow.ourAddr, flow.peerAddr, rst);
+        break;
+      }
+      case 'unreachable':
+      case 'unresolvable':
+        this.datagrams.icmpError(flow.peerAddr, flow.ourAddr, quote,
+          flow.v6 ? Icmpv6Unreachable.AddressUnreachable : Icmpv4Unreachable.HostUnreachable);
+        break;
+      case 'prohibited':
+        this.datagrams.icmpError(flow.peerAddr, flow.ourAddr, quote,
+          flow.v6 ? Icmpv6Unreachable.AdminProhibited : Icmpv4Unreachable.AdminProhibited);
+        break;
+      default: {
+        const rst = TcpSocket.rstFor(syn);
+        if (rst) this.sendRaw(flow.ourAddr, flow.peerAddr, rst);
+        break;
+      }
+    }
+    this.scheduleFlush();
+  }
+
+  /** Called by the socket (onClosed), by RST while dialing, by close(). Idempotent. */
+  freeFlow(flow: Flow): void {
+    if (flow.closed) return;
+    flow.closed = true;
+    // Unlink from the bucket chain.
+    let prev: Flow | null = null;
+    for (let f = this.buckets.get(flow.hash) ?? null; f !== null; prev = f, f = f.next) {
+      if (f !== flow) continue;
+      if (prev) prev.next = f.next;
+      else if (f.next) this.buckets.set(flow.hash, f.next);
+      else this.buckets.delete(flow.hash);
+      break;
+    }
+    flow.next = null;
+    if (flow.slot >= 0) {
+      this.slots[flow.slot] = null;
+      this.freeSlots.push(flow.slot);
+      flow.slot = -1;
+    }
+    this.flowCount--;
+    this.counters.flowsClosed++;
+    if (flow.dialAbort) {
+      const ac = flow.dialAbort;
+      flow.dialAbort = null;
+      this.pendingDials--;
+      ac.abort();
+    }
+    this.buffered -= flow.backlog + flow.txCounted;
+    flow.backlog = 0;
+    flow.txCounted = 0;
+    this.budgetPaused.delete(flow);
+    this.resumeBudgetPaused();
+    // A far stream that ended both ways is left to flush what it still holds; any other is aborted.
+    const far = flow.far;
+    if (far && flow.farEnded && far.writableEnded && !this.closedFlag) this.detachFar(flow);
+    else this.destroyFar(flow);
+  }
+
+  // ---- far stream side (called through Flow)
+
+  farWrite(flow: Flow, data: Buffer): void {
+    const far = flow.far;
+    if (!far || far.destroyed || far.writableEnded) {
+      // The far side is gone (closed both ways): like a host whose socket is closed, answer
+      // more data with a RST (RFC 9293 §3.10.7.4 seventh, "connection closing").
+      flow.socket?.abort();
+      this.markDirty(flow);
+      this.scheduleFlush();
+      return;
+    }
+    // The write callback, not only 'drain', reports progress: a far stream whose highWaterMark
+    // is above our window (ssh2 channels: 2 MiB) never says 'drain' before our window is closed.
+    far.write(data, flow.onFarWritten);
+    this.setBacklog(flow, far.writableLength);
+  }
+
+  farWritten(flow: Flow): void {
+    const far = flow.far;
+    if (flow.closed || !far) return;
+    const before = flow.backlog;
+    this.setBacklog(flow, far.writableLength);
+    if (flow.backlog < before) {
+      this.markDirty(flow);
+      this.scheduleFlush();
+    }
+  }
+
+  destroyFar(flow: Flow): void {
+    const far = this.detachFar(flow);
+    if (far && !far.destroyed) far.destroy();
+  }
+
+  /** Stops listening to the far stream (which may still flush what it holds) and returns it. */
+  private detachFar(flow: Flow): Duplex | null {
+    const far = flow.far;
+    if (!far) return null;
+    flow.far = null;
+    far.off('data', flow.onFarData);
+    far.off('end', flow.onFarEnd);
+    far.off('drain', flow.onFarDrain);
+    far.off('close', flow.onFarClose);
+    // Keep an error listener: a late error must not become an uncaught exception.
+    far.on('error', noop);
+    far.off('error', flow.onFarError);
+    this.setBacklog(flow, 0);
+    return far;
+  }
+
+  farData(flow: Flow, chunk: Buffer): void {
+    const s = flow.socket;
+    if (!s || flow.closed) return;
+    s.send(chunk);
+    this.setTxCounted(flow, s.txBuffered);
+    if (!flow.farPaused && flow.far) {
+      // Flow control towards the far side: stop reading until the local side acknowledged, when
+      // this flow's send queue is full or every flow's buffers together use up the budget.
+      const own = s.txBuffered >= this.limits.txBufferPerFlow;
+      if (own || this.buffered >= this.limits.maxBufferedBytes) {
+        flow.farPaused = true;
+        flow.far.pause();
+        if (!own) this.budgetPaused.add(flow);
+      }
+    }
+    this.markDirty(flow);
+    this.scheduleFlush();
+  }
+
+  farEnd(flow: Flow): void {
+    flow.farEnded = true;
+    const s = flow.socket;
+    if (!s || flow.closed) return;
+    s.close();
+    this.markDirty(flow);
+    this.scheduleFlush();
+  }
+
+  farDrain(flow: Flow): void {
+    if (flow.closed || !flow.far) return;
+    this.setBacklog(flow, flow.far.writableLength);
+    this.markDirty(flow);
+    this.scheduleFlush();
+  }
+
+  farError(flow: Flow): void {
+    this.farAbort(flow);
+  }
+
+  farClose(flow: Flow): void {
+    // A close before the far side's end is an abort (RST); after it, the stream is simply gone
+    // (more data from the local side would then be answered with a RST, see farWrite).
+    if (flow.farEnded) {
+      this.detachFar(flow);
+      return;
+    }
+    this.farAbort(flow);
+  }
+
+  private farAbort(flow: Flow): void {
+    const s = flow.socket;
+    if (!s || flow.closed) return;
+    this.destroyFar(flow);
+    s.abort();
+    this.markDirty(flow);
+    this.scheduleFlush();
+  }
+
+  txFreed(flow: Flow): void {
+    const s = flow.socket;
+    if (!s) return;
+    this.setTxCounted(flow, s.txBuffered);
+    if (flow.farPaused) this.maybeResume(flow);
+  }
+
+  private maybeResume(flow: Flow): void {
+    const s = flow.socket;
+    if (!s || !flow.far || flow.closed) return;
+    if (s.txBuffered >= this.limits.txBufferPerFlow / 2) return;
+    if (this.buffered >= this.limits.maxBufferedBytes * 0.75) {
+      this.budgetPaused.add(flow);
+      return;
+    }
+    this.budgetPaused.delete(flow);
+    flow.farPaused = false;
+    flow.far.resume();
+  }
+
+  /** The budget has room again: flows paused for it (and not for their own queue) read on. */
+  private resumeBudgetPaused(): void {
+    if (this.budgetPaused.size === 0 || this.buffered >= this.limits.maxBufferedBytes * 0.75) return;
+    for (const f of [...this.budgetPaused]) this.maybeResume(f);
+  }
+
+  rxRoom(flow: Flow): number {
+    const own = this.limits.rxBufferPerFlow - flow.backlog;
+    const global = this.limits.maxBufferedBytes - this.buffered;
+    return Math.min(own, global);
+  }
+
+  private setBacklog(flow: Flow, n: number): void {
+    const delta = n - flow.backlog;
+    this.buffered += delta;
+    flow.backlog = n;
+    if (delta < 0) this.resumeBudgetPaused();
+  }
+
+  private setTxCounted(flow: Flow, n: number): void {
+    const delta = n - flow.txCounted;
+    this.buffered += delta;
+    flow.txCounted = n;
+    if (delta < 0) this.resumeBudgetPaused();
+  }
+
+  // ---- output
+
+  private markDirty(flow: Flow): void {
+    if (flow.dirty) return;
+    flow.dirty = true;
+    this.dirty.push(flow);
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled || this.inInput || this.closedFlag) return;
+    this.flushScheduled = true;
+    setImmediate(this.flushTick);
+  }
+
+  private readonly flushTick = (): void => {
+    this.flushScheduled = false;
+    this.guard(this.flushFn);
+  };
+
+  /** Dispatches every dirty flow (bounded per flow per round), then re-arms the timer. */
+  private flush(): void {
+    if (this.closedFlag) return;
+    const now = this.nowFn();
+    let again = false;
+    // Flows marked during this loop are appended and handled in the same pass.
+    for (let i = 0; i < this.dirty.length; i++) {
+      const flow = this.dirty[i]!;
+      flow.dirty = false;
+      if (flow.closed || !flow.socket) continue;
+      if (!this.dispatchFlow(flow, now)) {
+        // More to send than one round allows: come back after other work.
+        again = true;
+        this.markDirtyLater(flow);
+      }
+      this.armFor(flow.socket.pollAt());
+    }
+    this.dirty.length = 0;
+    if (this.later.length > 0) {
+      for (const f of this.later) this.markDirty(f);
+      this.later.length = 0;
+    }
+    if (again) this.scheduleFlush();
+  }
+
+  private readonly later: Flow[] = [];
+  private markDirtyLater(flow: Flow): void {
+    this.later.push(flow);
+  }
+
+  /** Returns false if the flow still had segments to send after the per-round cap. */
+  private dispatchFlow(flow: Flow, now: number): boolean {
+    const s = flow.socket!;
+    for (let n = 0; n < MAX_SEGMENTS_PER_FLUSH; n++) {
+      if (flow.closed) return true;
+      let sent: boolean;
+      try {
+        sent = s.dispatch(now, flow.emitSeg);
+      } catch {
+        this.drop('internal');
+        return true;
+      }
+      if (!sent) return true;
+    }
+    return s.pollAt() > now;
+  }
+
+  /** @internal (Flow's emitter) */
+  emitTcp(flow: Flow, seg: TcpRepr): boolean {
+    const s = flow.socket;
+    const mss = s ? s.sendMss : (flow.v6 ? this.tcpV6 : this.tcpV4).mss;
+    const pkt = this.builder.tcp(flow.ourAddr, flow.peerAddr, seg, mss);
+    if (seg.control === 'rst') this.counters.resetsSent++;
+    return this.send(pkt);
+  }
+
+  /** A TCP segment outside any flow (RSTs). */
+  private sendRaw(src: Buffer, dst: Buffer, seg: TcpRepr): void {
+    if (seg.control === 'rst') this.counters.resetsSent++;
+    this.send(this.builder.tcp(src, dst, seg, 0xffff));
+  }
+
+  private send(packet: Buffer): boolean {
+    let ok: boolean | void;
+    try {
+      ok = this.emitFn(packet);
+    } catch {
+      ok = false;
+    }
+    if (ok === false) {
+      this.drop('emitFailed');
+      return false;
+    }
+    this.counters.packetsOut++;
+    this.counters.bytesOut += packet.length;
+    return true;
+  }
+
+  private drop(reason: DropReason): void {
+    this.drops[reason]++;
+  }
+
+  // ---- the one timer
+
+  private armFor(at: number): void {
+    if (at === Infinity || this.closedFlag) return;
+    if (at >= this.timerAt) return;
+    this.timerAt = at;
+    if (this.timer) clearTimeout(this.timer);
+    const delay = Math.max(1, Math.ceil(at - this.nowFn()));
+    this.timer = setTimeout(this.onTimer, delay);
+    this.timer.unref();
+  }
+
+  private readonly onTimer = (): void => this.guard(this.timerFn);
+
+  private readonly timerFn = (): void => {
+    this.timer = null;
+    this.timerAt = Infinity;
+    if (this.closedFlag) return;
+    const now = this.nowFn();
+    for (const f of this.slots) {
+      if (!f || f.closed) continue;
+      if (!f.socket) {
+        if (f.dialAbort && f.dialDeadline <= now) {
+          // The dial ran out of time: abort it; the rejection answers the client.
+          f.dialTimedOut = true;
+          f.dialAbort.abort();
+        }
+        continue;
+      }
+      if (f.socket.pollAt() <= now) this.markDirty(f);
+    }
+    this.flush();
+    // Re-arm for the earliest deadline left.
+    let next = Infinity;
+    for (const f of this.slots) {
+      if (!f || f.closed) continue;
+      const at = f.socket ? f.socket.pollAt() : f.dialAbort && !f.dialTimedOut ? f.dialDeadline : Infinity;
+      if (at < next) next = at;
+    }
+    if (next !== Infinity) this.armFor(Math.max(next, now + 1));
+  };
+
+  private randomIss(): number {
+    if (this.issLeft === 0) {
+      randomFillSync(this.issPool);
+      this.issLeft = this.issPool.length;
+    }
+    return this.issPool[--this.issLeft]!;
+  }
+}
+
+function noop(): void {}
+
+const EMPTY = Buffer.alloc(0);
+
+function bytesEqual(a: Buffer, b: Buffer, off: number, len: number): boolean {
+  for (let i = 0; i < len; i++) if (a[i] !== b[off + i]) return false;
+  return true;
+}
+
+/** FNV-1a over both addresses and ports, read straight from the packet (no key object). */
+function flowHash(ip: Buffer, srcOff: number, dstOff: number, alen: number, srcPort: number, dstPort: number): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < alen; i++) h = Math.imul(h ^ ip[srcOff + i]!, 0x01000193);
+  for (let i = 0; i < alen; i++) h = Math.imul(h ^ ip[dstOff + i]!, 0x01000193);
+  h = Math.imul(h ^ srcPort, 0x01000193);
+  h = Math.imul(h ^ dstPort, 0x01000193);
+  return h >>> 0;
+}

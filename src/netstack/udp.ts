@@ -1,0 +1,316 @@
+import type { PacketBuilder } from './emit.js';
+import type { DropReason } from './wire/error.js';
+import {
+  IcmpPacket, Icmpv4Unreachable, Icmpv6Unreachable, type IcmpRepr,
+} from './wire/icmp.js';
+import { formatIpv4 } from './wire/ipv4.js';
+import { formatIpv6 } from './wire/ipv6.js';
+import type { UdpRepr } from './wire/udp.js';
+
+/** What the datagram side needs from the engine. */
+export interface DatagramEnv {
+  builder: PacketBuilder;
+  /** Sends a built packet; false when the device refused it. */
+  send(packet: Buffer): boolean;
+  drop(reason: DropReason): void;
+  now(): number;
+}
+
+export interface DatagramOptions {
+  /** Addresses whose port 53 is answered by `resolveDns` (4- or 16-byte buffers). */
+  dnsAddresses: Buffer[];
+  resolveDns?: (query: Buffer) => Promise<Buffer>;
+  /** Is this routed address reachable through the tunnel? Drives ICMP echo replies. */
+  probe?: (ip: string) => Promise<boolean>;
+  /** Largest IP packet we may emit (the link MTU). */
+  mtu: number;
+  maxPendingDns: number;
+  maxPendingProbes: number;
+  /** ICMP error messages per second (RFC 4443 §2.4(f), RFC 1812 §4.3.2.8: rate-limited). */
+  icmpErrorsPerSecond: number;
+  /** How long a probe's answer is reused (ms). */
+  probeCacheTtl: number;
+}
+
+export interface DatagramCounters {
+  dnsQueries: number;
+  dnsAnswers: number;
+  dnsErrors: number;
+  echoReplies: number;
+  portUnreachables: number;
+}
+
+const DNS_PORT = 53;
+const PROBE_CACHE_MAX = 4096;
+const PENDING_ECHOES_PER_PROBE = 8;
+
+interface ProbeEntry {
+  /** null while the probe runs. */
+  reachable: boolean | null;
+  expiresAt: number;
+  /** Echo requests waiting for the answer (copies of the whole ICMP message and addresses). */
+  waiting: Array<{ src: Buffer; dst: Buffer; icmp: Buffer }>;
+}
+
+/**
+ * UDP and ICMP for the engine: DNS queries to the configured resolver addresses go to
+ * `resolveDns` and are answered from the address and port they were sent to; any other UDP gets
+ * an ICMP port unreachable; an ICMP echo request is answered when `probe` says the address is
+ * reachable (answers cached for `probeCacheTtl`), and dropped otherwise.
+ */
+export class DatagramService {
+  private readonly env: DatagramEnv;
+  private readonly opts: DatagramOptions;
+  private pendingDns = 0;
+  private pendingProbes = 0;
+  private readonly probes = new Map<string, ProbeEntry>();
+  private tokens: number;
+  private tokensAt: number;
+  private closed = false;
+  readonly counters: DatagramCounters = { dnsQueries: 0, dnsAnswers: 0, dnsErrors: 0, echoReplies: 0, portUnreachables: 0 };
+
+  constructor(env: DatagramEnv, opts: DatagramOptions) {
+    this.env = env;
+    this.opts = opts;
+    this.tokens = opts.icmpErrorsPerSecond;
+    this.tokensAt = env.now();
+  }
+
+  get pendingDnsQueries(): number {
+    return this.pendingDns;
+  }
+
+  close(): void {
+    this.closed = true;
+    this.probes.clear();
+  }
+
+  /**
+   * One UDP datagram. `src`/`dst` are copies of the addresses; `ipPacket` is the whole IP packet
+   * (for quoting in an ICMP error).
+   */
+  udp(src: Buffer, dst: Buffer, repr: UdpRepr, ipPacket: Buffer): void {
+    if (repr.dstPort === DNS_PORT && this.opts.resolveDns && this.isDnsAddress(dst)) {
+      this.dns(src, dst, repr);
+      return;
+    }
+    this.portUnreachable(src, dst, ipPacket);
+  }
+
+  /** One ICMP message (ICMPv4 or ICMPv6 by the address length). */
+  icmp(src: Buffer, dst: Buffer, repr: IcmpRepr, message: Buffer): void {
+    if (repr.kind !== 'echoRequest') return; // replies and errors for us: nothing to do
+    const probe = this.opts.probe;
+    if (!probe || !isUnicast(dst) || !isUnicast(src)) {
+      this.env.drop('unreachable');
+      return;
+    }
+    const key = addrText(dst);
+    const now = this.env.now();
+    let entry = this.probes.get(key);
+    if (entry && entry.reachable !== null && entry.expiresAt <= now) {
+      this.probes.delete(key);
+      entry = undefined;
+    }
+    if (entry) {
+      if (entry.reachable === true) this.echoReply(src, dst, message);
+      else if (entry.reachable === false) this.env.drop('unreachable');
+      else if (entry.waiting.length < PENDING_ECHOES_PER_PROBE) entry.waiting.push({ src, dst, icmp: Buffer.from(message) });
+      else this.env.drop('probeLimit');
+      return;
+    }
+    if (this.pendingProbes >= this.opts.maxPendingProbes) {
+      this.env.drop('probeLimit');
+      return;
+    }
+    if (this.probes.size >= PROBE_CACHE_MAX) this.pruneProbes(now);
+    const fresh: ProbeEntry = { reachable: null, expiresAt: Infinity, waiting: [{ src, dst, icmp: Buffer.from(message) }] };
+    this.probes.set(key, fresh);
+    this.pendingProbes++;
+    let p: Promise<boolean>;
+    try {
+      p = probe(key);
+    } catch (e) {
+      p = Promise.reject(e);
+    }
+    p.then(
+      (ok) => this.guard(() => this.probeDone(key, fresh, ok === true)),
+      () => this.guard(() => this.probeDone(key, fresh, false)),
+    );
+  }
+
+  /** Work done in a promise callback: a bug there is counted, never an unhandled rejection. */
+  private guard(fn: () => void): void {
+    try {
+      fn();
+    } catch {
+      this.env.drop('internal');
+    }
+  }
+
+  private probeDone(key: string, entry: ProbeEntry, ok: boolean): void {
+    this.pendingProbes--;
+    if (this.closed) return;
+    entry.reachable = ok;
+    entry.expiresAt = this.env.now() + this.opts.probeCacheTtl;
+    const waiting = entry.waiting;
+    entry.waiting = [];
+    if (this.probes.get(key) !== entry) return;
+    for (const w of waiting) {
+      if (ok) this.echoReply(w.src, w.dst, w.icmp);
+      else this.env.drop('unreachable');
+    }
+  }
+
+  private pruneProbes(now: number): void {
+    for (const [k, e] of this.probes) {
+      if (e.reachable !== null && e.expiresAt <= now) this.probes.delete(k);
+    }
+    if (this.probes.size >= PROBE_CACHE_MAX) {
+      for (const [k, e] of this.probes) if (e.reachable !== null) this.probes.delete(k);
+    }
+  }
+
+  /**
+   * RFC 792 / RFC 4443 §4.2: the reply carries the request's identifier, sequence number and
+   * data, from the address the request was sent to. Only the type changes, so the checksum is
+   * updated incrementally (RFC 1624); for ICMPv6 the pseudo-header sum is unchanged by swapping
+   * source and destination.
+   */
+  private echoReply(src: Buffer, dst: Buffer, message: Buffer): void {
+    const v6 = src.length === 16;
+    const head = this.env.builder.headroom;
+    const ipHl = v6 ? 40 : 20;
+    // Build the IP header through the builder with a placeholder body, then copy the message.
+    const placeholder: IcmpRepr = { kind: 'echoReply', ident: 0, seqNo: 0, data: message.subarray(8) };
+    const pkt = this.env.builder.icmp(dst, src, placeholder);
+    const icmp = pkt.subarray(head + ipHl);
+    message.copy(icmp, 0, 0, message.length);
+    IcmpPacket.newUnchecked(icmp).turnEchoIntoReply(v6 ? 129 : 0);
+    if (this.env.send(pkt)) this.counters.echoReplies++;
+  }
+
+  private isDnsAddress(dst: Buffer): boolean {
+    for (const a of this.opts.dnsAddresses) if (a.equals(dst)) return true;
+    return false;
+  }
+
+  private dns(src: Buffer, dst: Buffer, repr: UdpRepr): void {
+    if (this.pendingDns >= this.opts.maxPendingDns) {
+      this.env.drop('dnsLimit');
+      return;
+    }
+    this.pendingDns++;
+    this.counters.dnsQueries++;
+    const query = Buffer.from(repr.payload);
+    const srcPort = repr.srcPort;
+    const resolve = this.opts.resolveDns!;
+    let p: Promise<Buffer>;
+    try {
+      p = resolve(query);
+    } catch (e) {
+      p = Promise.reject(e);
+    }
+    p.then(
+      (answer) => this.guard(() => {
+        this.pendingDns--;
+        if (this.closed) return;
+        if (!Buffer.isBuffer(answer)) {
+          this.counters.dnsErrors++;
+          return;
+        }
+        const ipHl = src.length === 16 ? 40 : 20;
+        const room = this.opts.mtu - ipHl - 8;
+        let payload = answer;
+        if (payload.length > room) {
+          // RFC 1035 §4.2.1 / RFC 2181 §9: an answer that does not fit is sent truncated with the
+          // TC bit so the client retries over TCP (we never fragment). We keep the header and the
+          // question only, with zero answer counts.
+          payload = truncateDns(answer);
+        }
+        const pkt = this.env.builder.udp(dst, src, { srcPort: DNS_PORT, dstPort: srcPort, payload });
+        if (this.env.send(pkt)) this.counters.dnsAnswers++;
+      }),
+      () => {
+        this.pendingDns--;
+        this.counters.dnsErrors++;
+      },
+    );
+  }
+
+  /** RFC 792 code 3 / RFC 4443 §3.1 code 4, quoting as much of the datagram as fits. */
+  private portUnreachable(src: Buffer, dst: Buffer, ipPacket: Buffer): void {
+    const v6 = src.length === 16;
+    this.icmpError(src, dst, ipPacket, v6 ? Icmpv6Unreachable.PortUnreachable : Icmpv4Unreachable.PortUnreachable);
+    this.counters.portUnreachables++;
+  }
+
+  /**
+   * Sends a destination unreachable with `code` about `ipPacket` (from `src` to `dst`), from the
+   * address the packet was sent to. Not for multicast/broadcast or unspecified sources (RFC 1122
+   * §3.2.2, RFC 4443 §2.4(e)); rate-limited by a token bucket (RFC 4443 §2.4(f)).
+   */
+  icmpError(src: Buffer, dst: Buffer, ipPacket: Buffer, code: number): void {
+    if (!isUnicast(dst) || !isUnicast(src)) return;
+    const now = this.env.now();
+    const rate = this.opts.icmpErrorsPerSecond;
+    this.tokens = Math.min(rate, this.tokens + ((now - this.tokensAt) * rate) / 1000);
+    this.tokensAt = now;
+    if (this.tokens < 1) {
+      this.env.drop('icmpRateLimit');
+      return;
+    }
+    this.tokens -= 1;
+    const v6 = src.length === 16;
+    // RFC 1812 §4.3.2.3: as much of the original as fits in 576 bytes (IPv4); RFC 4443 §3.1: as
+    // much as fits in the minimum IPv6 MTU (1280).
+    const limit = Math.min(this.opts.mtu, v6 ? 1280 : 576) - (v6 ? 40 : 20) - 8;
+    const quote = ipPacket.subarray(0, Math.max(0, limit));
+    const pkt = this.env.builder.icmp(dst, src, { kind: 'dstUnreachable', code, data: quote });
+    this.env.send(pkt);
+  }
+}
+
+function truncateDns(answer: Buffer): Buffer {
+  if (answer.length < 12) return answer.subarray(0, 0);
+  // Header + question section (QDCOUNT is normally 1): walk the name labels.
+  let off = 12;
+  const qd = answer.readUInt16BE(4);
+  for (let q = 0; q < qd && off < answer.length; q++) {
+    while (off < answer.length) {
+      const l = answer[off]!;
+      if (l === 0) {
+        off += 1;
+        break;
+      }
+      if ((l & 0xc0) === 0xc0) {
+        off += 2;
+        break;
+      }
+      off += 1 + l;
+    }
+    off += 4;
+  }
+  const out = Buffer.from(answer.subarray(0, Math.min(off, answer.length)));
+  out[2] = out[2]! | 0x02; // TC
+  out.writeUInt16BE(0, 6);
+  out.writeUInt16BE(0, 8);
+  out.writeUInt16BE(0, 10);
+  return out;
+}
+
+/** Not multicast, broadcast or unspecified. */
+export function isUnicast(addr: Buffer): boolean {
+  if (addr.length === 4) {
+    const a = addr[0]!;
+    if (a >= 224) return false; // 224/4 multicast, 240/4 reserved and broadcast
+    return !(addr[0] === 0 && addr[1] === 0 && addr[2] === 0 && addr[3] === 0);
+  }
+  if (addr[0] === 0xff) return false;
+  for (let i = 0; i < 16; i++) if (addr[i] !== 0) return true;
+  return false;
+}
+
+export function addrText(addr: Buffer): string {
+  return addr.length === 4 ? formatIpv4(addr.readUInt32BE(0)) : formatIpv6(addr);
+}
