@@ -269,7 +269,7 @@ async function main(): Promise<void> {
     rows.push(row);
   }
   if (want('ssh2')) {
-    const row: Row = { id: 'ssh2', path: 'ssh2 forwardOut (bare loop)', note: 'ceiling for ssh2; no curl in the path' };
+    const row: Row = { id: 'ssh2', path: 'ssh2 forwardOut (bare loop)', note: 'ceiling for ssh2; no curl or SOCKS in the path' };
     log(row.path);
     const bare = async (args: string[]): Promise<Record<string, number>> => {
       const r = await client.exec('node', ['--import', 'tsx', join(ROOT, 'bench/ssh2-bare.ts'), serverIp, String(sshdPort), 'root', join(work, 'client'), CIPHER, target, ...args], { timeoutMs: 300_000 });
@@ -281,6 +281,7 @@ async function main(): Promise<void> {
     const lat = await bare(['latency', String(LAT_COUNT)]);
     row.p50us = lat.p50_us;
     row.p99us = lat.p99_us;
+    row.connPerSec = (await bare(['connrate', String(CONN_SECONDS)])).per_second;
     rows.push(row);
   }
   const ktctl = async (id: string, label: string, port: number, proxyPort: number): Promise<void> => {

@@ -4,6 +4,7 @@
  * Prints one JSON line.
  *   node --import tsx bench/ssh2-bare.ts HOST PORT USER KEYFILE CIPHER TARGET download|upload BYTES
  *   node --import tsx bench/ssh2-bare.ts HOST PORT USER KEYFILE CIPHER TARGET latency COUNT
+ *   node --import tsx bench/ssh2-bare.ts HOST PORT USER KEYFILE CIPHER TARGET connrate SECONDS
  */
 import { readFileSync } from 'node:fs';
 import { Client, type ClientChannel } from 'ssh2';
@@ -98,5 +99,23 @@ if (what === 'download') {
   samples.sort((a, b) => a - b);
   const pct = (p: number): number => samples[Math.min(samples.length - 1, Math.floor((p / 100) * samples.length))]!;
   process.stdout.write(JSON.stringify({ p50_us: pct(50), p99_us: pct(99), count }) + '\n');
+}
+else if (what === 'connrate') {
+  const deadline = Date.now() + Number(amount) * 1000;
+  let done = 0;
+  const worker = async (): Promise<void> => {
+    while (Date.now() < deadline) {
+      const ch = await channel(7007);
+      await new Promise<void>((resolve) => {
+        ch.once('data', () => resolve());
+        ch.write('x');
+      });
+      ch.destroy();
+      done++;
+    }
+  };
+  const t0 = Date.now();
+  await Promise.all([worker(), worker(), worker(), worker()]);
+  process.stdout.write(JSON.stringify({ per_second: done / ((Date.now() - t0) / 1000), done }) + '\n');
 }
 client.end();

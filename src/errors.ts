@@ -136,3 +136,10 @@ export class RouteError extends KtctlError {
     super('KTCTL_ROUTE', message, options);
   }
 }
+
+/** Changing the machine's DNS configuration (resolv.conf, /etc/hosts, systemd-resolved) failed. */
+export class DnsConfigError extends KtctlError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('KTCTL_DNS_CONFIG', message, options);
+  }
+}

@@ -11,7 +11,7 @@ test('two namespaces linked by a veth reach each other, and the host reaches a s
   t.is(ping.code, 0, ping.stdout + ping.stderr);
 
   const target = await b.addTargetAddress();
-  const server = b.spawn('node', ['-e', `require('node:net').createServer((c) => c.end('hello from ' + '${target}')).listen(7000, '${target}')`]);
+  const server = b.spawn('node', ['-e', `require('node:net').createServer((c) => { c.on('error', () => {}); c.end('hello from ' + '${target}'); }).listen(7000, '${target}')`]);
   t.teardown(() => server.kill('SIGKILL'));
   await waitForTcp(b, target, 7000);
   // The address exists only inside b: the host has no route to it.

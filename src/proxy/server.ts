@@ -15,6 +15,8 @@ import { serveSocks5 } from './socks5.js';
 
 export const DEFAULT_PROXY_HOST = '127.0.0.1';
 export const DEFAULT_PROXY_PORT = 2223;
+/** How long close() waits for destroyed streams to report that they are closed. */
+const CLOSE_WAIT_MS = 2000;
 
 export interface ProxyServerOptions {
   /** Where every stream goes: the ssh tunnel in ktctl, a plain socket dialer in tests. */
@@ -161,7 +163,11 @@ export class ProxyServer {
         if (!upstream.closed) closed.push(closeOf(upstream));
         upstream.destroy();
       }
-      await Promise.all(closed);
+      // A stream whose far end never confirms its close (an ssh channel on a tunnel that is going
+      // down) must not hold the exit: everything is destroyed already, so wait a bounded time.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.all(closed), new Promise<void>((resolve) => (timer = setTimeout(resolve, CLOSE_WAIT_MS)))]);
+      clearTimeout(timer);
       this.#emit(() => ({ type: 'closed' }));
     })();
     return this.#closing;

@@ -244,12 +244,12 @@ const net = require('node:net');
 const fs = require('node:fs');
 const [path, host, port] = process.argv.slice(1);
 try { fs.unlinkSync(path); } catch {}
-const server = net.createServer((c) => {
-  const up = net.connect(Number(port), host);
+// Half-open both ways: each side's FIN is passed on by pipe() only after the data before it.
+const server = net.createServer({ allowHalfOpen: true }, (c) => {
+  const up = net.connect({ port: Number(port), host, allowHalfOpen: true });
   c.pipe(up); up.pipe(c);
   const kill = () => { c.destroy(); up.destroy(); };
   c.on('error', kill); up.on('error', kill);
-  c.on('close', () => up.destroy()); up.on('close', () => c.destroy());
 });
 server.listen(path, () => process.stdout.write('ready\\n'));
 `;
