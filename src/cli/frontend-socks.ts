@@ -1,0 +1,45 @@
+import type { Writable } from 'node:stream';
+import { ProxyServer } from '../proxy/index.js';
+import type { Transport } from './connect-transport.js';
+import type { Undo } from './lifecycle.js';
+import { urlHost } from './transport-via.js';
+
+export interface SocksFrontEndOptions {
+  host: string;
+  port: number;
+  stdout: Writable;
+  log: (line: string) => void;
+  debug: (line: string) => void;
+  undo: Undo;
+}
+
+/**
+ * The proxy, listening before the transport exists (a taken port fails before any network
+ * traffic); `announce()` prints the line a person pastes once the transport is up.
+ */
+export async function listenSocks(o: SocksFrontEndOptions, dialer: () => Transport | undefined): Promise<{ announce(): void }> {
+  const proxy = new ProxyServer({
+    dialer: {
+      dial: (host, port, options) => {
+        const t = dialer();
+        if (!t) return Promise.reject(new Error('not connected yet'));
+        return t.tunnel.dial(host, port, options);
+      },
+    },
+    host: o.host,
+    port: o.port,
+    onEvent: (e) => {
+      if (e.type === 'dial-failed') o.debug(`proxy: ${e.protocol} ${e.client} -> ${e.target}: ${e.reason}`);
+      else if (e.type === 'tunnel') o.debug(`proxy: ${e.protocol} ${e.client} -> ${e.target}`);
+    },
+  });
+  const address = await proxy.listen();
+  const where = `${urlHost(address.address)}:${address.port}`;
+  o.undo.add(`the proxy on ${where}`, () => proxy.close());
+  return {
+    announce() {
+      o.log(`proxy on ${where}`);
+      o.stdout.write(`export ALL_PROXY=socks5h://${where} HTTP_PROXY=http://${where} HTTPS_PROXY=http://${where}\n`);
+    },
+  };
+}
