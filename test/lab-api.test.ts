@@ -471,7 +471,8 @@ test('env and volumes from secrets and configmaps reach the container; exits res
     return s && s.restartCount >= 1 && s.lastState?.terminated ? s : undefined;
   }, 'the crashing container to be restarted');
   t.is(cs.lastState?.terminated?.exitCode, 3);
-  t.false(cs.ready);
+  // No assertion on `ready`: a container without a probe counts as ready while its next instance
+  // runs, as in a real cluster, so the value depends on when the status is read.
 });
 
 test('deletecollection with a label selector; a watch with timeoutSeconds ends by itself', async (t) => {

@@ -170,7 +170,24 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
     if (!tunnel) {
       throw new DialError('tunnel', host, port, this.#closed ? 'the tunnel is closed' : `the tunnel to ${this.#options.label} is down and did not come back within ${this.#options.dialWaitMs / 1000} s`);
     }
-    return tunnel.dial(host, port, options);
+    try {
+      return await tunnel.dial(host, port, options);
+    } catch (error) {
+      // The tunnel died under this dial before anyone noticed the drop: wait for the next one and
+      // try once more, so a dial racing a reconnect does not fail.
+      if (!(error instanceof DialError) || error.reason !== 'tunnel' || this.#closed || options.signal?.aborted) throw error;
+      if (this.#tunnel === tunnel) {
+        let timer: NodeJS.Timeout | undefined;
+        await new Promise<void>((resolve) => {
+          tunnel.once('close', () => resolve());
+          timer = setTimeout(resolve, this.#options.dialWaitMs);
+        });
+        clearTimeout(timer);
+      }
+      const next = await this.#waitUp(options.signal);
+      if (!next) throw error;
+      return next.dial(host, port, options);
+    }
   }
 
   async dnsQuery(message: Buffer, options: { signal?: AbortSignal } = {}): Promise<Buffer> {
