@@ -10,28 +10,12 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createNetns, linkNetns, waitForTcp, type Teardown } from './helpers/netns.js';
-import { ed25519, REPO, startTargets, ZONE } from './helpers/ssh-fixtures.js';
-
-class Cleanup implements Teardown {
-  readonly #fns: Array<() => unknown> = [];
-  teardown(fn: () => unknown): void {
-    this.#fns.push(fn);
-  }
-  async run(): Promise<void> {
-    for (const fn of this.#fns.splice(0).reverse()) {
-      try {
-        await fn();
-      } catch {
-        /* keep going */
-      }
-    }
-  }
-}
+import { createNetns, linkNetns, waitForTcp } from './helpers/netns.js';
+import { ed25519, REPO, startTargets, TeardownList, ZONE } from './helpers/ssh-fixtures.js';
 
 const say = (line: string): void => void process.stdout.write(`${line}\n`);
 
-async function main(cleanup: Cleanup): Promise<void> {
+async function main(cleanup: TeardownList): Promise<void> {
   const server = await createNetns(cleanup, 'ktdemo');
   const laptop = await createNetns(cleanup, 'ktdemo');
   const { bIp: serverIp } = await linkNetns(cleanup, laptop, server);
@@ -91,7 +75,7 @@ async function main(cleanup: Cleanup): Promise<void> {
   if (code !== 0) throw new Error(`ktctl exited with ${code}`);
 }
 
-const cleanup = new Cleanup();
+const cleanup = new TeardownList();
 try {
   await main(cleanup);
   say('demo done; removing the namespaces');
