@@ -50,6 +50,7 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
   #up: Promise<SshTunnel>;
   #resolveUp!: (t: SshTunnel) => void;
   #closed = false;
+  #dropped: Promise<void> = Promise.resolve();
   #retryTimer: NodeJS.Timeout | undefined;
   readonly #forwards = new Set<Forward>();
 
@@ -89,7 +90,13 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
       return;
     }
     this.#tunnel = tunnel;
-    tunnel.once('close', (error) => this.#onDrop(tunnel, error));
+    // One promise per tunnel for every dial that waits on its drop (one listener, not one each).
+    this.#dropped = new Promise<void>((resolve) =>
+      tunnel.once('close', (error) => {
+        resolve();
+        this.#onDrop(tunnel, error);
+      }),
+    );
     this.#resolveUp(tunnel);
   }
 
@@ -178,10 +185,7 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
       if (!(error instanceof DialError) || error.reason !== 'tunnel' || this.#closed || options.signal?.aborted) throw error;
       if (this.#tunnel === tunnel) {
         let timer: NodeJS.Timeout | undefined;
-        await new Promise<void>((resolve) => {
-          tunnel.once('close', () => resolve());
-          timer = setTimeout(resolve, this.#options.dialWaitMs);
-        });
+        await Promise.race([this.#dropped, new Promise<void>((resolve) => (timer = setTimeout(resolve, this.#options.dialWaitMs)))]);
         clearTimeout(timer);
       }
       const next = await this.#waitUp(options.signal);
