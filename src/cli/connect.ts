@@ -6,8 +6,11 @@ import { CIPHERS } from '../ssh/tunnel.js';
 import { KtctlCommand } from './base.js';
 import type { Transport, TransportContext } from './connect-transport.js';
 import { listenSocks } from './frontend-socks.js';
+import { checkTunAccess, connectTun, parseTunFlags } from './frontend-tun.js';
 import { Undo, untilSignal } from './lifecycle.js';
 import { viaTransport } from './transport-via.js';
+import { kubeTransport, type KubeTransportOptions } from './transport-kube.js';
+import { DEFAULT_SHADOW_IMAGE, parseKeyValues } from '../kube/names.js';
 import { defaultKnownHosts, loadIdentity, parsePort, parseVia } from './via.js';
 
 export class ConnectCommand extends KtctlCommand {
@@ -65,7 +68,13 @@ export class ConnectCommand extends KtctlCommand {
   async run(): Promise<number> {
     if (this.mode !== 'socks' && this.mode !== 'tun') throw new UsageError(`--mode must be tun or socks (got "${this.mode}")`);
     if (this.mode === 'tun') {
-      throw new UsageError('--mode tun is not available in this version of ktctl; use --mode socks (a local SOCKS5/HTTP proxy, no root needed)');
+      const flags = parseTunFlags({
+        tunName: this.tunName, includeIps: this.includeIps, excludeIps: this.excludeIps, dnsMode: this.dnsMode,
+        dnsCacheTtl: this.dnsCacheTtl, clusterDomain: this.clusterDomain, dnsServer: this.dnsServer, via: this.via !== undefined,
+      });
+      const buildTransport = this.#transportBuilder();
+      checkTunAccess();
+      return connectTun({ flags, buildTransport, stdout: this.context.stdout, log: (l) => this.log(l), debug: (l) => this.debugLog(l), debugEnabled: this.debug });
     }
     const proxyPort = parsePort(this.proxyPort, '--proxyPort');
     const buildTransport = this.#transportBuilder();
@@ -95,15 +104,45 @@ export class ConnectCommand extends KtctlCommand {
 
   /** Checks the flags of the transport asked for and returns how to build it. */
   #transportBuilder(): (ctx: TransportContext) => Promise<Transport> {
-    if (this.via === undefined) {
-      throw new UsageError('connecting through a Kubernetes cluster is not available in this version of ktctl; give an SSH server with --via user@host[:port]');
-    }
-    const target = parseVia(this.via);
     let ciphers: CipherAlgorithm[] | undefined;
     if (this.sshCipher !== undefined) {
       if (!CIPHERS.includes(this.sshCipher as CipherAlgorithm)) throw new UsageError(`--sshCipher must be one of ${CIPHERS.join(', ')} (got "${this.sshCipher}")`);
       ciphers = [this.sshCipher as CipherAlgorithm, ...CIPHERS.filter((c) => c !== this.sshCipher)];
     }
+    if (this.via === undefined) {
+      const seconds = (text: string, flag: string): number => {
+        const n = Number(text);
+        if (!Number.isFinite(n) || n <= 0) throw new UsageError(`${flag} takes a number of seconds greater than 0 (got "${text}")`);
+        return n * 1000;
+      };
+      const keyValues = (text: string | undefined, flag: string): Record<string, string> => {
+        try {
+          return parseKeyValues(text, flag);
+        } catch (error) {
+          throw new UsageError(error instanceof Error ? error.message : String(error));
+        }
+      };
+      const options: KubeTransportOptions = {
+        kubeconfig: this.kubeconfig,
+        context: this.kubeContext,
+        namespace: this.namespace,
+        image: this.image ?? DEFAULT_SHADOW_IMAGE,
+        imagePullSecret: this.imagePullSecret,
+        nodeSelector: keyValues(this.nodeSelector, '--nodeSelector'),
+        labels: keyValues(this.withLabel, '--withLabel'),
+        annotations: keyValues(this.withAnnotation, '--withAnnotation'),
+        podCreationTimeoutMs: seconds(this.podCreationTimeout, '--podCreationTimeout'),
+        portForwardTimeoutMs: seconds(this.portForwardTimeout, '--portForwardTimeout'),
+        shareShadow: this.shareShadow,
+        clusterDomain: this.clusterDomain,
+        ciphers,
+        mode: this.mode,
+        proxy: this.mode === 'socks' ? `${this.proxyAddr}:${this.proxyPort}` : undefined,
+        stderr: this.context.stderr,
+      };
+      return (ctx) => kubeTransport(options, ctx);
+    }
+    const target = parseVia(this.via);
     const identity = loadIdentity(this.identity);
     const knownHostsFile = this.knownHosts ?? defaultKnownHosts();
     return (ctx) => viaTransport({ target, identity, knownHostsFile, dnsServer: this.dnsServer, ciphers }, ctx);

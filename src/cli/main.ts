@@ -1,6 +1,11 @@
 #!/usr/bin/env node
+// First: ws reads its masking hooks when it loads (see ws-mask.ts).
+import '../kube/ws-mask.js';
 import { Builtins, Cli } from 'clipanion';
+import { CheckCommand } from './check.js';
+import { CleanCommand } from './clean.js';
 import { ConnectCommand } from './connect.js';
+import { StatusCommand } from './status.js';
 import { VERSION } from './version.js';
 
 const cli = new Cli({
@@ -12,6 +17,9 @@ const cli = new Cli({
 cli.register(Builtins.HelpCommand);
 cli.register(Builtins.VersionCommand);
 cli.register(ConnectCommand);
+cli.register(CleanCommand);
+cli.register(StatusCommand);
+cli.register(CheckCommand);
 
 const code = await cli.run(process.argv.slice(2));
 process.exitCode = code;

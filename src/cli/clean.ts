@@ -1,0 +1,50 @@
+import { Command, Option } from 'clipanion';
+import { UsageError } from '../errors.js';
+import { cleanStale } from '../kube/clean.js';
+import { openKube } from '../kube/session.js';
+import { removeStaleProcessRecords } from '../kube/state.js';
+import { KtctlCommand } from './base.js';
+
+export class CleanCommand extends KtctlCommand {
+  static override paths = [['clean']];
+
+  static override usage = Command.Usage({
+    description: 'remove what crashed ktctl runs left in the cluster',
+    details: `
+      Deletes the objects ktctl made (label \`app.kubernetes.io/managed-by=ktctl\`) whose \`ktctl/heartbeat\` is
+      older than the threshold, and restores objects ktctl changed in place (replicas, selectors) from their
+      \`ktctl/original-*\` annotations. Ages are measured with the API server's clock, never this machine's.
+      Objects of a ktctl process that still runs on this machine are kept whatever their age.
+
+      Without \`-n\` it looks in every namespace you may list, else in the current one.
+    `,
+    examples: [
+      ['See what would be removed', '$0 clean --dryRun'],
+      ['Remove leftovers at once (also fresh ones) in one namespace', '$0 clean --thresholdInMinus 0 -n dev'],
+    ],
+  });
+
+  thresholdInMinus = Option.String('--thresholdInMinus,--threshold-in-minus,--threshold-in-minutes,--thresholdInMinutes', '5', {
+    description: 'minutes since the last heartbeat after which an object is a leftover (default 5)',
+  });
+  dryRun = Option.Boolean('--dryRun,--dry-run', false, { description: 'list what would be removed or restored, change nothing' });
+  kubeconfig = Option.String('--kubeconfig,-c', { description: 'kubeconfig file (default $KUBECONFIG, then ~/.kube/config)' });
+  kubeContext = Option.String('--context', { description: 'kubeconfig context (default: the current one)' });
+  namespace = Option.String('--namespace,-n', { description: 'only this namespace (default: all namespaces you may list)' });
+
+  async run(): Promise<number> {
+    const minutes = Number(this.thresholdInMinus);
+    if (!Number.isFinite(minutes) || minutes < 0) throw new UsageError(`--thresholdInMinus takes a number of minutes, 0 or more (got "${this.thresholdInMinus}")`);
+    const kube = openKube({ kubeconfig: this.kubeconfig, context: this.kubeContext, namespace: this.namespace });
+    const out = (line: string): void => {
+      this.context.stdout.write(`${line}\n`);
+    };
+    const actions = await cleanStale(kube, { thresholdMinutes: minutes, dryRun: this.dryRun, namespace: this.namespace, log: out });
+    if (!this.dryRun) {
+      for (const r of removeStaleProcessRecords()) out(`removed the local record of ktctl process ${r.pid} (no longer running)`);
+    }
+    const failed = actions.filter((a) => a.error !== undefined).length;
+    if (actions.length === 0) out(`nothing to clean (no ktctl object older than ${minutes} min)`);
+    return failed > 0 ? 1 : 0;
+  }
+}

@@ -1,0 +1,70 @@
+import { Command, Option } from 'clipanion';
+import { describeError } from './base.js';
+import { listKtctlObjects, type KtctlObject } from '../kube/clean.js';
+import { LABEL_ROLE } from '../kube/names.js';
+import { openKube } from '../kube/session.js';
+import { listProcessRecords } from '../kube/state.js';
+import { KtctlCommand } from './base.js';
+
+export class StatusCommand extends KtctlCommand {
+  static override paths = [['status']];
+
+  static override usage = Command.Usage({
+    description: 'what ktctl runs on this machine and what it has in the cluster',
+    details: `
+      Lists this machine's ktctl processes (from the state directory: \`$KTCTL_STATE_DIR\`, \`/run/ktctl\` for root,
+      else \`~/.ktctl/state\`; a process that is gone is shown as stale) and the cluster's ktctl objects with
+      their owner and heartbeat age (API server time).
+    `,
+    examples: [
+      ['Show everything', '$0 status'],
+      ['As JSON', '$0 status --json'],
+    ],
+  });
+
+  json = Option.Boolean('--json', false, { description: 'print one JSON document' });
+  kubeconfig = Option.String('--kubeconfig,-c', { description: 'kubeconfig file (default $KUBECONFIG, then ~/.kube/config)' });
+  kubeContext = Option.String('--context', { description: 'kubeconfig context (default: the current one)' });
+  namespace = Option.String('--namespace,-n', { description: 'only this namespace (default: all namespaces you may list)' });
+
+  async run(): Promise<number> {
+    const processes = listProcessRecords().map((r) => ({ ...r.record, state: r.alive ? 'running' : 'stale' }));
+    let objects: KtctlObject[] = [];
+    let clusterError: string | undefined;
+    let scope = '';
+    try {
+      const kube = openKube({ kubeconfig: this.kubeconfig, context: this.kubeContext, namespace: this.namespace });
+      const listed = await listKtctlObjects(kube, this.namespace);
+      objects = listed.objects;
+      scope = listed.scope;
+    } catch (error) {
+      clusterError = describeError(error);
+    }
+    const out = this.context.stdout;
+    if (this.json) {
+      const cluster = objects.map((o) => ({
+        kind: o.kind,
+        namespace: o.namespace,
+        name: o.name,
+        role: o.labels[LABEL_ROLE] ?? null,
+        owner: o.owner || null,
+        heartbeatAgeSeconds: Math.round(o.ageMs / 1000),
+      }));
+      out.write(`${JSON.stringify({ processes, cluster, clusterError: clusterError ?? null }, null, 2)}\n`);
+      return 0;
+    }
+    out.write(`this machine (${processes.length} ktctl process${processes.length === 1 ? '' : 'es'}):\n`);
+    for (const p of processes) {
+      out.write(`  pid ${p.pid}  ${p.state}  ${p.mode}  context ${p.context}  namespace ${p.namespace}  shadow ${p.shadow || '-'}${p.proxy ? `  proxy ${p.proxy}` : ''}\n`);
+    }
+    if (clusterError) {
+      out.write(`cluster: ${clusterError}\n`);
+      return 0;
+    }
+    out.write(`cluster, ${scope} (${objects.length} ktctl object${objects.length === 1 ? '' : 's'}):\n`);
+    for (const o of objects) {
+      out.write(`  ${o.kind} ${o.namespace}/${o.name}  role ${o.labels[LABEL_ROLE] ?? '-'}  owner ${o.owner || '-'}  heartbeat ${Math.round(o.ageMs / 1000)} s ago\n`);
+    }
+    return 0;
+  }
+}

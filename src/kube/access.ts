@@ -1,0 +1,62 @@
+/**
+ * What RBAC allows, asked with SelfSubjectAccessReview (no side effects): `connect` checks what it
+ * needs before it creates anything, `check` shows the whole table.
+ */
+import type { Kube } from './api.js';
+import { kubeCall } from './errors.js';
+
+export interface Permission {
+  verb: string;
+  /** plural resource, optionally with "/subresource" */
+  resource: string;
+  group: string;
+}
+
+const p = (verb: string, resource: string, group = ''): Permission => ({ verb, resource, group });
+
+/** What each command needs, in the namespace it works in. */
+export const NEEDS: Record<'connect' | 'clean' | 'exchange', Permission[]> = {
+  connect: [
+    p('create', 'pods'),
+    p('get', 'pods'),
+    p('delete', 'pods'),
+    p('patch', 'pods'),
+    p('create', 'pods/portforward'),
+    p('create', 'secrets'),
+    p('delete', 'secrets'),
+    p('patch', 'secrets'),
+  ],
+  clean: [p('list', 'pods'), p('delete', 'pods'), p('list', 'secrets'), p('delete', 'secrets'), p('list', 'services'), p('list', 'deployments', 'apps')],
+  exchange: [
+    p('get', 'services'),
+    p('update', 'services'),
+    p('patch', 'services'),
+    p('get', 'deployments', 'apps'),
+    p('patch', 'deployments', 'apps'),
+    p('update', 'deployments', 'apps'),
+    p('patch', 'deployments/scale', 'apps'),
+    p('watch', 'pods'),
+    p('list', 'pods'),
+  ],
+};
+
+export function describePermission(x: Permission): string {
+  return `${x.verb} ${x.resource}${x.group ? `.${x.group}` : ''}`;
+}
+
+/** Asks the API server whether the current user may do `x` in `namespace`. */
+export async function mayI(kube: Kube, x: Permission, namespace: string): Promise<{ allowed: boolean; reason?: string }> {
+  const [resource, subresource] = x.resource.split('/');
+  const review = await kubeCall({ verb: 'create', resource: 'selfsubjectaccessreviews', server: kube.server }, () =>
+    kube.authz.createSelfSubjectAccessReview({
+      body: { apiVersion: 'authorization.k8s.io/v1', kind: 'SelfSubjectAccessReview', spec: { resourceAttributes: { verb: x.verb, group: x.group, resource, subresource, namespace } } },
+    }),
+  );
+  return { allowed: review.status?.allowed === true, reason: review.status?.reason };
+}
+
+/** The first permission of `needs` that is denied, or undefined when all are allowed. */
+export async function firstDenied(kube: Kube, needs: Permission[], namespace: string): Promise<Permission | undefined> {
+  const answers = await Promise.all(needs.map(async (x) => ({ x, a: await mayI(kube, x, namespace) })));
+  return answers.find((r) => !r.a.allowed)?.x;
+}

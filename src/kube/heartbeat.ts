@@ -1,0 +1,96 @@
+/**
+ * Signs of life: every 30 s the `ktctl/heartbeat` annotation of every object this process owns is
+ * set to the API server's time (from the Date header, see Kube.serverNow), so `clean` (measuring
+ * against the same clock) never takes a live run's objects for leftovers.
+ */
+import type { Kube } from './api.js';
+import { rfc3339 } from './api.js';
+import { kubeCall } from './errors.js';
+import { ANNOTATION_HEARTBEAT } from './names.js';
+
+export const HEARTBEAT_INTERVAL_MS = 30_000;
+
+export interface OwnedObject {
+  kind: 'pod' | 'secret' | 'service' | 'deployment';
+  namespace: string;
+  name: string;
+}
+
+export class Heartbeat {
+  readonly #kube: Kube;
+  readonly #objects = new Map<string, OwnedObject>();
+  readonly #debug: (line: string) => void;
+  readonly #intervalMs: number;
+  #timer: NodeJS.Timeout | undefined;
+  #beating: Promise<void> | undefined;
+
+  constructor(kube: Kube, options: { debug?: (line: string) => void; intervalMs?: number } = {}) {
+    this.#kube = kube;
+    this.#debug = options.debug ?? (() => undefined);
+    this.#intervalMs = options.intervalMs ?? HEARTBEAT_INTERVAL_MS;
+  }
+
+  add(o: OwnedObject): void {
+    this.#objects.set(`${o.kind}/${o.namespace}/${o.name}`, o);
+  }
+
+  remove(o: OwnedObject): void {
+    this.#objects.delete(`${o.kind}/${o.namespace}/${o.name}`);
+  }
+
+  get objects(): OwnedObject[] {
+    return [...this.#objects.values()];
+  }
+
+  start(): void {
+    this.#timer ??= setInterval(() => void this.beat(), this.#intervalMs);
+    this.#timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
+    await this.#beating;
+  }
+
+  /** One round: the API server's time, then a merge patch on each object. Failures are reported, not fatal. */
+  beat(): Promise<void> {
+    this.#beating ??= (async () => {
+      try {
+        const now = rfc3339(await this.#kube.serverNow());
+        for (const o of this.#objects.values()) {
+          try {
+            await patchAnnotations(this.#kube, o, { [ANNOTATION_HEARTBEAT]: now });
+          } catch (error) {
+            this.#debug(`heartbeat: ${o.kind} ${o.namespace}/${o.name}: ${error instanceof Error ? error.message : String(error)}`);
+          }
+        }
+        this.#debug(`heartbeat ${now} on ${this.#objects.size} object(s)`);
+      } catch (error) {
+        this.#debug(`heartbeat: ${error instanceof Error ? error.message : String(error)}`);
+      } finally {
+        this.#beating = undefined;
+      }
+    })();
+    return this.#beating;
+  }
+}
+
+/** Merge-patches annotations (null deletes one) of any object kind ktctl owns. */
+export async function patchAnnotations(kube: Kube, o: OwnedObject, annotations: Record<string, string | null>, resourceVersion?: string): Promise<unknown> {
+  const body = { metadata: { annotations, ...(resourceVersion ? { resourceVersion } : {}) } };
+  const { namespace, name } = o;
+  const resource = `${o.kind}s`;
+  return kubeCall({ verb: 'patch', resource, namespace, name, server: kube.server }, (): Promise<unknown> => {
+    switch (o.kind) {
+      case 'pod':
+        return kube.core.patchNamespacedPod({ name, namespace, body }, kube.mergePatch);
+      case 'secret':
+        return kube.core.patchNamespacedSecret({ name, namespace, body }, kube.mergePatch);
+      case 'service':
+        return kube.core.patchNamespacedService({ name, namespace, body }, kube.mergePatch);
+      case 'deployment':
+        return kube.apps.patchNamespacedDeployment({ name, namespace, body }, kube.mergePatch);
+    }
+  });
+}

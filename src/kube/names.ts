@@ -1,0 +1,72 @@
+/**
+ * The names ktctl writes on cluster objects (DESIGN.md, "Nothing is left behind"): what `clean`,
+ * `status` and every command that creates something agree on.
+ */
+import { hostname, userInfo } from 'node:os';
+import { VERSION } from '../cli/version.js';
+
+export const LABEL_MANAGED_BY = 'app.kubernetes.io/managed-by';
+export const MANAGED_BY = 'ktctl';
+/** `connect`, `exchange`, `mesh`, `preview`, `router`. */
+export const LABEL_ROLE = 'ktctl/role';
+/** Which run made the object (the shadow's name): lets a run find its own Secret and Pod. */
+export const LABEL_RUN = 'ktctl/run';
+
+/** The API server's time of the last sign of life, RFC 3339. */
+export const ANNOTATION_HEARTBEAT = 'ktctl/heartbeat';
+/** `user@host pid`. */
+export const ANNOTATION_OWNER = 'ktctl/owner';
+/** Originals of what ktctl changed in place; `clean` restores them. */
+export const ANNOTATION_ORIGINAL_REPLICAS = 'ktctl/original-replicas';
+export const ANNOTATION_ORIGINAL_SELECTOR = 'ktctl/original-selector';
+/** --shareShadow: how many connect processes use this shadow (a decimal count). */
+export const ANNOTATION_USERS = 'ktctl/users';
+/** --shareShadow: who shares it (`user@host`); only processes of that user join. */
+export const ANNOTATION_SHARED_BY = 'ktctl/shared-by';
+
+export type Role = 'connect' | 'exchange' | 'mesh' | 'preview' | 'router';
+
+export const MANAGED_SELECTOR = `${LABEL_MANAGED_BY}=${MANAGED_BY}`;
+
+export const DEFAULT_SHADOW_IMAGE = `ktctl/shadow:${VERSION}`;
+
+/** `user@host`. */
+export function userAtHost(): string {
+  let user = process.env.USER ?? '';
+  try {
+    user = userInfo().username;
+  } catch {
+    /* no passwd entry */
+  }
+  return `${user || 'unknown'}@${hostname()}`;
+}
+
+/** The `ktctl/owner` of this process: `user@host pid`. */
+export function ownerOf(pid: number = process.pid): string {
+  return `${userAtHost()} ${pid}`;
+}
+
+/** Kubernetes names are DNS labels: lower case, digits and '-', at most 63 characters. */
+export function dnsLabel(text: string): string {
+  const s = text
+    .toLowerCase()
+    .replace(/[^a-z0-9-]+/g, '-')
+    .replace(/^-+|-+$/g, '');
+  return s.slice(0, 63).replace(/-+$/, '') || 'x';
+}
+
+/** Parses `k=v,k2=v2` (--withLabel, --withAnnotation, --nodeSelector). */
+export function parseKeyValues(text: string | undefined, flag: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (text === undefined || text.trim() === '') return out;
+  for (const part of text.split(',')) {
+    const p = part.trim();
+    if (p === '') continue;
+    const eq = p.indexOf('=');
+    if (eq <= 0) throw new KeyValueError(`${flag} takes key=value pairs separated by commas (got "${p}")`);
+    out[p.slice(0, eq).trim()] = p.slice(eq + 1).trim();
+  }
+  return out;
+}
+
+export class KeyValueError extends Error {}

@@ -1,0 +1,133 @@
+/**
+ * This machine's running ktctl processes, for `ktctl status`: each `connect` writes a small record
+ * (pid, mode, namespace, shadow, proxy) into the state directory and removes it on exit. A record
+ * whose process is gone (kill -9) is shown as stale and removed by `ktctl clean`.
+ *
+ * Also where --shareShadow keeps the shared client key (0600, keyed by namespace and shadow), so
+ * that the user's other processes can use the shadow without the key ever being in the cluster.
+ */
+import { chmodSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { defaultStateDir, processStartTime, recordOwnerAlive } from '../tun/state.js';
+
+export { defaultStateDir };
+
+export interface ProcessRecord {
+  version: 1;
+  kind: 'connect';
+  pid: number;
+  pidStart: string | null;
+  startedAt: string;
+  mode: string;
+  context: string;
+  namespace: string;
+  /** the shadow pod, or the --via target */
+  shadow: string;
+  /** host:port of the proxy (socks mode) */
+  proxy?: string;
+}
+
+export interface StoredProcessRecord {
+  path: string;
+  record: ProcessRecord;
+  alive: boolean;
+}
+
+function writeAtomic(path: string, data: string): void {
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, data, { mode: 0o600 });
+  renameSync(tmp, path);
+}
+
+/** Writes this process's record; returns a function that updates it and one that removes it. */
+export function writeProcessRecord(
+  fields: Omit<ProcessRecord, 'version' | 'kind' | 'pid' | 'pidStart' | 'startedAt'>,
+  dir: string = defaultStateDir(),
+): { update(patch: Partial<ProcessRecord>): void; remove(): void; path: string } {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const path = join(dir, `connect-${process.pid}.json`);
+  let record: ProcessRecord = {
+    version: 1,
+    kind: 'connect',
+    pid: process.pid,
+    pidStart: processStartTime(process.pid),
+    startedAt: new Date().toISOString(),
+    ...fields,
+  };
+  writeAtomic(path, JSON.stringify(record));
+  return {
+    path,
+    update(patch) {
+      record = { ...record, ...patch };
+      writeAtomic(path, JSON.stringify(record));
+    },
+    remove() {
+      rmSync(path, { force: true });
+    },
+  };
+}
+
+export function listProcessRecords(dir: string = defaultStateDir()): StoredProcessRecord[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const out: StoredProcessRecord[] = [];
+  for (const n of names) {
+    if (!n.startsWith('connect-') || !n.endsWith('.json')) continue;
+    const path = join(dir, n);
+    try {
+      const record = JSON.parse(readFileSync(path, 'utf8')) as ProcessRecord;
+      if (record.version !== 1 || record.kind !== 'connect' || typeof record.pid !== 'number') continue;
+      out.push({ path, record, alive: recordOwnerAlive(record) });
+    } catch {
+      /* removed meanwhile, or not ours */
+    }
+  }
+  return out.sort((a, b) => a.record.pid - b.record.pid);
+}
+
+/** Removes the records of processes that are gone; returns them. */
+export function removeStaleProcessRecords(dir: string = defaultStateDir()): ProcessRecord[] {
+  const gone: ProcessRecord[] = [];
+  for (const r of listProcessRecords(dir)) {
+    if (r.alive) continue;
+    rmSync(r.path, { force: true });
+    gone.push(r.record);
+  }
+  return gone;
+}
+
+export interface SharedKeyFile {
+  clientPrivate: string;
+  clientPublic: string;
+  hostPublic: string;
+}
+
+function sharedKeyPath(dir: string, namespace: string, shadow: string): string {
+  return join(dir, `shared-${namespace}-${shadow}.key.json`);
+}
+
+export function readSharedKey(namespace: string, shadow: string, dir: string = defaultStateDir()): SharedKeyFile | undefined {
+  try {
+    const k = JSON.parse(readFileSync(sharedKeyPath(dir, namespace, shadow), 'utf8')) as SharedKeyFile;
+    if (typeof k.clientPrivate === 'string' && typeof k.clientPublic === 'string' && typeof k.hostPublic === 'string') return k;
+  } catch {
+    /* none */
+  }
+  return undefined;
+}
+
+export function writeSharedKey(namespace: string, shadow: string, key: SharedKeyFile, dir: string = defaultStateDir()): string {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const path = sharedKeyPath(dir, namespace, shadow);
+  writeAtomic(path, JSON.stringify(key));
+  chmodSync(path, 0o600);
+  return path;
+}
+
+export function removeSharedKey(namespace: string, shadow: string, dir: string = defaultStateDir()): void {
+  rmSync(sharedKeyPath(dir, namespace, shadow), { force: true });
+}
