@@ -43,7 +43,15 @@ interface Row {
   p50us?: number;
   p99us?: number;
   connPerSec?: number;
+  /** CPU time of the tunnel's own process per GiB moved (download), where there is one process */
+  cpuMsPerGiB?: number;
   note?: string;
+}
+
+/** utime + stime of a process, in milliseconds (USER_HZ = 100 on Linux). */
+function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
 class Cleanup implements Teardown {
@@ -122,7 +130,7 @@ async function probe(ns: Netns, args: string[]): Promise<Record<string, number>>
 
 type Via = { kind: 'tcp'; host: string; httpPort: number; echoPort: number } | { kind: 'socks'; port: number } | { kind: 'direct' };
 
-async function measure(ns: Netns, row: Row, via: Via, target: string, uploadFile: string): Promise<void> {
+async function measure(ns: Netns, row: Row, via: Via, target: string, uploadFile: string, pid?: number): Promise<void> {
   const url = (host: string, port: number, path: string): string => `http://${host}:${port}${path}`;
   const curlVia = (path: string): string[] => {
     if (via.kind === 'tcp') return [url(via.host, via.httpPort, path)];
@@ -134,7 +142,9 @@ async function measure(ns: Netns, row: Row, via: Via, target: string, uploadFile
     if (via.kind === 'socks') return ['socks', '127.0.0.1', String(via.port), target, '7007'];
     return ['tcp', target, '7007'];
   };
+  const cpu0 = pid ? cpuMs(pid) : 0;
   row.downloadMbit = await best(REPEAT, () => curlSpeed(ns, ['-w', '%{speed_download}', ...curlVia(`/bytes/${BYTES}`)]));
+  if (pid) row.cpuMsPerGiB = (cpuMs(pid) - cpu0) / ((REPEAT * BYTES) / 2 ** 30);
   row.uploadMbit = await best(REPEAT, () => curlSpeed(ns, ['-w', '%{speed_upload}', '-T', uploadFile, ...curlVia('/sink')]));
   const lat = await probe(ns, ['latency', ...probeVia(), String(LAT_COUNT)]);
   row.p50us = lat.p50_us;
@@ -148,8 +158,8 @@ function fmt(n: number | undefined, digits = 0): string {
 }
 
 function printTable(rows: Row[]): void {
-  const head = ['path', 'down Mbit/s', 'up Mbit/s', 'p50 us', 'p99 us', 'conn/s', 'note'];
-  const body = rows.map((r) => [r.path, fmt(r.downloadMbit), fmt(r.uploadMbit), fmt(r.p50us), fmt(r.p99us), fmt(r.connPerSec), r.note ?? '']);
+  const head = ['path', 'down Mbit/s', 'up Mbit/s', 'p50 us', 'p99 us', 'conn/s', 'CPU ms/GiB down', 'note'];
+  const body = rows.map((r) => [r.path, fmt(r.downloadMbit), fmt(r.uploadMbit), fmt(r.p50us), fmt(r.p99us), fmt(r.connPerSec), fmt(r.cpuMsPerGiB), r.note ?? '']);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const line = (cells: string[]): string => '| ' + cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ') + ' |';
   process.stdout.write(line(head) + '\n');
@@ -206,7 +216,7 @@ async function main(): Promise<void> {
   cleanup.teardown(() => stop(sshd));
   await waitForTcp(server, serverIp, sshdPort);
 
-  if (want('ktctl-socks-shadow')) await startIn(
+  if (want('ktctl-socks-shadow') || want('ktctl-tun-shadow') || want('ktctl-tun-idle')) await startIn(
     server,
     'node',
     [join(ROOT, 'dist/shadow/main.js')],
@@ -241,6 +251,12 @@ async function main(): Promise<void> {
     await measure(client, row, { kind: 'direct' }, target, uploadFile);
     rows.push(row);
   }
+  // From here on every path must go through its tunnel: the server drops what the client sends
+  // straight to the target, so a tool that silently bypasses its tunnel fails instead of looking
+  // fast (sshuttle did, when its nft rules did not match).
+  await server.execOk('/usr/sbin/nft', ['-f', '-'], {
+    input: `table ip ktbench {\n  chain input {\n    type filter hook input priority 0; policy accept;\n    ip saddr ${link.aIp} ip daddr ${target} drop\n  }\n}\n`,
+  });
   if (want('ssh-L')) {
     const row: Row = { id: 'ssh-L', path: 'ssh -L (OpenSSH)' };
     log(row.path);
@@ -295,12 +311,13 @@ async function main(): Promise<void> {
       (o) => o.includes('ALL_PROXY='),
       label,
     );
-    await measure(client, row, { kind: 'socks', port: proxyPort }, target, uploadFile);
+    await measure(client, row, { kind: 'socks', port: proxyPort }, target, uploadFile, p.pid);
     await stop(p);
     rows.push(row);
   };
   await ktctl('ktctl-socks-sshd', 'ktctl socks via sshd', sshdPort, 12223);
   await ktctl('ktctl-socks-shadow', 'ktctl socks via shadow', shadowPort, 12224);
+  await tunRows({ want, client, serverIp, target, uploadFile, rows, sshdPort, shadowPort });
 
   printTable(rows);
   const ssh2 = rows.find((r) => r.id === 'ssh2');
@@ -312,12 +329,111 @@ async function main(): Promise<void> {
     if (shuttle?.downloadMbit && r.downloadMbit) ratios[`${r.id} / sshuttle download`] = r.downloadMbit / shuttle.downloadMbit;
     if (shuttle?.uploadMbit && r.uploadMbit) ratios[`${r.id} / sshuttle upload`] = r.uploadMbit / shuttle.uploadMbit;
   }
+  tunRatios(rows, ratios);
   for (const [k, v] of Object.entries(ratios)) process.stdout.write(`${k}: ${v.toFixed(2)}x\n`);
   const result = { date: new Date().toISOString(), bytes: BYTES, repeat: REPEAT, cipher: CIPHER, node: process.version, rows, ratios };
   mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
   const stamp = result.date.replace(/[:.]/g, '-');
   writeFileSync(join(ROOT, 'bench/results', `bench-${stamp}.json`), JSON.stringify(result, null, 2) + '\n');
   writeFileSync(join(ROOT, 'bench/results', 'latest.json'), JSON.stringify(result, null, 2) + '\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// TUN mode (`ktctl connect --via ... --includeIps TARGET/32`): curl and the probes go straight to
+// the target address, which the client namespace routes into ktctl's TUN device. Rows
+// ktctl-tun-sshd, ktctl-tun-shadow, and ktctl-tun-idle (VmRSS of the ktctl process holding 1000
+// concurrent idle flows to the echo target through the shadow). BENCH_TUN_NODE_ARGS: extra node
+// flags for the ktctl process of these rows (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
+
+const IDLE_FLOWS = 1000;
+
+/** Opens N connections to HOST:PORT, echoes one byte on each, prints "open N", holds them until stdin ends. */
+const IDLE_CLIENT = String.raw`
+const net = require('node:net');
+const [host, port, n] = process.argv.slice(1).map((v, i) => (i === 0 ? v : Number(v)));
+let open = 0;
+const socks = [];
+for (let i = 0; i < n; i++) {
+  const s = net.connect({ host, port });
+  socks.push(s);
+  s.on('error', (e) => { process.stderr.write('flow ' + i + ': ' + e.message + '\n'); process.exit(1); });
+  s.on('connect', () => s.write('x'));
+  s.once('data', () => { if (++open === n) process.stdout.write('open ' + n + '\n'); });
+}
+process.stdin.on('end', () => process.exit(0));
+process.stdin.resume();
+`;
+
+function vmRss(pid: number): number {
+  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+async function tunRows(o: { want: (id: string) => boolean; client: Netns; serverIp: string; target: string; uploadFile: string; rows: Row[]; sshdPort: number; shadowPort: number }): Promise<void> {
+  const ids = ['ktctl-tun-sshd', 'ktctl-tun-shadow', 'ktctl-tun-idle'];
+  if (!ids.some(o.want)) return;
+  // The client namespace routes the target over the veth for the other rows; the TUN takes that
+  // route over while these rows run.
+  await runOk('ip', ['-n', o.client.name, 'route', 'del', `${o.target}/32`]);
+  try {
+    const start = async (label: string, port: number): Promise<ChildProcess> => startIn(
+      o.client,
+      'node',
+      [...(process.env.BENCH_TUN_NODE_ARGS?.split(' ').filter(Boolean) ?? []), join(ROOT, 'dist/cli/main.js'), 'connect', '--via', `root@${o.serverIp}:${port}`, '--identity', join(work, 'client'), '--knownHosts', join(work, 'known_hosts'), '--includeIps', `${o.target}/32`, '--sshCipher', CIPHER],
+      (out) => out.includes('connected through'),
+      label,
+      { KTCTL_STATE_DIR: join(work, 'tun-state') },
+    );
+    for (const [id, label, port] of [['ktctl-tun-sshd', 'ktctl tun via sshd', o.sshdPort], ['ktctl-tun-shadow', 'ktctl tun via shadow', o.shadowPort]] as const) {
+      if (!o.want(id)) continue;
+      const row: Row = { id, path: label };
+      log(row.path);
+      const p = await start(label, port);
+      await measure(o.client, row, { kind: 'direct' }, o.target, o.uploadFile);
+      row.note = `ktctl RSS after the row ${vmRss(p.pid!).toFixed(0)} MiB`;
+      await stop(p);
+      o.rows.push(row);
+    }
+    if (o.want('ktctl-tun-idle')) {
+      const row: Row = { id: 'ktctl-tun-idle', path: `ktctl tun: ${IDLE_FLOWS} idle flows` };
+      log(row.path);
+      const p = await start('ktctl tun (idle flows)', o.shadowPort);
+      const before = vmRss(p.pid!);
+      const holder = o.client.spawn('node', ['-e', IDLE_CLIENT, o.target, '7007', String(IDLE_FLOWS)], { stdio: ['pipe', 'pipe', 'pipe'] });
+      cleanup.teardown(() => stop(holder));
+      let out = '';
+      holder.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+      holder.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+      const deadline = Date.now() + 120_000;
+      while (!out.includes(`open ${IDLE_FLOWS}`)) {
+        if (holder.exitCode !== null || Date.now() > deadline) throw new Error(`the idle flows did not open: ${out.slice(-2000)}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await new Promise((r) => setTimeout(r, 2000));
+      const rss = vmRss(p.pid!);
+      row.note = `VmRSS ${rss.toFixed(0)} MiB with ${IDLE_FLOWS} flows open (${before.toFixed(0)} MiB before)`;
+      holder.stdin?.end();
+      await stop(holder);
+      await stop(p);
+      o.rows.push(row);
+    }
+  } finally {
+    await runOk('ip', ['-n', o.client.name, 'route', 'replace', `${o.target}/32`, 'via', o.serverIp]);
+  }
+}
+
+/** Issue 5's goals as ratios: TUN vs ktctl's own SOCKS and vs sshuttle (throughput), p50 vs ssh -L. */
+function tunRatios(rows: Row[], ratios: Record<string, number>): void {
+  const by = (id: string): Row | undefined => rows.find((r) => r.id === id);
+  const sshL = by('ssh-L');
+  for (const via of ['sshd', 'shadow']) {
+    const tun = by(`ktctl-tun-${via}`);
+    const socks = by(`ktctl-socks-${via}`);
+    if (!tun) continue;
+    if (socks?.downloadMbit && tun.downloadMbit) ratios[`ktctl-tun-${via} / ktctl-socks-${via} download`] = tun.downloadMbit / socks.downloadMbit;
+    if (socks?.uploadMbit && tun.uploadMbit) ratios[`ktctl-tun-${via} / ktctl-socks-${via} upload`] = tun.uploadMbit / socks.uploadMbit;
+    if (sshL?.p50us && tun.p50us) ratios[`ktctl-tun-${via} p50 / ssh -L p50`] = tun.p50us / sshL.p50us;
+  }
 }
 
 try {
