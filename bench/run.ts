@@ -11,6 +11,10 @@
  *   ssh2 forwardOut       a bare ssh2 client loop: the ceiling for anything built on ssh2
  *   ktctl socks via sshd  `ktctl connect --mode socks --via` against OpenSSH
  *   ktctl socks via shadow  the same against ktctl's own shadow server
+ *   ktctl tun via sshd / shadow  `ktctl connect --via ... --includeIps TARGET/32` (TUN mode)
+ *   ktctl tun, 1000 idle flows   RSS of the ktctl process holding 1000 open flows
+ *   lab port-forward      one port-forward stream of the lab's API server, no ssh (its ceiling)
+ *   ktctl socks via lab port-forward  `ktctl connect --mode socks` against the lab (a shadow pod)
  * Columns: bulk download and upload (Mbit/s, best of BENCH_REPEAT runs of BENCH_BYTES), request/
  * response latency p50/p99 for 64-byte messages on one connection, new connections per second
  * (4 workers, connect + 1-byte echo + close). Same cipher everywhere it can be set (BENCH_CIPHER).
@@ -23,6 +27,9 @@ import { mkdtempSync, rmSync, writeFileSync, readFileSync, mkdirSync, existsSync
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createNetns, linkNetns, waitForTcp, runOk, type Netns, type Teardown } from '../test/helpers/netns.js';
+import { labDown, labUp } from '../test/lab/cli.js';
+import { kubeRows } from './kube-connect.js';
+import { benchPortForward } from './lab-portforward.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 // `npm run` puts node_modules/.bin first in PATH, where ava's dependency @vercel/nft installs an
@@ -319,6 +326,26 @@ async function main(): Promise<void> {
   await ktctl('ktctl-socks-shadow', 'ktctl socks via shadow', shadowPort, 12224);
   await tunRows({ want, client, serverIp, target, uploadFile, rows, sshdPort, shadowPort });
 
+  if (want('ktctl-socks-lab')) {
+    // The lab path: ktctl on this machine, ssh over the lab API server's port-forward to a shadow
+    // pod. The bench brings its own lab up (in a state folder of its own) and down again.
+    const stateDir = mkdtempSync(join(tmpdir(), 'ktbench-lab-'));
+    log('lab up');
+    const { kubeconfig } = await labUp(stateDir);
+    cleanup.teardown(async () => {
+      await labDown(stateDir);
+      rmSync(stateDir, { recursive: true, force: true });
+    });
+    process.env.KTLAB_KUBECONFIG = kubeconfig;
+    // The lab's own ceiling: one port-forward stream without ssh (a bare ws client, and
+    // client-node's PortForward), then ktctl through it.
+    const pf = await benchPortForward();
+    for (const client of [...new Set(pf.map((r) => r.client))]) {
+      const get = (d: 'download' | 'upload'): number | undefined => pf.find((r) => r.client === client && r.direction === d)?.gbit;
+      rows.push({ id: 'lab-pf', path: `lab port-forward, ${client}`, downloadMbit: (get('download') ?? 0) * 1000, uploadMbit: (get('upload') ?? 0) * 1000, note: 'no ssh: the lab\'s ceiling' });
+    }
+    for (const r of await kubeRows(log)) rows.push({ ...r, id: 'ktctl-socks-lab' });
+  }
   printTable(rows);
   const ssh2 = rows.find((r) => r.id === 'ssh2');
   const shuttle = rows.find((r) => r.id === 'sshuttle');

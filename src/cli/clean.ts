@@ -4,6 +4,7 @@ import { cleanStale } from '../kube/clean.js';
 import { openKube } from '../kube/session.js';
 import { removeStaleProcessRecords } from '../kube/state.js';
 import { KtctlCommand } from './base.js';
+import { cleanLocalLeftovers } from './frontend-tun.js';
 
 export class CleanCommand extends KtctlCommand {
   static override paths = [['clean']];
@@ -16,7 +17,8 @@ export class CleanCommand extends KtctlCommand {
       \`ktctl/original-*\` annotations. Ages are measured with the API server's clock, never this machine's.
       Objects of a ktctl process that still runs on this machine are kept whatever their age.
 
-      Without \`-n\` it looks in every namespace you may list, else in the current one.
+      Without \`-n\` it looks in every namespace you may list, else in the current one. On this machine it
+      also removes the TUN devices, routes and DNS changes of ktctl processes that died (kill -9, a crash).
     `,
     examples: [
       ['See what would be removed', '$0 clean --dryRun'],
@@ -35,10 +37,13 @@ export class CleanCommand extends KtctlCommand {
   async run(): Promise<number> {
     const minutes = Number(this.thresholdInMinus);
     if (!Number.isFinite(minutes) || minutes < 0) throw new UsageError(`--thresholdInMinus takes a number of minutes, 0 or more (got "${this.thresholdInMinus}")`);
-    const kube = openKube({ kubeconfig: this.kubeconfig, context: this.kubeContext, namespace: this.namespace });
     const out = (line: string): void => {
       this.context.stdout.write(`${line}\n`);
     };
+    // This machine first: TUN devices, routes and DNS changes of ktctl processes that died (they
+    // need no cluster, and a broken kubeconfig must not keep resolv.conf rewritten).
+    if (!this.dryRun) await cleanLocalLeftovers(out);
+    const kube = openKube({ kubeconfig: this.kubeconfig, context: this.kubeContext, namespace: this.namespace });
     const actions = await cleanStale(kube, { thresholdMinutes: minutes, dryRun: this.dryRun, namespace: this.namespace, log: out });
     if (!this.dryRun) {
       for (const r of removeStaleProcessRecords()) out(`removed the local record of ktctl process ${r.pid} (no longer running)`);

@@ -17,21 +17,26 @@ export class ConnectCommand extends KtctlCommand {
   static override paths = [['connect']];
 
   static override usage = Command.Usage({
-    description: 'join this machine to the network behind an ssh server (or a cluster\'s shadow pod)',
+    description: 'join this machine to a cluster\'s network (or to the network behind an ssh server)',
     details: `
-      With \`--mode socks\` ktctl serves one local port that speaks SOCKS5 and HTTP proxying; every stream
-      is carried over one ssh connection and opened on the far side, and host names are resolved there
-      (socks5h). It needs no root. It prints an \`export ALL_PROXY=...\` line to paste into a shell.
+      Without \`--via\`, ktctl creates a shadow pod (and a Secret with its keys) in the namespace of your
+      kubeconfig and reaches it through the API server's port-forward; see \`ktctl check\` for what it needs.
+      With \`--via user@host[:port]\` any SSH server that allows TCP forwarding serves instead (an OpenSSH
+      bastion); its host key must be in \`--knownHosts\` (default ~/.ssh/known_hosts): ktctl never trusts an
+      unknown key, it prints the key's SHA256 fingerprint instead.
 
-      \`--via user@host[:port]\` uses any SSH server that allows TCP forwarding (an OpenSSH bastion, or
-      ktctl's shadow). Its host key must be in \`--knownHosts\` (default ~/.ssh/known_hosts): ktctl never
-      trusts an unknown key, it prints the key's SHA256 fingerprint instead.
+      The default \`--mode tun\` (needs root) gives every program on this machine the cluster's pod and
+      service addresses and DNS names, through a TUN device and ktctl's own TCP engine. \`--mode socks\`
+      (no root) serves one local port that speaks SOCKS5 and HTTP proxying, with names resolved in the
+      cluster (socks5h), and prints an \`export ALL_PROXY=...\` line to paste into a shell.
 
       ktctl runs until SIGINT/SIGTERM, then removes everything it made and exits 0.
     `,
     examples: [
+      ['Every program reaches the cluster (root)', 'sudo -E $0 connect -n dev'],
+      ['A SOCKS5/HTTP proxy into the cluster, no root', '$0 connect --mode socks'],
       ['Proxy through an OpenSSH bastion', '$0 connect --mode socks --via alice@bastion.example.test'],
-      ['Pick the key, the known_hosts file and the proxy port', '$0 connect --mode socks --via root@198.18.255.9:2222 --identity ./id_ed25519 --knownHosts ./known_hosts --proxyPort 1080'],
+      ['TUN mode through a bastion, with its ranges and resolver', 'sudo $0 connect --via root@bastion --includeIps 10.20.0.0/16 --dnsServer 10.20.0.2 --clusterDomain corp.internal'],
     ],
   });
 
