@@ -7,7 +7,6 @@
  * client-node's PortForward (what ktctl's transport wraps); download = GET /bytes/N from the
  * echo pod, upload = POST /sink. Environment: BENCH_BYTES (default 1 GiB), BENCH_REPEAT (2).
  */
-import '../test/lab/api/fast-mask.js'; // before ws loads
 import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { PassThrough, Writable } from 'node:stream';

@@ -4,7 +4,6 @@
  * channel 1 becomes a PortForwardError, and RBAC/missing pods are KubeErrors.
  */
 // ktctl's word-wise WebSocket masking, as the CLI loads it (before ws): the SHA-256 upload checks it.
-import '../src/kube/ws-mask.js';
 import test from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
 import { CoreV1Api } from '@kubernetes/client-node';

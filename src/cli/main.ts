@@ -1,6 +1,4 @@
 #!/usr/bin/env node
-// First: ws reads its masking hooks when it loads (see ws-mask.ts).
-import '../kube/ws-mask.js';
 import { Builtins, Cli } from 'clipanion';
 import { CheckCommand } from './check.js';
 import { CleanCommand } from './clean.js';

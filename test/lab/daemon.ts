@@ -8,7 +8,6 @@
  * `--fake-net` (development only) uses an in-process stand-in for the data plane and plain
  * loopback, so the API server can be tried without namespaces.
  */
-import './api/fast-mask.js'; // before anything loads ws
 import fs from 'node:fs';
 import path from 'node:path';
 import { ControlPlane } from './api/lab.js';
