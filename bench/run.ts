@@ -295,7 +295,7 @@ async function main(): Promise<void> {
     const row: Row = { id: 'ssh2', path: 'ssh2 forwardOut (bare loop)', note: 'ceiling for ssh2; no curl or SOCKS in the path' };
     log(row.path);
     const bare = async (args: string[]): Promise<Record<string, number>> => {
-      const r = await client.exec('node', ['--import', 'tsx', join(ROOT, 'bench/ssh2-bare.ts'), serverIp, String(sshdPort), 'root', join(work, 'client'), CIPHER, target, ...args], { timeoutMs: 300_000 });
+      const r = await client.exec('node', ['--import', 'tsx', join(ROOT, 'bench/ssh2-bare.ts'), serverIp, String(sshdPort), 'root', join(work, 'client'), join(work, 'sshd_host.pub'), CIPHER, target, ...args], { timeoutMs: 300_000 });
       if (r.code !== 0) throw new Error(`ssh2-bare ${args.join(' ')} failed (${r.code}): ${r.stderr}${r.stdout}`);
       return JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, number>;
     };

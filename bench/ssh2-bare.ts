@@ -2,14 +2,20 @@
  * The ceiling ktctl is measured against: a bare ssh2 client that opens `direct-tcpip` channels
  * (forwardOut) and moves bytes as fast as ssh2 allows, with nothing of ktctl in between.
  * Prints one JSON line.
- *   node --import tsx bench/ssh2-bare.ts HOST PORT USER KEYFILE CIPHER TARGET download|upload BYTES
- *   node --import tsx bench/ssh2-bare.ts HOST PORT USER KEYFILE CIPHER TARGET latency COUNT
- *   node --import tsx bench/ssh2-bare.ts HOST PORT USER KEYFILE CIPHER TARGET connrate SECONDS
+ *   node --import tsx bench/ssh2-bare.ts HOST PORT USER KEYFILE HOSTPUBFILE CIPHER TARGET download|upload BYTES
+ *   node --import tsx bench/ssh2-bare.ts HOST PORT USER KEYFILE HOSTPUBFILE CIPHER TARGET latency COUNT
+ *   node --import tsx bench/ssh2-bare.ts HOST PORT USER KEYFILE HOSTPUBFILE CIPHER TARGET connrate SECONDS
+ * HOSTPUBFILE is the server's host public key: the only key accepted.
  */
 import { readFileSync } from 'node:fs';
-import { Client, type ClientChannel } from 'ssh2';
+import ssh2, { Client, type ClientChannel } from 'ssh2';
 
-const [host, port, username, keyFile, cipher, target, what, amount] = process.argv.slice(2) as [string, string, string, string, string, string, string, string];
+const { utils } = ssh2;
+
+const [host, port, username, keyFile, hostPubFile, cipher, target, what, amount] = process.argv.slice(2) as [string, string, string, string, string, string, string, string, string];
+const pinned = utils.parseKey(readFileSync(hostPubFile, 'utf8'));
+if (pinned instanceof Error) throw pinned;
+const pinnedBlob = pinned.getPublicSSH();
 
 const client = new Client();
 await new Promise<void>((resolve, reject) => {
@@ -21,8 +27,7 @@ await new Promise<void>((resolve, reject) => {
     username,
     privateKey: readFileSync(keyFile),
     algorithms: { cipher: [cipher as 'aes128-gcm@openssh.com'] },
-    // The benchmark's own sshd in its own namespace; its key is not what is measured here.
-    hostVerifier: () => true,
+    hostVerifier: (blob: Buffer) => blob.equals(pinnedBlob),
   });
 });
 
