@@ -17,11 +17,11 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import { DnsConfigError } from '../errors.js';
-import { defaultStateDir, processStartTime, recordOwnerAlive } from '../tun/state.js';
+import { defaultStateDir, listStateRecords, processStartTime, recordOwnerAlive } from '../tun/state.js';
 
 export const DEFAULT_RESOLV_CONF = '/etc/resolv.conf';
 export const DEFAULT_HOSTS = '/etc/hosts';
@@ -590,24 +590,7 @@ export interface StoredDnsRecord {
 }
 
 export function listDnsRecords(dir: string = defaultStateDir()): StoredDnsRecord[] {
-  let names: string[];
-  try {
-    names = readdirSync(dir);
-  } catch {
-    return [];
-  }
-  const out: StoredDnsRecord[] = [];
-  for (const n of names) {
-    if (!n.startsWith('dns-') || !n.endsWith('.json')) continue;
-    const path = join(dir, n);
-    try {
-      const rec = parseRecord(readFileSync(path, 'utf8'));
-      if (rec) out.push({ path, record: rec });
-    } catch {
-      /* removed meanwhile */
-    }
-  }
-  return out;
+  return listStateRecords(dir, 'dns-', parseRecord);
 }
 
 export interface DnsCleanReport extends RestoreReport {

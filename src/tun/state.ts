@@ -153,26 +153,34 @@ export interface StoredRecord {
   record: TunRecord;
 }
 
-/** All TUN records in the state directory (unreadable files are skipped). */
-export function listRecords(dir: string = defaultStateDir()): StoredRecord[] {
+/**
+ * The records named `<prefix>*.json` in a state directory that `parse` accepts (unreadable and
+ * malformed files are skipped). Shared by the TUN records here and the DNS records of src/dns.
+ */
+export function listStateRecords<T>(dir: string, prefix: string, parse: (text: string) => T | undefined): Array<{ path: string; record: T }> {
   let names: string[];
   try {
     names = readdirSync(dir);
   } catch {
     return [];
   }
-  const out: StoredRecord[] = [];
+  const out: Array<{ path: string; record: T }> = [];
   for (const n of names) {
-    if (!n.startsWith('tun-') || !n.endsWith('.json')) continue;
+    if (!n.startsWith(prefix) || !n.endsWith('.json')) continue;
     const path = join(dir, n);
     try {
-      const rec = parseRecord(readFileSync(path, 'utf8'));
+      const rec = parse(readFileSync(path, 'utf8'));
       if (rec) out.push({ path, record: rec });
     } catch {
       /* removed meanwhile */
     }
   }
   return out;
+}
+
+/** All TUN records in the state directory. */
+export function listRecords(dir: string = defaultStateDir()): StoredRecord[] {
+  return listStateRecords(dir, 'tun-', parseRecord);
 }
 
 export interface CleanReport {
