@@ -124,6 +124,10 @@ export function parseTunFlags(raw: {
   if (raw.via && dnsMode === 'hosts') {
     throw new UsageError('--dnsMode hosts lists the cluster\'s services and needs a cluster; with --via use --dnsMode localDNS (default) and --dnsServer IP');
   }
+  if (dnsMode === 'hosts') {
+    // Refused before anything is made, rather than connecting with DNS silently left alone.
+    throw new UsageError('--dnsMode hosts is not available in this version of ktctl (it needs a watch of the cluster\'s services); use --dnsMode localDNS (default) or podDNS');
+  }
   const ttl = Number(raw.dnsCacheTtl);
   if (!/^\d+$/.test(raw.dnsCacheTtl.trim()) || !Number.isSafeInteger(ttl)) throw new UsageError(`--dnsCacheTtl must be a number of seconds (got "${raw.dnsCacheTtl}")`);
   const domain = raw.clusterDomain.replace(/\.+$/, '');
@@ -252,11 +256,6 @@ export async function serveTun(o: TunFrontEndOptions, transport: Transport): Pro
       dnsMode = 'off';
       dnsOffReason = 'untouched (podDNS: the cluster\'s DNS service IP is unknown)';
     }
-  } else if (o.dnsMode === 'hosts') {
-    dnsMode = 'off';
-    dnsOffReason = cluster === undefined
-      ? 'untouched (hosts mode needs a cluster: with --via there are no services to list)'
-      : 'untouched (hosts mode needs a watch of the cluster\'s services, which this version of ktctl does not have yet; use --dnsMode localDNS)';
   }
 
   // --- the device (recorded first: a crash from here on is cleaned by the next start)
