@@ -1,10 +1,21 @@
 import { constants, accessSync, readFileSync } from 'node:fs';
 import { Command, Option } from 'clipanion';
-import { describePermission, mayI, NEEDS, type Permission } from '../kube/access.js';
-import { Kube } from '../kube/api.js';
-import { loadKubeConfig, type KubeTarget } from '../kube/config.js';
-import { isNotFound, kubeCall, KubeForbiddenError } from '../kube/errors.js';
+import type { Permission } from '../kube/access.js';
+import type { Kube } from '../kube/api.js';
+import type { KubeTarget } from '../kube/config.js';
 import { describeError, KtctlCommand } from './base.js';
+
+/** The Kubernetes layer, loaded when a command needs it (it carries @kubernetes/client-node). */
+async function kubeLayer() {
+  const [access, api, config, errors] = await Promise.all([
+    import('../kube/access.js'),
+    import('../kube/api.js'),
+    import('../kube/config.js'),
+    import('../kube/errors.js'),
+  ]);
+  return { ...access, ...api, ...config, ...errors };
+}
+type KubeLayer = Awaited<ReturnType<typeof kubeLayer>>;
 
 type Level = 'ok' | 'fail' | 'warn';
 
@@ -48,21 +59,22 @@ export class CheckCommand extends KtctlCommand {
       lines.push(l);
       this.context.stdout.write(`${l.level.padEnd(4)}  ${l.what}${l.fix ? `\n      fix: ${l.fix}` : ''}\n`);
     };
+    const k = await kubeLayer();
     let target: KubeTarget | undefined;
     try {
-      target = loadKubeConfig({ kubeconfig: this.kubeconfig, context: this.kubeContext, namespace: this.namespace });
+      target = k.loadKubeConfig({ kubeconfig: this.kubeconfig, context: this.kubeContext, namespace: this.namespace });
       print({ level: 'ok', what: `kubeconfig ${target.files.join(':')}, context ${target.context}, namespace ${target.namespace}` });
     } catch (error) {
       print({ level: 'fail', what: 'kubeconfig', fix: describeError(error) });
     }
-    if (target) await this.#cluster(new Kube(target), print);
+    if (target) await this.#cluster(k, new k.Kube(target), print);
     this.#local(print);
     const failed = lines.filter((l) => l.level === 'fail').length;
     this.context.stdout.write(failed === 0 ? 'everything connect needs is there\n' : `${failed} check(s) failed\n`);
     return failed === 0 ? 0 : 1;
   }
 
-  async #cluster(kube: Kube, print: (l: Line) => void): Promise<void> {
+  async #cluster(k: KubeLayer, kube: Kube, print: (l: Line) => void): Promise<void> {
     try {
       const now = await kube.serverNow();
       const skew = Math.round((Date.now() - now.getTime()) / 1000);
@@ -72,18 +84,18 @@ export class CheckCommand extends KtctlCommand {
       return;
     }
     try {
-      await kubeCall({ verb: 'get', resource: 'namespaces', name: kube.namespace, server: kube.server }, () => kube.core.readNamespace({ name: kube.namespace }));
+      await k.kubeCall({ verb: 'get', resource: 'namespaces', name: kube.namespace, server: kube.server }, () => kube.core.readNamespace({ name: kube.namespace }));
       print({ level: 'ok', what: `namespace ${kube.namespace} exists` });
     } catch (error) {
-      if (isNotFound(error)) print({ level: 'fail', what: `namespace ${kube.namespace} does not exist`, fix: 'pick an existing one with -n (kubectl get namespaces lists them)' });
-      else if (error instanceof KubeForbiddenError) print({ level: 'warn', what: `namespace ${kube.namespace}: you may not read namespaces, so ktctl cannot tell whether it exists` });
+      if (k.isNotFound(error)) print({ level: 'fail', what: `namespace ${kube.namespace} does not exist`, fix: 'pick an existing one with -n (kubectl get namespaces lists them)' });
+      else if (error instanceof k.KubeForbiddenError) print({ level: 'warn', what: `namespace ${kube.namespace}: you may not read namespaces, so ktctl cannot tell whether it exists` });
       else print({ level: 'fail', what: `namespace ${kube.namespace}`, fix: describeError(error) });
     }
-    for (const [command, needs] of Object.entries(NEEDS) as Array<[keyof typeof NEEDS, Permission[]]>) {
+    for (const [command, needs] of Object.entries(k.NEEDS) as Array<[keyof typeof k.NEEDS, Permission[]]>) {
       try {
-        const answers = await Promise.all(needs.map(async (x) => ({ x, ok: (await mayI(kube, x, kube.namespace)).allowed })));
-        const denied = answers.filter((a) => !a.ok).map((a) => describePermission(a.x));
-        if (denied.length === 0) print({ level: 'ok', what: `RBAC for ${command}: ${needs.map(describePermission).join(', ')}` });
+        const answers = await Promise.all(needs.map(async (x) => ({ x, ok: (await k.mayI(kube, x, kube.namespace)).allowed })));
+        const denied = answers.filter((a) => !a.ok).map((a) => k.describePermission(a.x));
+        if (denied.length === 0) print({ level: 'ok', what: `RBAC for ${command}: ${needs.map(k.describePermission).join(', ')}` });
         else
           print({
             level: command === 'connect' ? 'fail' : 'warn',

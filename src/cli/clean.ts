@@ -1,8 +1,5 @@
 import { Command, Option } from 'clipanion';
 import { UsageError } from '../errors.js';
-import { cleanStale } from '../kube/clean.js';
-import { openKube } from '../kube/session.js';
-import { removeStaleProcessRecords } from '../kube/state.js';
 import { KtctlCommand } from './base.js';
 import { cleanLocalLeftovers } from './frontend-tun.js';
 
@@ -43,6 +40,11 @@ export class CleanCommand extends KtctlCommand {
     // This machine first: TUN devices, routes and DNS changes of ktctl processes that died (they
     // need no cluster, and a broken kubeconfig must not keep resolv.conf rewritten).
     if (!this.dryRun) await cleanLocalLeftovers(out);
+    const [{ cleanStale }, { openKube }, { removeStaleProcessRecords }] = await Promise.all([
+      import('../kube/clean.js'),
+      import('../kube/session.js'),
+      import('../kube/state.js'),
+    ]);
     const kube = openKube({ kubeconfig: this.kubeconfig, context: this.kubeContext, namespace: this.namespace });
     const actions = await cleanStale(kube, { thresholdMinutes: minutes, dryRun: this.dryRun, namespace: this.namespace, log: out });
     if (!this.dryRun) {

@@ -9,7 +9,7 @@ import { listenSocks } from './frontend-socks.js';
 import { checkTunAccess, connectTun, parseTunFlags } from './frontend-tun.js';
 import { Undo, untilSignal } from './lifecycle.js';
 import { viaTransport } from './transport-via.js';
-import { kubeTransport, type KubeTransportOptions } from './transport-kube.js';
+import type { KubeTransportOptions } from './transport-kube.js';
 import { DEFAULT_SHADOW_IMAGE, parseKeyValues } from '../kube/names.js';
 import { defaultKnownHosts, loadIdentity, parsePort, parseVia } from './via.js';
 
@@ -145,7 +145,9 @@ export class ConnectCommand extends KtctlCommand {
         proxy: this.mode === 'socks' ? `${this.proxyAddr}:${this.proxyPort}` : undefined,
         stderr: this.context.stderr,
       };
-      return (ctx) => kubeTransport(options, ctx);
+      // Loaded only when needed: @kubernetes/client-node alone is ~90 MiB of RSS, which a --via run
+      // (and the TUN engine's memory budget) should not carry.
+      return async (ctx) => (await import('./transport-kube.js')).kubeTransport(options, ctx);
     }
     const target = parseVia(this.via);
     const identity = loadIdentity(this.identity);

@@ -1,9 +1,7 @@
 import { Command, Option } from 'clipanion';
 import { describeError } from './base.js';
-import { listKtctlObjects, type KtctlObject } from '../kube/clean.js';
+import type { KtctlObject } from '../kube/clean.js';
 import { LABEL_ROLE } from '../kube/names.js';
-import { openKube } from '../kube/session.js';
-import { listProcessRecords } from '../kube/state.js';
 import { KtctlCommand } from './base.js';
 
 export class StatusCommand extends KtctlCommand {
@@ -28,6 +26,11 @@ export class StatusCommand extends KtctlCommand {
   namespace = Option.String('--namespace,-n', { description: 'only this namespace (default: all namespaces you may list)' });
 
   async run(): Promise<number> {
+    const [{ listKtctlObjects }, { openKube }, { listProcessRecords }] = await Promise.all([
+      import('../kube/clean.js'),
+      import('../kube/session.js'),
+      import('../kube/state.js'),
+    ]);
     const processes = listProcessRecords().map((r) => ({ ...r.record, state: r.alive ? 'running' : 'stale' }));
     let objects: KtctlObject[] = [];
     let clusterError: string | undefined;
