@@ -136,3 +136,16 @@ test('readNameserver: the first valid nameserver line, comments ignored', async 
   writeFileSync(file, 'search x\n');
   t.deepEqual(await readNameserver(file), { host: '127.0.0.1', port: 53 });
 });
+
+test('generateEd25519: every pair parses and has a 32-byte public key (ssh2 alone fails ~1 in 200)', async (t) => {
+  const { generateEd25519 } = await import('../src/ssh/keys.js');
+  const ssh2 = (await import('ssh2')).default;
+  for (let i = 0; i < 1000; i++) {
+    const k = generateEd25519('ktctl-test');
+    const priv = ssh2.utils.parseKey(k.private);
+    const pub = ssh2.utils.parseKey(k.public);
+    if (priv instanceof Error || pub instanceof Error) return t.fail(`unusable pair: ${k.public}`);
+    if (pub.getPublicSSH().length !== 51) return t.fail(`short public key: ${k.public}`);
+  }
+  t.pass();
+});

@@ -5,7 +5,7 @@
  * fails early with the pod's own reason (ErrImagePull, Unschedulable, CrashLoopBackOff).
  */
 import type { V1Pod, V1Secret } from '@kubernetes/client-node';
-import ssh2 from 'ssh2';
+import { generateEd25519 } from '../ssh/keys.js';
 import { SHADOW_ENV, SHADOW_PORT, SHADOW_SECRET_KEYS, SHADOW_SECRET_MOUNT } from '../protocol/index.js';
 import type { Undo } from '../cli/lifecycle.js';
 import type { Kube } from './api.js';
@@ -39,8 +39,8 @@ export interface ShadowKeys {
 }
 
 export function makeShadowKeys(): ShadowKeys {
-  const client = ssh2.utils.generateKeyPairSync('ed25519', { comment: `ktctl ${ownerOf()}` });
-  const host = ssh2.utils.generateKeyPairSync('ed25519');
+  const client = generateEd25519(`ktctl ${ownerOf()}`);
+  const host = generateEd25519();
   return { clientPrivate: client.private, clientPublic: client.public, hostPrivate: host.private, hostPublic: host.public };
 }
 

@@ -8,7 +8,7 @@ import { createCipheriv, createHash } from 'node:crypto';
 import { existsSync, statSync, readdirSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import ssh2 from 'ssh2';
+import { generateEd25519 } from '../../src/ssh/keys.js';
 import type { Netns, Teardown } from './netns.js';
 
 export const REPO = join(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -181,7 +181,7 @@ export interface KeyPair {
 }
 
 export function ed25519(comment = 'ktctl-test'): KeyPair {
-  const k = ssh2.utils.generateKeyPairSync('ed25519', { comment });
+  const k = generateEd25519(comment);
   return { private: k.private, public: k.public };
 }
 
