@@ -5,11 +5,10 @@
  */
 import test from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createNetns, linkNetns, run, runOk, waitForTcp, type Netns } from './helpers/netns.js';
-import { ed25519, REPO, shadowCommand, startTargets, TeardownList, ZONE, type KeyPair } from './helpers/ssh-fixtures.js';
+import { ed25519, REPO, startSshServers, startTargets, TeardownList, ZONE, type KeyPair } from './helpers/ssh-fixtures.js';
 
 const CLI = join(REPO, 'dist/cli/main.js');
 const SSHD_PORT = 2022;
@@ -43,47 +42,7 @@ test.before(async () => {
   await waitForTcp(server, target, HTTP_PORT);
   void http;
 
-  const dir = mkdtempSync(join(tmpdir(), 'ktt-connect-'));
-  hooks.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const client = ed25519('ktctl-test-client');
-  const sshdHost = ed25519('sshd-host');
-  const shadowHost = ed25519('shadow-host');
-  writeFileSync(join(dir, 'id_ed25519'), client.private, { mode: 0o600 });
-  writeFileSync(join(dir, 'authorized_keys'), client.public + '\n', { mode: 0o600 });
-  writeFileSync(join(dir, 'sshd_host'), sshdHost.private, { mode: 0o600 });
-  writeFileSync(join(dir, 'shadow_host'), shadowHost.private, { mode: 0o600 });
-  writeFileSync(join(dir, 'client.pub'), client.public + '\n');
-
-  // The server namespace reaches the client namespaces through veths made per test; sshd and the
-  // shadow listen on every address of the server namespace.
-  writeFileSync(
-    join(dir, 'sshd_config'),
-    [
-      `Port ${SSHD_PORT}`,
-      `HostKey ${join(dir, 'sshd_host')}`,
-      `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
-      `PidFile ${join(dir, 'sshd.pid')}`,
-      'PermitRootLogin prohibit-password',
-      'PasswordAuthentication no',
-      'KbdInteractiveAuthentication no',
-      'UsePAM no',
-      'StrictModes no',
-      'AllowTcpForwarding yes',
-      'LogLevel ERROR',
-    ].join('\n') + '\n',
-  );
-  mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
-  server.spawn('/usr/sbin/sshd', ['-D', '-e', '-f', join(dir, 'sshd_config')]);
-  server.spawn('node', shadowCommand(), {
-    env: {
-      ...process.env,
-      KTCTL_HOST_KEY_FILE: join(dir, 'shadow_host'),
-      KTCTL_AUTHORIZED_KEY_FILE: join(dir, 'client.pub'),
-      KTCTL_PORT: String(SHADOW_PORT),
-    },
-  });
-  await waitForTcp(server, '127.0.0.1', SSHD_PORT);
-  await waitForTcp(server, '127.0.0.1', SHADOW_PORT);
+  const { dir, client, sshdHost, shadowHost } = await startSshServers(hooks, server, { sshdPort: SSHD_PORT, shadowPort: SHADOW_PORT, prefix: 'ktt-connect-' });
   lab = { server, target, dir, client, sshdHost, shadowHost };
 });
 

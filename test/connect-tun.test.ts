@@ -9,11 +9,10 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createNetns, linkNetns, waitForTcp, type Netns } from './helpers/netns.js';
-import { ed25519, REPO, shadowCommand, startTargets, TeardownList, ZONE, type KeyPair } from './helpers/ssh-fixtures.js';
+import { REPO, startSshServers, startTargets, TeardownList, ZONE, type KeyPair } from './helpers/ssh-fixtures.js';
 
 const CLI = join(REPO, 'dist/cli/main.js');
 const SSHD_PORT = 2022;
@@ -115,40 +114,7 @@ test.before(async () => {
   await waitForTcp(server, target, BOTHWAYS_PORT);
   await waitForTcp(server, target, SLOW_PORT);
 
-  const dir = mkdtempSync(join(tmpdir(), 'ktt-tun-'));
-  hooks.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const client = ed25519('ktctl-test-client');
-  const sshdHost = ed25519('sshd-host');
-  const shadowHost = ed25519('shadow-host');
-  writeFileSync(join(dir, 'id_ed25519'), client.private, { mode: 0o600 });
-  writeFileSync(join(dir, 'authorized_keys'), client.public + '\n', { mode: 0o600 });
-  writeFileSync(join(dir, 'sshd_host'), sshdHost.private, { mode: 0o600 });
-  writeFileSync(join(dir, 'shadow_host'), shadowHost.private, { mode: 0o600 });
-  writeFileSync(join(dir, 'client.pub'), client.public + '\n');
-  writeFileSync(
-    join(dir, 'sshd_config'),
-    [
-      `Port ${SSHD_PORT}`,
-      `HostKey ${join(dir, 'sshd_host')}`,
-      `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
-      `PidFile ${join(dir, 'sshd.pid')}`,
-      'PermitRootLogin prohibit-password',
-      'PasswordAuthentication no',
-      'KbdInteractiveAuthentication no',
-      'UsePAM no',
-      'StrictModes no',
-      'AllowTcpForwarding yes',
-      'MaxSessions 1000',
-      'LogLevel ERROR',
-    ].join('\n') + '\n',
-  );
-  mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
-  server.spawn('/usr/sbin/sshd', ['-D', '-e', '-f', join(dir, 'sshd_config')]);
-  server.spawn('node', shadowCommand(), {
-    env: { ...process.env, KTCTL_HOST_KEY_FILE: join(dir, 'shadow_host'), KTCTL_AUTHORIZED_KEY_FILE: join(dir, 'client.pub'), KTCTL_PORT: String(SHADOW_PORT) },
-  });
-  await waitForTcp(server, '127.0.0.1', SSHD_PORT);
-  await waitForTcp(server, '127.0.0.1', SHADOW_PORT);
+  const { dir, client, sshdHost, shadowHost } = await startSshServers(hooks, server, { sshdPort: SSHD_PORT, shadowPort: SHADOW_PORT, prefix: 'ktt-tun-', sshdOptions: ['MaxSessions 1000'] });
   lab = { server, target, dir, client, sshdHost, shadowHost };
 });
 

@@ -5,11 +5,12 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { createCipheriv, createHash } from 'node:crypto';
-import { existsSync, statSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generateEd25519 } from '../../src/ssh/keys.js';
-import type { Netns, Teardown } from './netns.js';
+import { waitForTcp, type Netns, type Teardown } from './netns.js';
 
 export const REPO = join(dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -240,4 +241,59 @@ export async function eventually(check: () => Promise<boolean>, timeoutMs = 10_0
     if (Date.now() > deadline) return false;
     await sleep(100);
   }
+}
+
+/** What `startSshServers` made: the folder with keys and configs, and the three key pairs. */
+export interface SshServers {
+  /** holds id_ed25519 (the client's private key), client.pub, sshd_config, the host keys */
+  dir: string;
+  client: KeyPair;
+  sshdHost: KeyPair;
+  shadowHost: KeyPair;
+}
+
+/**
+ * Debian's OpenSSH sshd and ktctl's shadow, both in `ns` on every address of it, both accepting
+ * one fresh client key (root for sshd); removed with `hooks`. `sshdOptions` are extra sshd_config lines.
+ */
+export async function startSshServers(
+  hooks: Teardown,
+  ns: Netns,
+  o: { sshdPort: number; shadowPort: number; sshdOptions?: string[]; prefix?: string },
+): Promise<SshServers> {
+  const dir = mkdtempSync(join(tmpdir(), o.prefix ?? 'ktt-ssh-'));
+  hooks.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const client = ed25519('ktctl-test-client');
+  const sshdHost = ed25519('sshd-host');
+  const shadowHost = ed25519('shadow-host');
+  writeFileSync(join(dir, 'id_ed25519'), client.private, { mode: 0o600 });
+  writeFileSync(join(dir, 'authorized_keys'), client.public + '\n', { mode: 0o600 });
+  writeFileSync(join(dir, 'sshd_host'), sshdHost.private, { mode: 0o600 });
+  writeFileSync(join(dir, 'shadow_host'), shadowHost.private, { mode: 0o600 });
+  writeFileSync(join(dir, 'client.pub'), client.public + '\n');
+  writeFileSync(
+    join(dir, 'sshd_config'),
+    [
+      `Port ${o.sshdPort}`,
+      `HostKey ${join(dir, 'sshd_host')}`,
+      `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
+      `PidFile ${join(dir, 'sshd.pid')}`,
+      'PermitRootLogin prohibit-password',
+      'PasswordAuthentication no',
+      'KbdInteractiveAuthentication no',
+      'UsePAM no',
+      'StrictModes no',
+      'AllowTcpForwarding yes',
+      ...(o.sshdOptions ?? []),
+      'LogLevel ERROR',
+    ].join('\n') + '\n',
+  );
+  mkdirSync('/run/sshd', { recursive: true, mode: 0o755 }); // sshd's privilege separation directory
+  ns.spawn('/usr/sbin/sshd', ['-D', '-e', '-f', join(dir, 'sshd_config')]);
+  ns.spawn('node', shadowCommand(), {
+    env: { ...process.env, KTCTL_HOST_KEY_FILE: join(dir, 'shadow_host'), KTCTL_AUTHORIZED_KEY_FILE: join(dir, 'client.pub'), KTCTL_PORT: String(o.shadowPort) },
+  });
+  await waitForTcp(ns, '127.0.0.1', o.sshdPort);
+  await waitForTcp(ns, '127.0.0.1', o.shadowPort);
+  return { dir, client, sshdHost, shadowHost };
 }
