@@ -21,21 +21,11 @@ import { Ipv6Packet, Ipv6Repr, ipv6UpperLayer } from '../src/netstack/wire/ipv6.
 import { TcpPacket, TcpRepr } from '../src/netstack/wire/tcp.js';
 import { UdpPacket, UdpRepr } from '../src/netstack/wire/udp.js';
 import { VIRTIO_NET_HDR_LEN, VirtioNetHdr, VirtioRepr } from '../src/netstack/wire/virtio.js';
+import { prng } from './helpers/prng.js';
 
 const SEED = Number(process.env.FUZZ_SEED ?? 0x5eed1234);
 const PACKETS = Number(process.env.FUZZ_PACKETS ?? 1_050_000);
 
-/** mulberry32: small, seeded, good enough to drive mutations. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const LOCAL4 = Buffer.from([198, 18, 190, 2]);
 const OUR4 = [Buffer.from([198, 18, 190, 10]), Buffer.from([198, 19, 0, 10])];

@@ -17,19 +17,10 @@ import {
   DEFAULT_TCP_CONFIG, TcpSocket, newTcpCounters, type TcpConfig, type TcpSocketHost,
 } from '../src/netstack/tcp/socket.js';
 import type { TcpRepr } from '../src/netstack/wire/tcp.js';
+import { prng } from './helpers/prng.js';
 
 const SEED = Number(process.env.FUZZ_SEED ?? 0x7cb0011);
 
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const rxByte = (k: number): number => (k * 31 + 7) & 0xff;
 const txByte = (k: number): number => (k * 17 + 3) & 0xff;
