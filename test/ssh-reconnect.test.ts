@@ -51,16 +51,7 @@ test('the shadow restarts: a dial made while it is down waits and succeeds, forw
   const logs: string[] = [];
   const tunnel = new ReconnectingTunnel({
     label: 'the test shadow',
-    connect: async () => {
-      const tun = new SshTunnel({ sock: net.connect(path), username: 'ktctl', privateKey: client.private, hostKey: { pinned: host.public }, keepaliveInterval: 1000 });
-      try {
-        await tun.connect();
-      } catch (e) {
-        await tun.close();
-        throw e;
-      }
-      return tun;
-    },
+    connect: () => SshTunnel.open({ sock: net.connect(path), username: 'ktctl', privateKey: client.private, hostKey: { pinned: host.public }, keepaliveInterval: 1000 }),
   });
   tunnel.on('log', (l) => logs.push(l));
   t.teardown(() => tunnel.close());
@@ -103,16 +94,7 @@ test('a changed host key on reconnect is fatal: the tunnel gives up and says why
   const path = await bridgeToHost(t, ns, SHADOW_PORT);
   const tunnel = new ReconnectingTunnel({
     label: 'the test shadow',
-    connect: async () => {
-      const tun = new SshTunnel({ sock: net.connect(path), username: 'ktctl', privateKey: client.private, hostKey: { pinned: host.public } });
-      try {
-        await tun.connect();
-      } catch (e) {
-        await tun.close();
-        throw e;
-      }
-      return tun;
-    },
+    connect: () => SshTunnel.open({ sock: net.connect(path), username: 'ktctl', privateKey: client.private, hostKey: { pinned: host.public } }),
   });
   t.teardown(() => tunnel.close());
   await tunnel.start();

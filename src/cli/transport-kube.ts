@@ -160,34 +160,21 @@ export async function kubeTransport(o: KubeTransportOptions, ctx: TransportConte
         await ensurePod();
       }
       const sock = await openPortForward({ kc: kube.kc, namespace, pod: podName, port: SHADOW_PORT, timeoutMs: o.portForwardTimeoutMs });
-      const t = new SshTunnel({
-        sock,
-        username: 'ktctl',
-        privateKey: keys.clientPrivate,
-        hostKey: { pinned: keys.hostPublic },
-        serverLabel: label(),
-        ciphers: o.ciphers,
-      });
-      t.on('event', (e) => ctx.debug(`ssh: ${e.type}: ${e.message}`));
       try {
-        await t.connect();
+        return await SshTunnel.open(
+          { sock, username: 'ktctl', privateKey: keys.clientPrivate, hostKey: { pinned: keys.hostPublic }, serverLabel: label(), ciphers: o.ciphers },
+          (e) => ctx.debug(`ssh: ${e.type}: ${e.message}`),
+        );
       } catch (error) {
-        await t.close();
         sock.destroy();
         throw error;
       }
-      return t;
     },
   });
   tunnel.on('log', ctx.log);
   removeTunnelStep = ctx.undo.add(`the ssh connection to the ${label()}`, () => tunnel.close());
   const fatal = new Promise<Error>((resolve) => tunnel.once('fatal', resolve));
-  const first = ctx.signal.aborted
-    ? undefined
-    : await Promise.race([
-    tunnel.start(),
-    new Promise<undefined>((resolve) => ctx.signal.addEventListener('abort', () => resolve(undefined), { once: true })),
-  ]);
+  const first = await tunnel.startUnlessAborted(ctx.signal);
   if (first) ctx.log(`connected to the ${label()} through the API server (cipher ${first.cipher || 'negotiated'})`);
   return {
     tunnel,

@@ -27,34 +27,25 @@ export async function viaTransport(o: ViaOptions, ctx: TransportContext): Promis
   const label = `${target.user}@${urlHost(target.host)}:${target.port}`;
   const tunnel = new ReconnectingTunnel({
     label,
-    connect: async () => {
-      const t = new SshTunnel({
-        host: target.host,
-        port: target.port,
-        username: target.user,
-        privateKey: o.identity.key,
-        privateKeyFile: o.identity.path,
-        hostKey: { knownHostsFile: o.knownHostsFile, hostLabel: target.knownHostsLabel },
-        dnsServer: o.dnsServer,
-        ciphers: o.ciphers,
-      });
-      t.on('event', (e) => ctx.debug(`ssh: ${e.type}: ${e.message}`));
-      try {
-        await t.connect();
-      } catch (error) {
-        await t.close();
-        throw error;
-      }
-      return t;
-    },
+    connect: () =>
+      SshTunnel.open(
+        {
+          host: target.host,
+          port: target.port,
+          username: target.user,
+          privateKey: o.identity.key,
+          privateKeyFile: o.identity.path,
+          hostKey: { knownHostsFile: o.knownHostsFile, hostLabel: target.knownHostsLabel },
+          dnsServer: o.dnsServer,
+          ciphers: o.ciphers,
+        },
+        (e) => ctx.debug(`ssh: ${e.type}: ${e.message}`),
+      ),
   });
   tunnel.on('log', ctx.log);
   ctx.undo.add(`the ssh connection to ${label}`, () => tunnel.close());
   const fatal = new Promise<Error>((resolve) => tunnel.once('fatal', resolve));
-  const first = await Promise.race([
-    tunnel.start(),
-    new Promise<undefined>((resolve) => ctx.signal.addEventListener('abort', () => resolve(undefined), { once: true })),
-  ]);
+  const first = await tunnel.startUnlessAborted(ctx.signal);
   if (first) ctx.log(`connected to ${label} (cipher ${first.cipher || 'negotiated'})`);
   return {
     tunnel,

@@ -84,6 +84,12 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
     return tunnel;
   }
 
+  /** `start()`, or undefined as soon as `signal` aborts (the user pressed Ctrl-C while connecting). */
+  startUnlessAborted(signal: AbortSignal): Promise<SshTunnel | undefined> {
+    if (signal.aborted) return Promise.resolve(undefined);
+    return Promise.race([this.start(), new Promise<undefined>((resolve) => signal.addEventListener('abort', () => resolve(undefined), { once: true }))]);
+  }
+
   #adopt(tunnel: SshTunnel): void {
     if (this.#closed) {
       void tunnel.close();

@@ -124,6 +124,19 @@ export class SshTunnel extends EventEmitter implements Dialer {
       ('hostLabel' in options.hostKey ? options.hostKey.hostLabel : options.host !== undefined ? `${options.host}:${options.port ?? 22}` : 'the ssh server');
   }
 
+  /** Makes a tunnel and connects it; when connecting fails, the tunnel is closed before the error is thrown. */
+  static async open(options: SshTunnelOptions, onEvent?: (event: TunnelEvent) => void): Promise<SshTunnel> {
+    const tunnel = new SshTunnel(options);
+    if (onEvent) tunnel.on('event', onEvent);
+    try {
+      await tunnel.connect();
+    } catch (error) {
+      await tunnel.close();
+      throw error;
+    }
+    return tunnel;
+  }
+
   /** The cipher negotiated (client to server), once connected. */
   get cipher(): string {
     return this.#cipher;
