@@ -314,6 +314,8 @@ export async function serveTun(o: TunFrontEndOptions, transport: Transport): Pro
     mtu: TUN_MTU,
     offload: device.offload,
     emit: (packet) => device.write(packet) > 0,
+    // write(2) copies the packet into the kernel before it returns.
+    emitConsumes: true,
     dnsAddresses: dnsAddress !== undefined && resolveDns !== undefined ? [dnsAddress] : [],
     resolveDns,
     probe: dialProbe(transport.tunnel),

@@ -64,6 +64,12 @@ export interface NetStackOptions {
   offload?: boolean | TxOffload;
   /** Writes one packet to the device; returning false means "not sent" (retried later). */
   emit: (packet: Buffer) => boolean | void;
+  /**
+   * True when `emit` is done with the packet once it returns (a synchronous device write): TCP
+   * packets are then built in one reused buffer instead of a fresh one each. Default false (the
+   * packet is the emitter's to keep).
+   */
+  emitConsumes?: boolean;
   /** Addresses (text) whose UDP port 53 is answered by `resolveDns`. */
   dnsAddresses?: string[];
   resolveDns?: (query: Buffer) => Promise<Buffer>;
@@ -237,11 +243,12 @@ export class NetStack {
       ...opts.tcp,
       rtt: opts.tcp?.rtt ?? DEFAULT_RTT,
       rxCapacity: this.limits.rxBufferPerFlow,
+      reusePayloads: opts.emitConsumes === true,
     };
     // RFC 9293 §3.7.1: MSS = MTU - fixed IP and TCP headers. With offload, the device cuts our
     // segments: one may carry up to 64 KiB (the IP length field's limit, minus headers).
     this.builder = new PacketBuilder({
-      vnetHdr: this.vnet, offload: typeof opts.offload === 'object' ? opts.offload : undefined,
+      vnetHdr: this.vnet, offload: typeof opts.offload === 'object' ? opts.offload : undefined, reuse: opts.emitConsumes === true,
     });
     const burst = this.builder.tso ? 65535 - IPV6_HEADER_LEN - 60 : 0;
     this.tcpV4 = { ...base, mss: Math.max(64, opts.mtu - IPV4_HEADER_LEN - 20), maxBurst: burst };

@@ -11,6 +11,13 @@ export class TxQueue {
   /** Bytes of chunks[head] already acknowledged. */
   private headOff = 0;
   private len = 0;
+  /** Where a slice across chunks is copied, when its caller is done with it before the next. */
+  private readonly scratch: Buffer | null;
+
+  /** `scratch`: reused for slices that span chunks (each is then valid until the next slice). */
+  constructor(scratch: Buffer | null = null) {
+    this.scratch = scratch;
+  }
 
   get length(): number {
     return this.len;
@@ -58,7 +65,7 @@ export class TxQueue {
     }
     const first = this.chunks[i]!;
     if (off + len <= first.length) return first.subarray(off, off + len);
-    const out = Buffer.allocUnsafe(len);
+    const out = this.scratch !== null && len <= this.scratch.length ? this.scratch.subarray(0, len) : Buffer.allocUnsafe(len);
     let w = 0;
     while (w < len) {
       const c = this.chunks[i]!;

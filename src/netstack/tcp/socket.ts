@@ -63,6 +63,17 @@ export interface TcpConfig {
   maxOooEntries: number;
   /** Initial congestion window in segments (RFC 6928 allows 10). */
   initialWindowSegments: number;
+  /**
+   * The emitter is done with a segment's payload once `emit` returns: payloads that span the
+   * send queue's chunks are then copied into one buffer shared by every socket instead of a
+   * fresh one each (a 64 KiB ArrayBuffer per super-segment is what made V8 collect constantly).
+   */
+  reusePayloads?: boolean;
+}
+
+let sharedPayloadScratch: Buffer | null = null;
+function payloadScratch(): Buffer {
+  return (sharedPayloadScratch ??= Buffer.allocUnsafe(0x10000));
 }
 
 export const DEFAULT_TCP_CONFIG: TcpConfig = {
@@ -149,7 +160,7 @@ export class TcpSocket {
   private txBase: Seq;
   /** Sequence number after the last byte queued so far. */
   private txEnd: Seq;
-  private readonly txq = new TxQueue();
+  private readonly txq: TxQueue;
   /** Sequence number our FIN takes, once close() was called. */
   private finSeq: Seq | null = null;
 
@@ -196,6 +207,7 @@ export class TcpSocket {
     syn: TcpRepr, iss: Seq, cfg: TcpConfig, host: TcpSocketHost, counters: TcpCounters,
   ) {
     this.cfg = cfg;
+    this.txq = new TxQueue(cfg.reusePayloads === true ? payloadScratch() : null);
     this.host = host;
     this.counters = counters;
     this.ports = { localPort: syn.dstPort, remotePort: syn.srcPort };
