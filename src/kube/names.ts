@@ -11,6 +11,11 @@ export const MANAGED_BY = 'ktctl';
 export const LABEL_ROLE = 'ktctl/role';
 /** Which run made the object (the shadow's name): lets a run find its own Secret and Pod. */
 export const LABEL_RUN = 'ktctl/run';
+/**
+ * The Service an exchange/mesh/preview shadow, a router or a stuntman belongs to (its name):
+ * what `recover <svc>` and `clean` look objects up by.
+ */
+export const LABEL_SERVICE = 'ktctl/service';
 
 /** The API server's time of the last sign of life, RFC 3339. */
 export const ANNOTATION_HEARTBEAT = 'ktctl/heartbeat';
