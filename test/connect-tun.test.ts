@@ -392,7 +392,9 @@ maybeSerial('a far side that stops reading: the TCP window closes, buffers and m
   const buffered = [...k.stderr().matchAll(/debug: tun: .* buffered=(\d+) /g)].map((m) => Number(m[1]));
   const maxBuffered = Math.max(0, ...buffered);
   t.log(`RSS ${(rssBefore / 2 ** 20).toFixed(1)} -> max ${(rssMax / 2 ** 20).toFixed(1)} MiB; engine buffered at most ${(maxBuffered / 2 ** 20).toFixed(2)} MiB in ${buffered.length} samples`);
-  // One flow may hold its receive window (1 MiB) plus its send queue (1 MiB) at most.
+  // The data goes up (laptop -> slow far reader): the flow holds at most its receive window (1 MiB)
+  // plus one window's worth waiting for the far stream; its send queue (4 MiB, the download side)
+  // stays empty here.
   t.true(maxBuffered <= 2 << 20, `buffered ${maxBuffered}`);
   t.true(rssMax - rssBefore < 96 << 20, `RSS grew by ${rssMax - rssBefore} bytes while 256 MiB went through a paused reader`);
   await stopped(t, k);

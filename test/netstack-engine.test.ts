@@ -531,6 +531,55 @@ test('engine_dataBothWaysChecksumsVerified', async (t) => {
   t.is(st.bytesBuffered, 0);
 });
 
+test('engine_pooledCopiesForFarStreamsThatCopyOnWrite', async (t) => {
+  // Sockets are done with a chunk once its write called back: received bytes go out in reused
+  // blocks, and none is reused while the far side may still read it.
+  const up = randomBytes(6 << 20);
+  let serverGot: Buffer = Buffer.alloc(0);
+  const p = await server(t, (s) => {
+    void readAll(s).then((b) => {
+      serverGot = b;
+      s.end(sha(b));
+    });
+  });
+  const { h } = harness(t, { farCopiesOnWrite: true });
+  const c = client(t, h, p);
+  t.is(await c.connect(), 'established');
+  c.write(up);
+  c.end();
+  await c.until(() => c.finReceived, 20_000);
+  t.is(sha(serverGot), sha(up));
+  t.is(c.received.toString(), sha(up));
+  await until(() => h.stack.stats().flows === 0);
+  t.is(h.stack.stats().bytesBuffered, 0);
+});
+
+test('engine_replyWithNothingInFlightGoesOutWithinTheFarEvent', async (t) => {
+  // With nothing unacknowledged, bytes from the far side are sent during its 'data' event (not
+  // at the end of the event loop's turn); with bytes in flight they wait for that flush.
+  let far: Duplex | null = null;
+  const dialer: Dialer = {
+    async dial() {
+      far = new Duplex({ read() {}, write(_c: Buffer, _e, cb) { cb(); } });
+      return far;
+    },
+  };
+  const h = new Harness({ dialer });
+  t.teardown(() => h.stack.close());
+  const c = client(t, h, 80);
+  t.is(await c.connect(), 'established');
+  await until(() => far !== null);
+  await new Promise((r) => setTimeout(r, 20)); // the client's ACK of our SYN-ACK has gone in
+  const sent = (from: number): string[] => h.out.slice(from).filter((p) => p.tcp && p.tcp.payload.length > 0).map((p) => p.tcp!.payload.toString());
+  const before = h.out.length;
+  far!.push(Buffer.from('reply'));
+  t.deepEqual(sent(before), ['reply']);
+  far!.push(Buffer.from('more')); // 'reply' is still unacknowledged: this waits for the flush
+  t.deepEqual(sent(before), ['reply']);
+  await c.until(() => c.received.toString() === 'replymore');
+  t.deepEqual(sent(before), ['reply', 'more']);
+});
+
 test('engine_farEndsFirstHalfCloseThenTimeWaitFreesFlow', async (t) => {
   let serverGot: Promise<Buffer> | null = null;
   const p = await server(t, (s) => {

@@ -492,6 +492,19 @@ test('established_superSegmentsWhenTheDeviceSegments', (t) => {
   t.is(first.payload.length % PEER_MSS, 0);
 });
 
+test('established_slowStartCountsEveryByteAcked', (t) => {
+  // The kernel acknowledges a GRO super-segment with one ACK: slow start grows the congestion
+  // window by all the bytes it covers (Linux counts segments), not by one MSS per ACK.
+  const c = established({ cfg: { maxBurst: 64000 } });
+  c.s.send(data(40000));
+  t.is(recv(c, 0)!.payload.length, 10 * PEER_MSS);
+  expectNothing(t, c, 0);
+  const before = c.s.congestionWindow;
+  c.s.process(1, seg({ ackNumber: L(10001) }));
+  t.is(c.s.congestionWindow, before + 10 * PEER_MSS);
+  expect(t, c, 1, { seqNumber: L(10001), payload: 'x'.repeat(20 * PEER_MSS) });
+});
+
 test('established_close', (t) => {
   const c = established();
   c.s.send(Buffer.from('xyz'));

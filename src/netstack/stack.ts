@@ -8,6 +8,7 @@ import {
   DEFAULT_TCP_CONFIG, TcpSocket, newTcpCounters, type TcpConfig, type TcpCounters, type TcpSocketHost,
 } from './tcp/socket.js';
 import { DEFAULT_RTT } from './tcp/rtt.js';
+import { WriteSlab } from './pool.js';
 import { DatagramService, addrText } from './udp.js';
 import { CHECKSUM_FULL, CHECKSUM_OFFLOADED, pseudoHeaderV4, pseudoHeaderV6, type ChecksumPolicy } from './wire/checksum.js';
 import { DROP_REASONS, type DropReason } from './wire/error.js';
@@ -42,7 +43,10 @@ export const DEFAULT_LIMITS: NetStackLimits = {
   maxPendingDials: 256,
   dialTimeout: 30_000,
   rxBufferPerFlow: 1 << 20,
-  txBufferPerFlow: 1 << 20,
+  // One readable event of the tunnel's socket brings up to 2 MiB (libuv reads 32 x 64 KiB; an
+  // ssh2 channel's window is 2 MiB too) while the bytes sent before are still unacknowledged: a
+  // 1 MiB queue paused the far stream on every event and halved a bulk download.
+  txBufferPerFlow: 4 << 20,
   maxBufferedBytes: 128 << 20,
   maxPendingDns: 1024,
   maxPendingProbes: 64,
@@ -70,6 +74,13 @@ export interface NetStackOptions {
    * packet is the emitter's to keep).
    */
   emitConsumes?: boolean;
+  /**
+   * True when every far stream the dialer returns is done with a written chunk once that write
+   * called back (ssh2 channels copy it into a packet, sockets into the kernel): bytes from the
+   * device then reach the far side in reused blocks instead of a fresh Buffer per segment.
+   * Default false: a stream may keep what it was given (a PassThrough does).
+   */
+  farCopiesOnWrite?: boolean;
   /** Addresses (text) whose UDP port 53 is answered by `resolveDns`. */
   dnsAddresses?: string[];
   resolveDns?: (query: Buffer) => Promise<Buffer>;
@@ -139,6 +150,8 @@ class Flow implements TcpSocketHost {
   txCounted = 0;
   dirty = false;
   closed = false;
+  /** Copies of the bytes written to the far stream, until each write calls back. */
+  readonly rxCopies = new WriteSlab();
 
   constructor(stack: NetStack, v6: boolean, ourAddr: Buffer, peerAddr: Buffer, ourPort: number, peerPort: number, hash: number, syn: TcpRepr, synPacket: Buffer) {
     this.stack = stack;
@@ -202,6 +215,7 @@ export class NetStack {
   private readonly builder: PacketBuilder;
   private readonly datagrams: DatagramService;
   private readonly issFn: () => number;
+  private readonly pooledWrites: boolean;
   private readonly issPool = new Uint32Array(64);
   private issLeft = 0;
 
@@ -218,6 +232,8 @@ export class NetStack {
   private timer: NodeJS.Timeout | null = null;
   private timerAt = Infinity;
   private inInput = false;
+  /** A flush is running (a stream event it causes must not start another). */
+  private flushing = false;
 
   // ---- accounting
   private buffered = 0;
@@ -238,6 +254,7 @@ export class NetStack {
     this.vnet = opts.offload !== undefined && opts.offload !== false;
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.issFn = opts.iss ?? (() => this.randomIss());
+    this.pooledWrites = opts.farCopiesOnWrite === true;
     const base: TcpConfig = {
       ...DEFAULT_TCP_CONFIG,
       ...opts.tcp,
@@ -708,11 +725,14 @@ export class NetStack {
     }
     // The write callback, not only 'drain', reports progress: a far stream whose highWaterMark
     // is above our window (ssh2 channels: 2 MiB) never says 'drain' before our window is closed.
-    far.write(data, flow.onFarWritten);
+    // `data` is a view into the device's read buffer: the far stream gets a copy, from reused
+    // blocks when it is known to be done with each chunk once the write calls back.
+    far.write(this.pooledWrites ? flow.rxCopies.copy(data) : Buffer.from(data), flow.onFarWritten);
     this.setBacklog(flow, far.writableLength);
   }
 
   farWritten(flow: Flow): void {
+    if (this.pooledWrites) flow.rxCopies.written();
     const far = flow.far;
     if (flow.closed || !far) return;
     const before = flow.backlog;
@@ -724,6 +744,9 @@ export class NetStack {
   }
 
   destroyFar(flow: Flow): void {
+    // A destroyed stream calls back its queued writes out of order with the one in progress:
+    // its copies are left to the garbage collector, never reused.
+    flow.rxCopies.abandon();
     const far = this.detachFar(flow);
     if (far && !far.destroyed) far.destroy();
   }
@@ -760,7 +783,13 @@ export class NetStack {
       }
     }
     this.markDirty(flow);
-    this.scheduleFlush();
+    // Nagle's rule (RFC 896 §2) turned to latency: with nothing unacknowledged the bytes go out
+    // at once, within the far stream's event (a reply must not wait for the end of the event
+    // loop's turn: that cost ~10 us a round trip); with bytes in flight they wait for the flush at
+    // the end of the turn, which packs what else the tunnel delivers meanwhile into the same
+    // super-segment.
+    if (s.unacked === s.localSeqNo && !this.inInput && !this.flushing) this.flush();
+    else this.scheduleFlush();
   }
 
   farEnd(flow: Flow): void {
@@ -869,7 +898,16 @@ export class NetStack {
 
   /** Dispatches every dirty flow (bounded per flow per round), then re-arms the timer. */
   private flush(): void {
-    if (this.closedFlag) return;
+    if (this.closedFlag || this.flushing) return;
+    this.flushing = true;
+    try {
+      this.flushDirty();
+    } finally {
+      this.flushing = false;
+    }
+  }
+
+  private flushDirty(): void {
     const now = this.nowFn();
     let again = false;
     // Flows marked during this loop are appended and handled in the same pass.

@@ -91,7 +91,7 @@ export const DEFAULT_TCP_CONFIG: TcpConfig = {
 
 /** What the socket needs from its owner (the flow layer); one object per socket, no closures per packet. */
 export interface TcpSocketHost {
-  /** In-order bytes for the far side (a copy the host may keep). */
+  /** In-order bytes for the far side: a view valid only during the call (copy what you keep). */
   onData(data: Buffer): void;
   /** The peer sent FIN after all its data: half-close towards the far side. */
   onFin(): void;
@@ -130,6 +130,8 @@ export interface TcpEndpoints {
 }
 
 const MAX_WINDOW_SCALE = 14;
+/** Congestion windows beyond this say nothing more (the peer's window limits long before). */
+const MAX_CWND = 1 << 30;
 
 export class TcpSocket {
   // ---- state
@@ -646,8 +648,13 @@ export class TcpSocket {
         this.cwnd = Math.max(this.sendMss, this.cwnd - acked + this.sendMss);
       }
     } else if (this.cwnd < this.ssthresh) {
-      // RFC 5681 §3.1 slow start: cwnd += min(N, SMSS) per ACK.
-      this.cwnd += Math.min(acked, this.sendMss);
+      // Slow start (RFC 5681 §3.1), counting bytes acknowledged as RFC 3465 §2.2 does, without
+      // its cap of L*SMSS per ACK: our only peer is the local kernel, which acknowledges GRO
+      // super-segments (up to 64 KiB, dozens of wire segments) with one ACK, so "cwnd +=
+      // min(N, SMSS)" would grow the window by 1 MSS per 64 KiB and keep a new flow slow for
+      // hundreds of round trips. Linux itself grows by the number of segments acknowledged. The
+      // cap guards against ACK division by a remote receiver, which a virtual link does not have.
+      this.cwnd = Math.min(this.cwnd + acked, MAX_CWND);
     } else {
       // Congestion avoidance: cwnd += SMSS*SMSS/cwnd per ACK (RFC 5681 eqn. 3).
       this.cwnd += Math.max(1, Math.floor((this.sendMss * this.sendMss) / this.cwnd));
@@ -725,7 +732,7 @@ export class TcpSocket {
     }
     if (start === this.rcvNxt) {
       const filledHole = !this.ooo.isEmpty();
-      this.deliver(Buffer.from(data));
+      this.deliver(data);
       for (let more = this.ooo.pop(this.rcvNxt); more !== null; more = this.ooo.pop(this.rcvNxt)) {
         this.deliver(more);
       }
