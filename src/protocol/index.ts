@@ -89,3 +89,55 @@ export class DnsFrameDecoder {
     return this.#pending.length;
   }
 }
+
+/**
+ * `mesh --mode auto`: the router role. A shadow started with KTCTL_ROLE=router also serves HTTP on
+ * ROUTER_ENV.ports (comma separated: the service's target ports) and sends every request that
+ * carries no registered mark to ROUTER_ENV.upstream (the stuntman Service's address), same port.
+ */
+export const ROUTER_ENV = {
+  ports: 'KTCTL_ROUTER_PORTS',
+  upstream: 'KTCTL_ROUTER_UPSTREAM',
+} as const;
+
+/** The default header of a version mark (`--versionMark VERSION:<value>`), as KT Connect's. */
+export const DEFAULT_MARK_HEADER = 'VERSION';
+
+/** A version mark: requests whose header `key` (any case) has the value `value` go to its owner. */
+export interface MeshMark {
+  key: string;
+  value: string;
+}
+
+/**
+ * A developer registers a mark with a `tcpip-forward` (RFC 4254 §7.1) whose bind address is
+ * `ktctl-mesh:<key>=<value>` and whose port is the routed (target) port; the router answers with
+ * `forwarded-tcpip` channels naming that same bind address and port.
+ */
+export const MESH_BIND_PREFIX = 'ktctl-mesh:';
+
+/** RFC 9110 §5.6.2 token: what a header name may be. */
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** Visible ASCII without comma (lists) and '=' at the start; what a mark value may be. */
+const MARK_VALUE = /^[\x21-\x2b\x2d-\x7e]{1,128}$/;
+
+/** Why a mark is not usable, or undefined when it is. */
+export function meshMarkProblem(mark: MeshMark): string | undefined {
+  if (!TOKEN.test(mark.key) || mark.key.length > 64) return `the header name "${mark.key}" is not an HTTP token (letters, digits and !#$%&'*+-.^_\`|~, at most 64)`;
+  if (!MARK_VALUE.test(mark.value)) return `the value "${mark.value}" must be 1 to 128 visible ASCII characters without commas`;
+  return undefined;
+}
+
+export function meshBindAddress(mark: MeshMark): string {
+  return `${MESH_BIND_PREFIX}${mark.key}=${mark.value}`;
+}
+
+/** The mark of a bind address made by meshBindAddress, or undefined for any other address. */
+export function parseMeshBindAddress(bindAddr: string): MeshMark | undefined {
+  if (!bindAddr.startsWith(MESH_BIND_PREFIX)) return undefined;
+  const rest = bindAddr.slice(MESH_BIND_PREFIX.length);
+  const eq = rest.indexOf('=');
+  if (eq <= 0) return undefined;
+  const mark = { key: rest.slice(0, eq), value: rest.slice(eq + 1) };
+  return meshMarkProblem(mark) === undefined ? mark : undefined;
+}

@@ -7,8 +7,9 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { SHADOW_ENV, SHADOW_PORT, SHADOW_SECRET_KEYS, SHADOW_SECRET_MOUNT } from '../protocol/index.js';
+import { ROUTER_ENV, SHADOW_ENV, SHADOW_PORT, SHADOW_SECRET_KEYS, SHADOW_SECRET_MOUNT } from '../protocol/index.js';
 import { jsonLineLogger } from './log.js';
+import { MeshRouter, RoutePortError } from './router.js';
 import { KeyError, ShadowServer } from './server.js';
 
 /** Test hook: a resolv.conf for the DNS subsystem other than /etc/resolv.conf. */
@@ -35,10 +36,28 @@ function parsePort(text: string | undefined): number {
   return port;
 }
 
+/** Role `router`: the ports it serves (ROUTER_ENV.ports) and where unmarked traffic goes. */
+function routerFromEnv(env: NodeJS.ProcessEnv, log: ReturnType<typeof jsonLineLogger>): MeshRouter | undefined {
+  if (env[SHADOW_ENV.role] !== 'router') return undefined;
+  const upstream = env[ROUTER_ENV.upstream] ?? '';
+  if (upstream === '') throw new StartupError(`ktctl-shadow: role router needs ${ROUTER_ENV.upstream} (the address of the original pods' service)`);
+  const text = env[ROUTER_ENV.ports] ?? '';
+  const ports = text.split(',').filter((p) => p.trim() !== '').map((p) => Number(p.trim()));
+  try {
+    return new MeshRouter({ ports, upstream, log });
+  } catch (err) {
+    if (err instanceof RoutePortError) throw new StartupError(`ktctl-shadow: ${ROUTER_ENV.ports}=${text}: ${err.message}`);
+    throw err;
+  }
+}
+
 async function main(): Promise<void> {
   const env = process.env;
+  const log = jsonLineLogger(process.stdout);
   let server: ShadowServer;
+  let router: MeshRouter | undefined;
   try {
+    router = routerFromEnv(env, log);
     const hostKey = readKey(env, SHADOW_ENV.hostKey, SHADOW_ENV.hostKeyFile, SHADOW_SECRET_KEYS.hostKey, 'host key');
     const authorizedKey = readKey(env, SHADOW_ENV.authorizedKey, SHADOW_ENV.authorizedKeyFile, SHADOW_SECRET_KEYS.authorizedKey, 'authorized key');
     const resolvConf = env[DNS_RESOLV_CONF_ENV];
@@ -48,7 +67,8 @@ async function main(): Promise<void> {
       port: parsePort(env[SHADOW_ENV.port]),
       host: env[SHADOW_ENV.listenAddress] || '0.0.0.0',
       dns: resolvConf ? { resolvConfPath: resolvConf } : undefined,
-      log: jsonLineLogger(process.stdout),
+      log,
+      router,
     });
   } catch (err) {
     if (err instanceof StartupError) process.stderr.write(`${err.message}\n`);
@@ -57,13 +77,14 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   try {
+    await router?.listen();
     await server.listen();
   } catch (err) {
     process.stderr.write(`ktctl-shadow: cannot listen: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exit(1);
   }
   const stop = (signal: string): void => {
-    void server.close().then(() => {
+    void Promise.all([server.close(), router?.close()]).then(() => {
       process.stdout.write(`${JSON.stringify({ ts: new Date().toISOString(), event: 'exit', signal })}\n`, () => process.exit(0));
     });
   };

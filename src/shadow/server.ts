@@ -13,9 +13,10 @@ import type {
   TcpipBindInfo,
   TcpipRequestInfo,
 } from 'ssh2';
-import { DNS_SUBSYSTEM, DnsFrameDecoder, OPEN_FAILURE_TEXT, SHADOW_IDENT, SHADOW_PORT, frameDnsMessage } from '../protocol/index.js';
+import { DNS_SUBSYSTEM, DnsFrameDecoder, OPEN_FAILURE_TEXT, SHADOW_IDENT, SHADOW_PORT, frameDnsMessage, parseMeshBindAddress, type MeshMark } from '../protocol/index.js';
 import { silentLogger, type ShadowLogger } from './log.js';
 import { UpstreamResolver, type UpstreamResolverOptions } from './resolver.js';
+import type { MeshRouter, RouteStream } from './router.js';
 import { spliceChannel } from './splice.js';
 
 const { Server: SshServer, utils } = ssh2;
@@ -43,6 +44,11 @@ export interface ShadowServerOptions {
   keepaliveInterval?: number;
   keepaliveCountMax?: number;
   log?: ShadowLogger;
+  /**
+   * Role `router`: a `tcpip-forward` whose bind address is a mesh mark (src/protocol
+   * meshBindAddress) registers the mark with this router instead of listening.
+   */
+  router?: MeshRouter;
 }
 
 export class KeyError extends Error {}
@@ -56,6 +62,8 @@ interface ClientState {
   closed: boolean;
   sockets: Set<Socket>;
   listeners: Map<string, NetServer>;
+  /** mesh marks registered with the router, by bind key: their unregister functions */
+  marks: Map<string, () => void>;
   channels: number;
   /** bytes of finished connections, and of those cut at disconnect (counted then) */
   bytesUp: number;
@@ -166,6 +174,7 @@ export class ShadowServer {
       closed: false,
       sockets: new Set(),
       listeners: new Map(),
+      marks: new Map(),
       channels: 0,
       bytesUp: 0,
       bytesDown: 0,
@@ -210,6 +219,11 @@ export class ShadowServer {
       this.#log('unforward', { client: client.id, bind: key, why: 'disconnect' });
     }
     client.listeners.clear();
+    for (const [key, unregister] of client.marks) {
+      unregister();
+      this.#log('unforward', { client: client.id, bind: key, why: 'disconnect' });
+    }
+    client.marks.clear();
     for (const s of client.sockets) {
       this.#count(client, s, s.bytesWritten, s.bytesRead);
       s.destroy();
@@ -315,6 +329,11 @@ export class ShadowServer {
     req: TcpipBindInfo,
   ): void {
     const { bindAddr, bindPort } = req;
+    const mark = parseMeshBindAddress(bindAddr);
+    if (mark !== undefined) {
+      this.#forwardMark(client, accept, reject, bindAddr, bindPort, mark);
+      return;
+    }
     const server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
     let boundPort = bindPort;
     server.once('error', (err) => {
@@ -369,8 +388,77 @@ export class ShadowServer {
     });
   }
 
+  /** Role `router`: registers a mesh mark; the router opens `forwarded-tcpip` channels for its requests. */
+  #forwardMark(
+    client: ClientState,
+    accept: ((port?: number) => void) | undefined,
+    reject: (() => void) | undefined,
+    bindAddr: string,
+    bindPort: number,
+    mark: MeshMark,
+  ): void {
+    const key = `${bindAddr}:${bindPort}`;
+    const router = this.#options.router;
+    const refuse = (detail: string): void => {
+      this.#log('forward', { client: client.id, bind: bindAddr, port: bindPort, ok: false, detail });
+      reject?.();
+    };
+    if (router === undefined) return refuse('this shadow is not a mesh router');
+    if (client.closed) return refuse('disconnected');
+    if (client.marks.has(key)) return refuse('already registered on this connection');
+    let unregister: () => void;
+    try {
+      unregister = router.register(bindPort, mark, {
+        label: `ssh client ${client.id} (${client.remote})`,
+        open: (origin) => this.#openForwarded(client, bindAddr, bindPort, origin),
+      });
+    } catch (err) {
+      return refuse(errorText(err));
+    }
+    client.marks.set(key, unregister);
+    this.#log('forward', { client: client.id, bind: bindAddr, port: bindPort, ok: true });
+    accept?.(bindPort);
+  }
+
+  /** A `forwarded-tcpip` channel for the router, to a mark's owner. */
+  #openForwarded(client: ClientState, bindAddr: string, bindPort: number, origin: { address: string; port: number }): Promise<RouteStream> {
+    return new Promise((resolve, reject) => {
+      if (client.closed) {
+        reject(new Error('the developer disconnected'));
+        return;
+      }
+      client.conn.forwardOut(bindAddr, bindPort, origin.address, origin.port, (err, channel) => {
+        if (err !== undefined && err !== null) {
+          this.#log('open-failed', { client: client.id, kind: 'forwarded-tcpip', bind: bindAddr, port: bindPort, detail: err.message });
+          reject(err);
+          return;
+        }
+        client.channels++;
+        resolve({
+          stream: channel,
+          join: (socket) => {
+            client.sockets.add(socket);
+            spliceChannel(channel, socket, (r) => {
+              client.sockets.delete(socket);
+              this.#count(client, socket, r.bytesUp, r.bytesDown);
+            });
+            socket.resume();
+          },
+        });
+      });
+    });
+  }
+
   #unforward(client: ClientState, accept: ((port?: number) => void) | undefined, reject: (() => void) | undefined, req: TcpipBindInfo): void {
     const key = `${req.bindAddr}:${req.bindPort}`;
+    const unregister = client.marks.get(key);
+    if (unregister !== undefined) {
+      client.marks.delete(key);
+      unregister();
+      this.#log('unforward', { client: client.id, bind: key, why: 'cancel' });
+      accept?.();
+      return;
+    }
     const server = client.listeners.get(key);
     if (server === undefined) {
       reject?.();
