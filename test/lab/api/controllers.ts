@@ -747,6 +747,7 @@ export class Controllers {
       containers,
       restartPolicy: pod.spec.restartPolicy ?? 'Always',
       terminationGracePeriodSeconds: pod.spec.terminationGracePeriodSeconds ?? 30,
+      sysctls: pod.spec.securityContext?.sysctls,
     };
   }
 

@@ -125,7 +125,7 @@ export interface PodSpec {
   terminationGracePeriodSeconds?: number;
   nodeSelector?: Record<string, string>;
   nodeName?: string;
-  securityContext?: { runAsUser?: number };
+  securityContext?: { runAsUser?: number; sysctls?: Array<{ name: string; value: string }> };
   serviceAccountName?: string;
 }
 

@@ -32,7 +32,7 @@ const PATH_ENV = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 export class LabNetError extends Error {
   override readonly name = 'LabNetError';
   constructor(
-    readonly code: 'KTLAB_NO_SUCH_POD' | 'KTLAB_NO_SUCH_CONTAINER' | 'KTLAB_NO_PREVIOUS' | 'KTLAB_POD_RANGE_FULL' | 'KTLAB_LAPTOP_RANGE_FULL' | 'KTLAB_BAD_NAME' | 'KTLAB_EXISTS' | 'KTLAB_NOT_UP' | 'KTLAB_MOUNT_NS',
+    readonly code: 'KTLAB_NO_SUCH_POD' | 'KTLAB_NO_SUCH_CONTAINER' | 'KTLAB_NO_PREVIOUS' | 'KTLAB_POD_RANGE_FULL' | 'KTLAB_LAPTOP_RANGE_FULL' | 'KTLAB_BAD_NAME' | 'KTLAB_EXISTS' | 'KTLAB_NOT_UP' | 'KTLAB_MOUNT_NS' | 'KTLAB_SYSCTL',
     message: string,
   ) {
     super(message);
@@ -223,6 +223,16 @@ export class PodRuntime {
         netns,
       );
       await ipBatch([`link set ${veth} up`, `route add ${ip}/32 dev ${veth} src ${POD_GATEWAY}`], this.ctx.nodeNetns);
+      // Pod sysctls as the kubelet sets them: only namespaced net.* ones (e.g.
+      // net.ipv4.ip_unprivileged_port_start), inside the pod's own network namespace.
+      for (const x of spec.sysctls ?? []) {
+        if (!/^net\.[a-z0-9_.]+$/.test(x.name) || !/^[0-9a-z_ -]+$/i.test(x.value)) {
+          this.ctx.log(`pod ${spec.namespace}/${spec.name}: sysctl ${x.name} not applied (the lab sets namespaced net.* sysctls only)`);
+          continue;
+        }
+        const r = await run('ip', ['netns', 'exec', netns, sysBin('sysctl'), '-q', '-w', `${x.name}=${x.value}`]);
+        if (r.code !== 0) throw new LabNetError('KTLAB_SYSCTL', `pod ${spec.namespace}/${spec.name}: sysctl ${x.name}=${x.value}: ${r.stderr.trim()}`);
+      }
       for (const c of spec.containers) pod.containers.set(c.name, this.#prepareContainer(pod, c, true));
       const record: PodRecord = {
         spec: { ...spec, containers: spec.containers.map((c) => ({ ...c, volumeMounts: c.volumeMounts.map((v) => ({ ...v, files: {} })) })) },

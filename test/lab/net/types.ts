@@ -50,6 +50,8 @@ export interface PodRuntimeSpec {
   containers: ContainerRuntimeSpec[];
   restartPolicy: 'Always' | 'OnFailure' | 'Never';
   terminationGracePeriodSeconds: number;
+  /** spec.securityContext.sysctls: namespaced net.* ones are set in the pod's network namespace */
+  sysctls?: Array<{ name: string; value: string }>;
 }
 
 export interface ServiceRuntimeSpec {
