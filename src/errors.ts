@@ -143,3 +143,43 @@ export class DnsConfigError extends KtctlError {
     super('KTCTL_DNS_CONFIG', message, options);
   }
 }
+
+/** Why a Service (or deployment) named on the command line cannot be exchanged, meshed or previewed. */
+export type TargetFailure =
+  | 'not-found' // no such service / deployment, or no service selects the deployment
+  | 'no-selector' // the service has no selector (its endpoints are managed by hand)
+  | 'ambiguous' // several services / deployments match: name the one meant
+  | 'port' // an exposed port is not one of the service's ports
+  | 'exists'; // preview: a service of that name exists already
+
+/** The target of `exchange`, `mesh`, `preview` or `recover` is not usable as given. */
+export class TargetError extends KtctlError {
+  readonly reason: TargetFailure;
+  constructor(reason: TargetFailure, message: string, options?: { cause?: unknown }) {
+    super(`KTCTL_TARGET_${reason.toUpperCase().replace('-', '_')}`, message, options);
+    this.reason = reason;
+  }
+}
+
+/** A Service is locked by another live ktctl process (exchange/mesh), or recover refused a live owner. */
+export class LockedError extends KtctlError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('KTCTL_LOCKED', message, options);
+  }
+}
+
+/** A local port given with --expose has no listener on this machine. */
+export class LocalPortError extends KtctlError {
+  readonly port: number;
+  constructor(port: number, message: string, options?: { cause?: unknown }) {
+    super('KTCTL_LOCAL_PORT', message, options);
+    this.port = port;
+  }
+}
+
+/** `mesh`: the version mark is registered on the Service's router by another live developer already. */
+export class MeshMarkError extends KtctlError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('KTCTL_MESH_MARK', message, options);
+  }
+}

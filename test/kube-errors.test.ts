@@ -5,36 +5,22 @@
  * merging like kubectl's, and heartbeats written with the API server's clock (Date header).
  */
 import test from 'ava';
-import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import { Kube } from '../src/kube/api.js';
 import { loadKubeConfig } from '../src/kube/config.js';
 import { Heartbeat } from '../src/kube/heartbeat.js';
+import { ktctlObjects, labKtctl, MANAGED } from './helpers/ktctl.js';
 import { fileNamespace, kubeConfig, kubectl, lab } from './lab/fixture.js';
 
-const REPO = fileURLToPath(new URL('../', import.meta.url));
-const CLI = join(REPO, 'dist/cli/main.js');
 const ns = fileNamespace(test, 'kt-err');
 const dir = mkdtempSync(join(tmpdir(), 'kt-err-'));
-const MANAGED = 'app.kubernetes.io/managed-by=ktctl';
 test.after.always(() => rmSync(dir, { recursive: true, force: true }));
-
-function ktctl(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; out: string; err: string }> {
-  return new Promise((resolve) =>
-    execFile(
-      process.execPath,
-      [CLI, ...args],
-      { env: { ...process.env, KUBECONFIG: lab().kubeconfig, KTCTL_STATE_DIR: join(dir, 'state'), ...env }, timeout: 60_000 },
-      (e, stdout, stderr) => resolve({ code: e ? (typeof e.code === 'number' ? e.code : 1) : 0, out: String(stdout), err: String(stderr) }),
-    ),
-  );
-}
+const ktctl = labKtctl(test, 'kt-err');
 
 /** The `ktctl: ...` line: exactly one sentence of error. */
 function errorLine(err: string): string {
@@ -43,10 +29,7 @@ function errorLine(err: string): string {
 }
 
 async function nothingLeft(t: { deepEqual(a: unknown, b: unknown, m?: string): void; is(a: unknown, b: unknown, m?: string): void }, namespace: string): Promise<void> {
-  const core = kubeConfig().makeApiClient(CoreV1Api);
-  const pods = await core.listNamespacedPod({ namespace, labelSelector: MANAGED });
-  const secrets = await core.listNamespacedSecret({ namespace, labelSelector: MANAGED });
-  t.deepEqual([...pods.items, ...secrets.items].map((o) => o.metadata?.name), [], `ktctl objects left in ${namespace}`);
+  t.deepEqual(await ktctlObjects(namespace), [], `ktctl objects left in ${namespace}`);
   const k = await kubectl(['get', 'pods,secrets', '-n', namespace, '-l', MANAGED, '-o', 'name']);
   t.is(k.stdout.trim(), '', `kubectl sees ktctl objects in ${namespace}`);
 }
@@ -54,31 +37,31 @@ async function nothingLeft(t: { deepEqual(a: unknown, b: unknown, m?: string): v
 const connect = ['connect', '--mode', 'socks', '--proxyPort', '0'];
 
 test.serial('read-only context: names the verb and resource, creates nothing', async (t) => {
-  const r = await ktctl([...connect, '-n', ns, '--context', lab().contexts.readonly]);
+  const r = await ktctl.run([...connect, '-n', ns, '--context', lab().contexts.readonly]);
   t.is(r.code, 1);
-  t.regex(errorLine(r.err), new RegExp(`^ktctl: you may not create (pods|secrets|pods/portforward) in namespace ${ns} \\(RBAC\\)`));
+  t.regex(errorLine(r.stderr), new RegExp(`^ktctl: you may not create (pods|secrets|pods/portforward) in namespace ${ns} \\(RBAC\\)`));
   await nothingLeft(t, ns);
 });
 
 test.serial('an image that cannot be pulled: ErrImagePull with the image name, nothing left', async (t) => {
-  const r = await ktctl([...connect, '-n', ns, '--image', 'nope/nothing:1']);
+  const r = await ktctl.run([...connect, '-n', ns, '--image', 'nope/nothing:1']);
   t.is(r.code, 1);
-  t.regex(errorLine(r.err), /^ktctl: the shadow image nope\/nothing:1 cannot be pulled \((ErrImagePull|ImagePullBackOff)/);
-  t.notRegex(r.err, /within \d+ s/); // the pod's own reason, not a timeout
+  t.regex(errorLine(r.stderr), /^ktctl: the shadow image nope\/nothing:1 cannot be pulled \((ErrImagePull|ImagePullBackOff)/);
+  t.notRegex(r.stderr, /within \d+ s/); // the pod's own reason, not a timeout
   await nothingLeft(t, ns);
 });
 
 test('a namespace that does not exist: one sentence', async (t) => {
-  const r = await ktctl([...connect, '-n', 'kt-err-no-such-namespace']);
+  const r = await ktctl.run([...connect, '-n', 'kt-err-no-such-namespace']);
   t.is(r.code, 1);
-  t.is(errorLine(r.err), 'ktctl: the namespace kt-err-no-such-namespace does not exist: pick an existing one with -n (kubectl get namespaces lists them)');
+  t.is(errorLine(r.stderr), 'ktctl: the namespace kt-err-no-such-namespace does not exist: pick an existing one with -n (kubectl get namespaces lists them)');
 });
 
 test('no kubeconfig anywhere: names the three places looked', async (t) => {
   const home = join(dir, 'empty-home');
-  const r = await ktctl(connect, { KUBECONFIG: '', HOME: home });
+  const r = await ktctl.run(connect, { env: { KUBECONFIG: '', HOME: home } });
   t.is(r.code, 1);
-  const line = errorLine(r.err);
+  const line = errorLine(r.stderr);
   t.regex(line, /^ktctl: no kubeconfig found: looked at --kubeconfig/);
   t.regex(line, /\$KUBECONFIG/);
   t.true(line.includes(join(home, '.kube', 'config')));
@@ -106,21 +89,21 @@ test('an unreachable API server: one sentence naming it', async (t) => {
       'current-context': 'gone',
     }),
   );
-  const r = await ktctl([...connect, '--kubeconfig', file]);
+  const r = await ktctl.run([...connect, '--kubeconfig', file]);
   t.is(r.code, 1);
-  t.is(errorLine(r.err), `ktctl: cannot reach the Kubernetes API server at https://127.0.0.1:${port} (connection refused): check the cluster is up and the kubeconfig's server address, or pick another --context`);
+  t.is(errorLine(r.stderr), `ktctl: cannot reach the Kubernetes API server at https://127.0.0.1:${port} (connection refused): check the cluster is up and the kubeconfig's server address, or pick another --context`);
 });
 
 test('check: all ok for the admin context, RBAC failure for the read-only one', async (t) => {
-  const admin = await ktctl(['check', '-n', ns]);
-  t.is(admin.code, 0, admin.out + admin.err);
-  t.regex(admin.out, /^ok +RBAC for connect/m);
-  t.regex(admin.out, /^ok +API server/m);
-  t.notRegex(admin.out, /^fail/m);
-  const ro = await ktctl(['check', '-n', ns, '--context', lab().contexts.readonly]);
+  const admin = await ktctl.run(['check', '-n', ns]);
+  t.is(admin.code, 0, admin.stdout + admin.stderr);
+  t.regex(admin.stdout, /^ok +RBAC for connect/m);
+  t.regex(admin.stdout, /^ok +API server/m);
+  t.notRegex(admin.stdout, /^fail/m);
+  const ro = await ktctl.run(['check', '-n', ns, '--context', lab().contexts.readonly]);
   t.is(ro.code, 1);
-  t.regex(ro.out, /^fail +RBAC for connect: you may not create pods/m);
-  t.regex(ro.out, /fix: ask a cluster administrator/);
+  t.regex(ro.stdout, /^fail +RBAC for connect: you may not create pods/m);
+  t.regex(ro.stdout, /fix: ask a cluster administrator/);
 });
 
 test('kubeconfig: $KUBECONFIG files are merged, the first one wins, -n beats the context namespace', (t) => {

@@ -2,52 +2,23 @@
  * --shareShadow: two connect processes of one user in one namespace use one shadow pod; the
  * first to exit leaves it (count 2 -> 1), the last removes pod, Secret and the local key file.
  */
-import test from 'ava';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import test, { type ExecutionContext } from 'ava';
+import { execFile } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { CoreV1Api } from '@kubernetes/client-node';
-import { eventually, fileNamespace, kubeConfig, kubectl, lab } from './lab/fixture.js';
+import { labKtctl, MANAGED, type CliRun } from './helpers/ktctl.js';
+import { fileNamespace, kubeConfig, kubectl } from './lab/fixture.js';
 
-const REPO = fileURLToPath(new URL('../', import.meta.url));
-const CLI = join(REPO, 'dist/cli/main.js');
 const ns = fileNamespace(test, 'kt-share');
-const stateDir = mkdtempSync(join(tmpdir(), 'kt-share-state-'));
-const MANAGED = 'app.kubernetes.io/managed-by=ktctl';
-const children: ChildProcess[] = [];
+const ktctl = labKtctl(test, 'kt-share');
+const stateDir = ktctl.stateDir;
 
-test.after.always(async () => {
-  for (const c of children) {
-    if (c.exitCode !== null || c.signalCode !== null) continue;
-    c.kill('SIGINT');
-    await new Promise((r) => {
-      c.once('exit', r);
-      setTimeout(r, 15_000);
-    });
-    if (c.exitCode === null) c.kill('SIGKILL');
-  }
-  rmSync(stateDir, { recursive: true, force: true });
-});
-
-function start(): { child: ChildProcess; port: Promise<number>; err: () => string; exited: Promise<number | null> } {
-  const child = spawn(process.execPath, [CLI, 'connect', '--mode', 'socks', '--proxyPort', '0', '--shareShadow', '-n', ns], {
-    env: { ...process.env, KUBECONFIG: lab().kubeconfig, KTCTL_STATE_DIR: stateDir },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  let out = '';
-  let err = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  const port = eventually(async () => {
-    const m = /socks5h:\/\/127\.0\.0\.1:(\d+)/.exec(out);
-    if (!m && child.exitCode !== null) throw new Error(`ktctl exited: ${err}`);
-    return m ? Number(m[1]) : undefined;
-  }, `the proxy line (stderr: ${err})`, 45_000);
-  return { child, port, err: () => err, exited };
+/** A shared-shadow connect and the port of its proxy. */
+async function start(t: ExecutionContext): Promise<{ run: CliRun; port: number }> {
+  const run = ktctl.start(t, ['connect', '--mode', 'socks', '--proxyPort', '0', '--shareShadow', '-n', ns]);
+  const port = Number((await run.waitFor(/socks5h:\/\/127\.0\.0\.1:(\d+)/))[1]);
+  return { run, port };
 }
 
 function curl(port: number): Promise<boolean> {
@@ -63,13 +34,11 @@ async function shadows(): Promise<Array<{ name: string; users: string | undefine
 }
 
 test('two connects share one shadow; the first exit keeps it, the second removes it', async (t) => {
-  const a = start();
-  const portA = await a.port;
+  const { run: a, port: portA } = await start(t);
   t.true(await curl(portA));
-  const b = start();
-  const portB = await b.port;
+  const { run: b, port: portB } = await start(t);
   t.true(await curl(portB));
-  t.regex(b.err(), /joined the shared shadow/);
+  t.regex(b.log(), /joined the shared shadow/);
 
   const both = await shadows();
   t.is(both.length, 1, JSON.stringify(both));
@@ -83,16 +52,14 @@ test('two connects share one shadow; the first exit keeps it, the second removes
   for (const v of Object.values(secret.data ?? {})) t.notRegex(Buffer.from(v, 'base64').toString(), /BEGIN OPENSSH PRIVATE KEY[\s\S]*ktctl/);
   t.deepEqual(Object.keys(secret.data ?? {}).sort(), ['authorized_key', 'host_key']);
 
-  a.child.kill('SIGINT');
-  t.is(await a.exited, 0, a.err());
-  t.regex(a.err(), /left the shared shadow .* \(1 users remain\)/);
+  await a.stop(t);
+  t.regex(a.log(), /left the shared shadow .* \(1 users remain\)/);
   const one = await shadows();
   t.deepEqual(one, [{ name: both[0]!.name, users: '1' }]);
   t.true(await curl(portB), 'the second connect still works after the first left');
 
-  b.child.kill('SIGINT');
-  t.is(await b.exited, 0, b.err());
-  t.regex(b.err(), /deleted the shared shadow .* \(last user\)/);
+  await b.stop(t);
+  t.regex(b.log(), /deleted the shared shadow .* \(last user\)/);
   t.deepEqual(await shadows(), []);
   const k = await kubectl(['get', 'pods,secrets', '-n', ns, '-l', MANAGED, '-o', 'name']);
   t.is(k.stdout.trim(), '');

@@ -1,5 +1,6 @@
 import { Command, Option } from 'clipanion';
 import { UsageError } from '../errors.js';
+import { STALE_AFTER_MINUTES } from '../kube/names.js';
 import { KtctlCommand } from './base.js';
 import { cleanLocalLeftovers } from './frontend-tun.js';
 
@@ -23,8 +24,8 @@ export class CleanCommand extends KtctlCommand {
     ],
   });
 
-  thresholdInMinus = Option.String('--thresholdInMinus,--threshold-in-minus,--threshold-in-minutes,--thresholdInMinutes', '5', {
-    description: 'minutes since the last heartbeat after which an object is a leftover (default 5)',
+  thresholdInMinus = Option.String('--thresholdInMinus,--threshold-in-minus,--threshold-in-minutes,--thresholdInMinutes', String(STALE_AFTER_MINUTES), {
+    description: `minutes since the last heartbeat after which an object is a leftover (default ${STALE_AFTER_MINUTES})`,
   });
   dryRun = Option.Boolean('--dryRun,--dry-run', false, { description: 'list what would be removed or restored, change nothing' });
   kubeconfig = Option.String('--kubeconfig,-c', { description: 'kubeconfig file (default $KUBECONFIG, then ~/.kube/config)' });

@@ -1,11 +1,20 @@
+import { Option } from 'clipanion';
+import type { CipherAlgorithm } from 'ssh2';
+import { UsageError } from '../errors.js';
+import { DEFAULT_SHADOW_IMAGE, parseKeyValues } from '../kube/names.js';
 import type { ReconnectingTunnel } from '../ssh/reconnect.js';
-import type { Undo } from './lifecycle.js';
+import { CIPHERS } from '../ssh/tunnel.js';
+import { KtctlCommand } from './base.js';
+import { Undo, untilSignal, type Logger } from './lifecycle.js';
+import type { KubeTransportOptions } from './transport-kube.js';
+import { viaTransport } from './transport-via.js';
+import { defaultKnownHosts, loadIdentity, parseVia } from './via.js';
 
 /**
- * Where `connect` gets its streams from: an ssh connection that survives drops, plus what the
- * front ends need to know about the far side. Made by `transport-via.ts` (any SSH server) or
- * `transport-kube.ts` (a shadow pod reached through the API server). Every change a transport makes
- * is registered on the `Undo` it was given before it is made.
+ * Where `connect` and `forward` get their streams from: an ssh connection that survives drops, plus
+ * what the front ends need to know about the far side. Made by `transport-via.ts` (any SSH server)
+ * or `transport-kube.ts` (a shadow pod reached through the API server). Every change a transport
+ * makes is registered on the `Undo` it was given before it is made.
  */
 export interface Transport {
   /** The Dialer (and remote forwards) the front ends use. */
@@ -16,6 +25,26 @@ export interface Transport {
   readonly fatal: Promise<Error>;
   /** The far side as a network, for the TUN mode: what to route there and what never to. */
   network(): Promise<TransportNetwork>;
+  /**
+   * The cluster's Services, kept current (Kubernetes only; `--dnsMode hosts`): `onChange` gets the
+   * whole list after the first listing (before the promise resolves) and again after each change,
+   * until `stop()`.
+   */
+  services?(onChange: (services: ClusterService[]) => void): Promise<ServiceWatch>;
+}
+
+/** A Service as `--dnsMode hosts` needs it. */
+export interface ClusterService {
+  namespace: string;
+  name: string;
+  /** its cluster IPs (none for headless and ExternalName services) */
+  ips: string[];
+}
+
+export interface ServiceWatch {
+  /** `cluster`: every namespace's Services; `namespace`: the connected one's (listing all was not allowed) */
+  readonly scope: 'cluster' | 'namespace';
+  stop(): Promise<void>;
 }
 
 export interface TransportNetwork {
@@ -34,4 +63,119 @@ export interface TransportContext {
   debug: (line: string) => void;
   /** Aborted when the user asked to stop (SIGINT/SIGTERM) while the transport is being built. */
   signal: AbortSignal;
+}
+
+/**
+ * What every command that needs a tunnel shares (`connect`, `forward`): the `--via` flags and the
+ * Kubernetes flags (KT Connect's global flags; kebab-case accepted), checked, and how to build the
+ * transport they ask for. Subclasses declare their own flags and call `transportBuilder()` before
+ * anything is made, so bad flags fail first.
+ */
+export abstract class TransportCommand extends KtctlCommand {
+  via = Option.String('--via', { description: 'user@host[:port] of an SSH server to tunnel through instead of a Kubernetes cluster' });
+  identity = Option.String('--identity,-i', { description: 'private key file for --via (default ~/.ssh/id_ed25519, id_ecdsa, id_rsa)' });
+  knownHosts = Option.String('--knownHosts,--known-hosts', { description: 'known_hosts file that holds the --via server\'s host key (default ~/.ssh/known_hosts)' });
+  sshCipher = Option.String('--sshCipher,--ssh-cipher', { description: `ssh cipher to prefer (default order: ${CIPHERS.join(', ')})` });
+
+  kubeconfig = Option.String('--kubeconfig,-c', { description: 'kubeconfig file(s) (default $KUBECONFIG, then ~/.kube/config)' });
+  kubeContext = Option.String('--context', { description: 'kubeconfig context (default: the current one)' });
+  namespace = Option.String('--namespace,-n', { description: 'namespace of the shadow and of the names you give (default: the context\'s, else default)' });
+  image = Option.String('--image', { description: 'shadow image' });
+  imagePullSecret = Option.String('--imagePullSecret,--image-pull-secret', { description: 'image pull secret for the shadow pod' });
+  nodeSelector = Option.String('--nodeSelector,--node-selector', { description: 'node selector for the shadow pod (key=value,...)' });
+  withLabel = Option.String('--withLabel,--with-label', { description: 'extra labels on every object ktctl makes (key=value,...)' });
+  withAnnotation = Option.String('--withAnnotation,--with-annotation', { description: 'extra annotations on every object ktctl makes (key=value,...)' });
+  podCreationTimeout = Option.String('--podCreationTimeout,--pod-creation-timeout', '60', { description: 'seconds to wait for the shadow pod to be ready' });
+  portForwardTimeout = Option.String('--portForwardTimeout,--port-forward-timeout', '10', { description: 'seconds to wait for the port-forward to the shadow' });
+  shareShadow = Option.Boolean('--shareShadow,--share-shadow', false, { description: 'share one shadow pod among this user\'s ktctl processes in the namespace' });
+  clusterDomain = Option.String('--clusterDomain,--cluster-domain', 'cluster.local', { description: 'the cluster\'s DNS domain' });
+
+  /**
+   * Checks the flags of the transport asked for and returns how to build it. `mode` and `proxy` go
+   * into the local state record (`ktctl status`); `dnsServer` is the --via server's resolver.
+   */
+  protected transportBuilder(run: { mode: string; proxy?: string; dnsServer?: string }): (ctx: TransportContext) => Promise<Transport> {
+    let ciphers: CipherAlgorithm[] | undefined;
+    if (this.sshCipher !== undefined) {
+      if (!CIPHERS.includes(this.sshCipher as CipherAlgorithm)) throw new UsageError(`--sshCipher must be one of ${CIPHERS.join(', ')} (got "${this.sshCipher}")`);
+      ciphers = [this.sshCipher as CipherAlgorithm, ...CIPHERS.filter((c) => c !== this.sshCipher)];
+    }
+    if (this.via === undefined) {
+      const seconds = (text: string, flag: string): number => {
+        const n = Number(text);
+        if (!Number.isFinite(n) || n <= 0) throw new UsageError(`${flag} takes a number of seconds greater than 0 (got "${text}")`);
+        return n * 1000;
+      };
+      const keyValues = (text: string | undefined, flag: string): Record<string, string> => {
+        try {
+          return parseKeyValues(text, flag);
+        } catch (error) {
+          throw new UsageError(error instanceof Error ? error.message : String(error));
+        }
+      };
+      const options: KubeTransportOptions = {
+        kubeconfig: this.kubeconfig,
+        context: this.kubeContext,
+        namespace: this.namespace,
+        image: this.image ?? DEFAULT_SHADOW_IMAGE,
+        imagePullSecret: this.imagePullSecret,
+        nodeSelector: keyValues(this.nodeSelector, '--nodeSelector'),
+        labels: keyValues(this.withLabel, '--withLabel'),
+        annotations: keyValues(this.withAnnotation, '--withAnnotation'),
+        podCreationTimeoutMs: seconds(this.podCreationTimeout, '--podCreationTimeout'),
+        portForwardTimeoutMs: seconds(this.portForwardTimeout, '--portForwardTimeout'),
+        shareShadow: this.shareShadow,
+        clusterDomain: this.clusterDomain,
+        ciphers,
+        mode: run.mode,
+        proxy: run.proxy,
+        stderr: this.context.stderr,
+      };
+      // Loaded only when needed: @kubernetes/client-node alone is ~90 MiB of RSS, which a --via run
+      // (and the TUN engine's memory budget) should not carry.
+      return async (ctx) => (await import('./transport-kube.js')).kubeTransport(options, ctx);
+    }
+    const target = parseVia(this.via);
+    const identity = loadIdentity(this.identity);
+    const knownHostsFile = this.knownHosts ?? defaultKnownHosts();
+    return (ctx) => viaTransport({ target, identity, knownHostsFile, dnsServer: run.dnsServer, ciphers }, ctx);
+  }
+}
+
+export interface ServeTransportOptions {
+  buildTransport: (ctx: TransportContext) => Promise<Transport>;
+  log: Logger;
+  debug: Logger;
+  /** Before the transport: what must fail before any network traffic (a taken local port). */
+  prepare?: (ctx: TransportContext) => Promise<void>;
+  /** With the transport up (skipped when a signal came while it was being built). */
+  start: (transport: Transport, ctx: TransportContext) => Promise<void>;
+}
+
+/**
+ * A command's life around a transport: `prepare`, the transport, `start`; then it serves until
+ * SIGINT/SIGTERM/SIGHUP or the transport's fatal error, and undoes everything it made, newest
+ * first, also when a step fails. Returns 0 after a signal; throws the failure otherwise.
+ */
+export async function serveTransport(o: ServeTransportOptions): Promise<number> {
+  const undo = new Undo();
+  const stop = untilSignal(o.log);
+  const aborted = new AbortController();
+  void stop.signal.then(() => aborted.abort());
+  const ctx: TransportContext = { undo, log: o.log, debug: o.debug, signal: aborted.signal };
+  try {
+    await o.prepare?.(ctx);
+    const transport = await o.buildTransport(ctx);
+    if (!aborted.signal.aborted) await o.start(transport, ctx);
+    const outcome = await Promise.race([stop.signal.then((signal) => ({ signal })), transport.fatal.then((error) => ({ error }))]);
+    if ('signal' in outcome) o.log(`got ${outcome.signal}; stopping`);
+    await undo.run(o.log);
+    if ('error' in outcome) throw outcome.error;
+    return 0;
+  } catch (error) {
+    await undo.run(o.log);
+    throw error;
+  } finally {
+    stop.release();
+  }
 }

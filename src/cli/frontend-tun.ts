@@ -22,33 +22,39 @@ import {
   ClusterResolver,
   netstackDnsHandler,
   readResolvConf,
+  serviceHostEntries,
   upstreamServersOf,
   type DnsMode,
   type SystemDnsChange,
 } from '../dns/index.js';
-import { PermissionError, UsageError } from '../errors.js';
+import { PermissionError, TunError, UsageError } from '../errors.js';
 import { dialProbe, NetStack, type NetStackStats } from '../netstack/index.js';
 import {
   addRoutes,
   aggregate,
   cleanStale,
   configureInterface,
+  containsCidr,
+  defaultStateDir,
   deleteRoutes,
   formatCidr,
+  linkInfo,
+  listRecords,
   listRoutes,
   loadTunAddon,
   makeCidr,
   overlaps,
   parseIp,
   planRoutes,
+  recordOwnerAlive,
   tryParseCidr,
   TunDevice,
   TunStateRecord,
   type Cidr,
   type RouteEntry,
 } from '../tun/index.js';
-import type { Transport, TransportContext } from './connect-transport.js';
-import { Undo, untilSignal, type Logger } from './lifecycle.js';
+import { serveTransport, type ServiceWatch, type Transport, type TransportContext } from './connect-transport.js';
+import type { Logger, Undo } from './lifecycle.js';
 
 /**
  * The TUN device's MTU. With TSO offloads both directions move 64 KiB super-segments whatever the
@@ -124,10 +130,6 @@ export function parseTunFlags(raw: {
   if (raw.via && dnsMode === 'hosts') {
     throw new UsageError('--dnsMode hosts lists the cluster\'s services and needs a cluster; with --via use --dnsMode localDNS (default) and --dnsServer IP');
   }
-  if (dnsMode === 'hosts') {
-    // Refused before anything is made, rather than connecting with DNS silently left alone.
-    throw new UsageError('--dnsMode hosts is not available in this version of ktctl (it needs a watch of the cluster\'s services); use --dnsMode localDNS (default) or podDNS');
-  }
   const ttl = Number(raw.dnsCacheTtl);
   if (!/^\d+$/.test(raw.dnsCacheTtl.trim()) || !Number.isSafeInteger(ttl)) throw new UsageError(`--dnsCacheTtl must be a number of seconds (got "${raw.dnsCacheTtl}")`);
   const domain = raw.clusterDomain.replace(/\.+$/, '');
@@ -191,6 +193,20 @@ export async function cleanLocalLeftovers(log: Logger, options: { stateDir?: str
   return n;
 }
 
+/**
+ * `--tunName` naming an interface that exists is refused with what holds it (the kernel would say
+ * only EBUSY or EINVAL). Taking the next free name instead would surprise whoever asked for this
+ * one; without `--tunName` the kernel picks the next free ktN.
+ */
+async function refuseTakenName(name: string, stateDir: string | undefined): Promise<void> {
+  const info = await linkInfo(name);
+  if (!info.exists) return;
+  let what = info.kind === 'tun' ? 'a TUN device' : info.kind !== undefined ? `a ${info.kind} interface` : 'an interface';
+  const owner = listRecords(stateDir ?? defaultStateDir()).find((r) => r.record.device === name && recordOwnerAlive(r.record));
+  if (owner) what += `, used by ktctl process ${owner.record.pid}`;
+  throw new TunError(`the interface ${name} already exists (${what}): pick another --tunName, or leave it out to take the next free ktN`, 'EEXIST');
+}
+
 /** The first /30 of TUN_LINK_NET that no existing route or local address touches. */
 function pickLinkAddresses(existing: readonly RouteEntry[]): { local: string; dns: string } {
   const net = tryParseCidr(TUN_LINK_NET)!;
@@ -250,6 +266,9 @@ export async function serveTun(o: TunFrontEndOptions, transport: Transport): Pro
   if (o.via && o.dnsServer === undefined) {
     dnsMode = 'off';
     dnsOffReason = 'untouched (with --via ktctl handles DNS only when --dnsServer IP names a resolver on the far side)';
+  } else if (o.dnsMode === 'hosts' && transport.services === undefined) {
+    dnsMode = 'off';
+    dnsOffReason = `untouched (hosts: ${transport.label} cannot list services)`;
   } else if (o.dnsMode === 'podDNS') {
     podDnsIp = cluster?.dnsServiceIp ?? o.dnsServer;
     if (podDnsIp === undefined) {
@@ -259,6 +278,7 @@ export async function serveTun(o: TunFrontEndOptions, transport: Transport): Pro
   }
 
   // --- the device (recorded first: a crash from here on is cleaned by the next start)
+  if (o.tunName !== undefined) await refuseTakenName(o.tunName, stateDir);
   const record = TunStateRecord.create(o.tunName ?? 'kt%d', stateDir !== undefined ? { dir: stateDir } : {});
   o.undo.add('the crash record of the TUN device', () => record.remove());
   const device = TunDevice.open({ name: o.tunName ?? 'kt%d', vnetHdr: true, offload: true, mtu: TUN_MTU });
@@ -316,6 +336,8 @@ export async function serveTun(o: TunFrontEndOptions, transport: Transport): Pro
     emit: (packet) => device.write(packet) > 0,
     // write(2) copies the packet into the kernel before it returns.
     emitConsumes: true,
+    // The far streams are ssh2 channels, which copy what they are given into ssh packets.
+    farCopiesOnWrite: true,
     dnsAddresses: dnsAddress !== undefined && resolveDns !== undefined ? [dnsAddress] : [],
     resolveDns,
     probe: dialProbe(transport.tunnel),
@@ -368,10 +390,73 @@ export async function serveTun(o: TunFrontEndOptions, transport: Transport): Pro
       clusterDomain,
       ...(stateDir !== undefined ? { stateDir } : {}),
     });
-    const names = cluster ? `*.${clusterDomain}, svc and svc.${namespace}` : `*.${clusterDomain}`;
-    o.log(`DNS: ${change.description}; ${names} through ${transport.label}${dnsMode === 'localDNS' ? `, other names through ${upstreamServersOf(original).join(', ')}` : ''}`);
+    if (dnsMode === 'hosts') {
+      // Services made after the start may get IPs outside the ranges planned then: route those too
+      // (the same rules: never an excluded or avoided address, nor one another route already has).
+      let routing = Promise.resolve();
+      const routeLater = (ips: string[]): void => {
+        const wanted = ips
+          .map((ip) => parseIp(ip))
+          .filter((ip) => ip !== undefined)
+          .map((ip) => makeCidr(ip.family, ip.value, ip.family === 4 ? 32 : 128))
+          .filter((c) => !finalRoutes.some((r) => containsCidr(r, c)));
+        if (wanted.length === 0) return;
+        const fresh = planRoutes({ discovered: wanted, exclude: o.exclude, never, existing }).routes;
+        if (fresh.length === 0) return;
+        finalRoutes.push(...fresh);
+        routing = routing.then(async () => {
+          try {
+            record.update({ routes: finalRoutes.map(formatCidr) });
+            await addRoutes(device.name, fresh);
+            o.log(`routing through ${device.name}: ${fresh.map(formatCidr).join(', ')} (services made after the start)`);
+          } catch (error) {
+            o.log(`cannot route ${fresh.map(formatCidr).join(', ')} through ${device.name}: ${error instanceof Error ? error.message : String(error)}`);
+          }
+        });
+      };
+      const scope = await keepHostsCurrent(o, transport, change, namespace, clusterDomain, routeLater);
+      const others = scope === 'cluster' ? `, svc.ns and svc.ns.svc.${clusterDomain} for the other namespaces` : ' (other namespaces\' services are not listed: RBAC allows listing services only in this one)';
+      o.log(`DNS: ${change.description}: svc, svc.${namespace} and svc.${namespace}.svc.${clusterDomain} for namespace ${namespace}${others}, kept current by a watch of services; other names as before`);
+    } else {
+      const names = cluster ? `*.${clusterDomain}, svc and svc.${namespace}` : `*.${clusterDomain}`;
+      o.log(`DNS: ${change.description}; ${names} through ${transport.label}${dnsMode === 'localDNS' ? `, other names through ${upstreamServersOf(original).join(', ')}` : ''}`);
+    }
   }
   return { device, stack, routes: finalRoutes, dnsAddress };
+}
+
+/**
+ * `--dnsMode hosts`: the hosts block follows the transport's watch of services (stopped on undo,
+ * before the block is removed), and `route` gets their IPs. A failed first write fails the start;
+ * later ones are logged.
+ * Returns which services the watch sees.
+ */
+async function keepHostsCurrent(
+  o: TunFrontEndOptions,
+  transport: Transport,
+  change: SystemDnsChange,
+  namespace: string,
+  clusterDomain: string,
+  route: (ips: string[]) => void,
+): Promise<ServiceWatch['scope']> {
+  const setHosts = change.setHosts;
+  if (transport.services === undefined || setHosts === undefined) throw new TypeError('hosts mode needs a transport that lists services and a hosts change');
+  let first = true;
+  let firstError: unknown;
+  const watch = await transport.services((services) => {
+    try {
+      const entries = serviceHostEntries(services, namespace, clusterDomain);
+      route(entries.map((e) => e.ip));
+      setHosts(entries);
+    } catch (error) {
+      if (first) firstError = error;
+      else o.log(`DNS: ${error instanceof Error ? error.message : String(error)}`);
+    }
+    first = false;
+  });
+  o.undo.add('the watch of services', () => watch.stop());
+  if (firstError !== undefined) throw firstError;
+  return watch.scope;
 }
 
 export interface ConnectTunOptions {
@@ -389,26 +474,13 @@ export interface ConnectTunOptions {
  * The caller has checked the flags and `checkTunAccess()` before: nothing is made before that.
  */
 export async function connectTun(o: ConnectTunOptions): Promise<number> {
-  const undo = new Undo();
-  const stop = untilSignal(o.log);
-  const aborted = new AbortController();
-  void stop.signal.then(() => aborted.abort());
-  const ctx: TransportContext = { undo, log: o.log, debug: o.debug, signal: aborted.signal };
-  try {
-    const transport = await o.buildTransport(ctx);
-    if (!aborted.signal.aborted) {
-      await serveTun({ ...o.flags, stdout: o.stdout, log: o.log, debug: o.debug, debugEnabled: o.debugEnabled, undo }, transport);
-      if (!aborted.signal.aborted) o.log(`connected through ${transport.label}; press Ctrl-C to disconnect`);
-    }
-    const outcome = await Promise.race([stop.signal.then((signal) => ({ signal })), transport.fatal.then((error) => ({ error }))]);
-    if ('signal' in outcome) o.log(`got ${outcome.signal}; stopping`);
-    await undo.run(o.log);
-    if ('error' in outcome) throw outcome.error;
-    return 0;
-  } catch (error) {
-    await undo.run(o.log);
-    throw error;
-  } finally {
-    stop.release();
-  }
+  return serveTransport({
+    buildTransport: o.buildTransport,
+    log: o.log,
+    debug: o.debug,
+    start: async (transport, ctx) => {
+      await serveTun({ ...o.flags, stdout: o.stdout, log: o.log, debug: o.debug, debugEnabled: o.debugEnabled, undo: ctx.undo }, transport);
+      if (!ctx.signal.aborted) o.log(`connected through ${transport.label}; press Ctrl-C to disconnect`);
+    },
+  });
 }

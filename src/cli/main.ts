@@ -3,6 +3,11 @@ import { Builtins, Cli } from 'clipanion';
 import { CheckCommand } from './check.js';
 import { CleanCommand } from './clean.js';
 import { ConnectCommand } from './connect.js';
+import { ExchangeCommand } from './exchange.js';
+import { MeshCommand } from './mesh.js';
+import { PreviewCommand } from './preview.js';
+import { RecoverCommand } from './recover.js';
+import { ForwardCommand } from './forward.js';
 import { StatusCommand } from './status.js';
 import { VERSION } from './version.js';
 
@@ -15,9 +20,14 @@ const cli = new Cli({
 cli.register(Builtins.HelpCommand);
 cli.register(Builtins.VersionCommand);
 cli.register(ConnectCommand);
+cli.register(ForwardCommand);
 cli.register(CleanCommand);
 cli.register(StatusCommand);
 cli.register(CheckCommand);
+cli.register(ExchangeCommand);
+cli.register(MeshCommand);
+cli.register(PreviewCommand);
+cli.register(RecoverCommand);
 
 const code = await cli.run(process.argv.slice(2));
 process.exitCode = code;

@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { isIP } from 'node:net';
 import type { Writable } from 'node:stream';
+import { makeInformer, type V1Service } from '@kubernetes/client-node';
 import type { CipherAlgorithm } from 'ssh2';
 import { AuthError, HostKeyError, InputFileError } from '../errors.js';
 import { SHADOW_PORT } from '../protocol/index.js';
@@ -16,8 +18,9 @@ import { openPortForward } from '../kube/portforward.js';
 import { Progress } from '../kube/progress.js';
 import { joinSharedShadow, sharedShadowName } from '../kube/shared.js';
 import { createPod, createSecret, makeShadowKeys, podReady, waitForShadow, type ShadowKeys, type ShadowSpec } from '../kube/shadow.js';
+import { STALE_AFTER_MINUTES, type Role } from '../kube/names.js';
 import { writeProcessRecord } from '../kube/state.js';
-import type { Transport, TransportContext } from './connect-transport.js';
+import type { ClusterService, ServiceWatch, Transport, TransportContext } from './connect-transport.js';
 
 export interface KubeTransportOptions {
   kubeconfig?: string;
@@ -31,6 +34,11 @@ export interface KubeTransportOptions {
   podCreationTimeoutMs: number;
   portForwardTimeoutMs: number;
   shareShadow: boolean;
+  /**
+   * Use a pod made (and removed) by the caller instead of making one: the mesh router. Its Secret
+   * has the pod's name; the pod is not made again when it goes (the run ends).
+   */
+  attach?: { name: string; keys: ShadowKeys; what: string };
   clusterDomain: string;
   ciphers?: CipherAlgorithm[];
   /** for `ktctl status`: the mode and where the proxy listens */
@@ -38,6 +46,10 @@ export interface KubeTransportOptions {
   proxy?: string;
   /** where the spinner goes (a TTY gets a spinner, anything else plain lines) */
   stderr: Writable & { isTTY?: boolean };
+  /** the shadow's role (default connect); exchange/preview shadows also get the ports and sysctls below */
+  role?: Role;
+  ports?: ShadowSpec['ports'];
+  sysctls?: ShadowSpec['sysctls'];
 }
 
 const isFatal = (e: unknown): boolean =>
@@ -71,7 +83,7 @@ export async function kubeTransport(o: KubeTransportOptions, ctx: TransportConte
   if (denied) throw new KubeForbiddenError(denied.verb, denied.resource, namespace);
 
   try {
-    await cleanStale(kube, { thresholdMinutes: 5, dryRun: false, namespace, log: (l) => ctx.log(`clean: ${l}`) });
+    await cleanStale(kube, { thresholdMinutes: STALE_AFTER_MINUTES, dryRun: false, namespace, log: (l) => ctx.log(`clean: ${l}`) });
   } catch (error) {
     ctx.debug(`clean at start: ${error instanceof Error ? error.message : String(error)}`);
   }
@@ -81,16 +93,18 @@ export async function kubeTransport(o: KubeTransportOptions, ctx: TransportConte
   const heartbeat = new Heartbeat(kube, { debug: ctx.debug });
   ctx.undo.add('the heartbeat', () => heartbeat.stop());
 
-  const name = o.shareShadow ? sharedShadowName() : `ktctl-${randomBytes(3).toString('hex')}`;
+  const name = o.attach?.name ?? (o.shareShadow ? sharedShadowName() : `ktctl-${randomBytes(3).toString('hex')}`);
   const spec: ShadowSpec = {
     name,
     namespace,
     image: o.image,
-    role: 'connect',
+    role: o.role ?? 'connect',
     labels: o.labels,
     annotations: o.annotations,
     nodeSelector: o.nodeSelector,
     imagePullSecret: o.imagePullSecret,
+    ports: o.ports,
+    sysctls: o.sysctls,
   };
   let podName = name;
   let generation = 1;
@@ -100,7 +114,9 @@ export async function kubeTransport(o: KubeTransportOptions, ctx: TransportConte
   const waitReady = (): Promise<unknown> =>
     waitForShadow(kube, { namespace, name: podName, image: o.image, timeoutMs: o.podCreationTimeoutMs, progress, signal: ctx.signal });
 
-  if (o.shareShadow) {
+  if (o.attach) {
+    keys = o.attach.keys;
+  } else if (o.shareShadow) {
     const shared = await joinSharedShadow(kube, spec, ctx.undo, ctx.log);
     keys = shared.keys;
     mustWait = true;
@@ -129,6 +145,7 @@ export async function kubeTransport(o: KubeTransportOptions, ctx: TransportConte
     }
     const gone = !pod || pod.metadata?.deletionTimestamp !== undefined || pod.status?.phase === 'Failed' || pod.status?.phase === 'Succeeded';
     if (gone) {
+      if (o.attach) throw new ShadowPodError('gone', `${o.attach.what} (pod ${namespace}/${podName}) is gone; start again`);
       if (o.shareShadow) {
         throw new ShadowPodError('gone', `the shared shadow pod ${namespace}/${podName} is gone; start connect again (shared shadows are not made again)`);
       }
@@ -181,5 +198,67 @@ export async function kubeTransport(o: KubeTransportOptions, ctx: TransportConte
     label: label(),
     fatal,
     network: () => discoverNetwork(kube, { clusterDomain: o.clusterDomain, namespace, debug: ctx.debug }),
+    services: (onChange) => watchServices(kube, namespace, onChange, ctx),
+  };
+}
+
+/** How long a burst of watch events is collected before `onChange` sees the list. */
+const SERVICES_SETTLE_MS = 50;
+/** How long after a failed list or watch the Services are listed and watched again. */
+const SERVICES_RETRY_MS = 2000;
+
+/**
+ * Lists and watches Services (client-node's informer: a list, then a watch from its
+ * resourceVersion, listed again after 410 Gone); every namespace's when RBAC allows it, else the
+ * connected namespace's. A failed list or watch is retried until `stop()`.
+ */
+async function watchServices(kube: Kube, namespace: string, onChange: (services: ClusterService[]) => void, ctx: TransportContext): Promise<ServiceWatch> {
+  let scope: ServiceWatch['scope'] = 'cluster';
+  try {
+    await kubeCall({ verb: 'list', resource: 'services', server: kube.server }, () => kube.core.listServiceForAllNamespaces({ limit: 1 }));
+  } catch (error) {
+    if (!(error instanceof KubeForbiddenError)) throw error;
+    scope = 'namespace';
+    await kubeCall({ verb: 'list', resource: 'services', namespace, server: kube.server }, () => kube.core.listNamespacedService({ namespace, limit: 1 }));
+  }
+  const informer =
+    scope === 'cluster'
+      ? makeInformer<V1Service>(kube.kc, '/api/v1/services', () => kube.core.listServiceForAllNamespaces())
+      : makeInformer<V1Service>(kube.kc, `/api/v1/namespaces/${namespace}/services`, () => kube.core.listNamespacedService({ namespace }));
+  let stopped = false;
+  let settle: NodeJS.Timeout | undefined;
+  let retry: NodeJS.Timeout | undefined;
+  const deliver = (): void => {
+    clearTimeout(settle);
+    settle = undefined;
+    if (stopped) return;
+    onChange(
+      informer.list().map((s) => ({
+        namespace: s.metadata?.namespace ?? '',
+        name: s.metadata?.name ?? '',
+        ips: (s.spec?.clusterIPs ?? (s.spec?.clusterIP ? [s.spec.clusterIP] : [])).filter((ip) => isIP(ip) !== 0),
+      })),
+    );
+  };
+  const changed = (): void => {
+    settle ??= setTimeout(deliver, SERVICES_SETTLE_MS);
+  };
+  informer.on('change', changed);
+  informer.on('error', (error: unknown) => {
+    if (stopped) return;
+    ctx.debug(`watch of services: ${error instanceof Error ? error.message : String(error)}; again in ${SERVICES_RETRY_MS / 1000} s`);
+    clearTimeout(retry);
+    retry = setTimeout(() => void informer.start(), SERVICES_RETRY_MS);
+  });
+  await informer.start();
+  deliver();
+  return {
+    scope,
+    async stop() {
+      stopped = true;
+      clearTimeout(settle);
+      clearTimeout(retry);
+      await informer.stop();
+    },
   };
 }

@@ -18,6 +18,7 @@ export {
   ResolvedChange,
   resolvedCommands,
   resolvedRunning,
+  serviceHostEntries,
   serviceHostNames,
   upstreamServersOf,
   DEFAULT_HOSTS,

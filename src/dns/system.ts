@@ -440,6 +440,22 @@ export function serviceHostNames(service: string, namespace: string, connectedNa
   return namespace === connectedNamespace ? [service, ...names] : names;
 }
 
+/**
+ * The hosts block for a list of Services: one line per cluster IP with `svc` (connected namespace
+ * only), `svc.ns` and the FQDN; services without a cluster IP (headless, ExternalName) have none.
+ * Sorted by namespace and name, so an unchanged list gives the same bytes.
+ */
+export function serviceHostEntries(services: readonly { namespace: string; name: string; ips: readonly string[] }[], connectedNamespace: string, clusterDomain = 'cluster.local'): HostEntry[] {
+  const sorted = [...services].sort((a, b) => (a.namespace === b.namespace ? (a.name < b.name ? -1 : a.name > b.name ? 1 : 0) : a.namespace < b.namespace ? -1 : 1));
+  const out: HostEntry[] = [];
+  for (const s of sorted) {
+    if (s.name === '' || s.namespace === '') continue;
+    const names = serviceHostNames(s.name, s.namespace, connectedNamespace, clusterDomain);
+    for (const ip of s.ips) if (isIP(ip) !== 0) out.push({ ip, names });
+  }
+  return out;
+}
+
 export interface HostsOptions {
   path?: string;
   stateDir?: string;
@@ -479,6 +495,8 @@ export class HostsBlock {
     const body = entries.filter((e) => isIP(e.ip) !== 0 && e.names.length > 0).map((e) => `${e.ip}\t${e.names.join(' ')}\n`).join('');
     const lead = without.length > 0 && !without.endsWith('\n') ? '\n' : '';
     const block = `${lead}${beginMarker(rec.tag)}\n${body}${endMarker(rec.tag)}\n`;
+    // A watch event that changed nothing here (a Service's labels, say) leaves the file alone.
+    if (block === rec.block && current.endsWith(block)) return;
     // Recorded before written: a crash in between still finds the block by its markers.
     this.#record.update({ block });
     try {

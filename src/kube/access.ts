@@ -14,29 +14,48 @@ export interface Permission {
 
 const p = (verb: string, resource: string, group = ''): Permission => ({ verb, resource, group });
 
-/** What each command needs, in the namespace it works in. */
-export const NEEDS: Record<'connect' | 'clean' | 'exchange', Permission[]> = {
-  connect: [
-    p('create', 'pods'),
-    p('get', 'pods'),
-    p('delete', 'pods'),
-    p('patch', 'pods'),
-    p('create', 'pods/portforward'),
-    p('create', 'secrets'),
-    p('delete', 'secrets'),
-    p('patch', 'secrets'),
-  ],
+const CONNECT: Permission[] = [
+  p('create', 'pods'),
+  p('get', 'pods'),
+  p('delete', 'pods'),
+  p('patch', 'pods'),
+  p('create', 'pods/portforward'),
+  p('create', 'secrets'),
+  p('delete', 'secrets'),
+  p('patch', 'secrets'),
+];
+
+/** What each command needs, in the namespace it works in (exchange and preview make a shadow as connect does). */
+export const NEEDS: Record<'connect' | 'clean' | 'exchange' | 'preview' | 'recover', Permission[]> = {
+  connect: CONNECT,
   clean: [p('list', 'pods'), p('delete', 'pods'), p('list', 'secrets'), p('delete', 'secrets'), p('list', 'services'), p('list', 'deployments', 'apps')],
   exchange: [
     p('get', 'services'),
-    p('update', 'services'),
     p('patch', 'services'),
+    p('watch', 'services'),
+    p('list', 'services'),
+    p('get', 'deployments', 'apps'),
+    p('list', 'deployments', 'apps'),
+    p('patch', 'deployments', 'apps'),
+    p('patch', 'deployments/scale', 'apps'),
+    ...CONNECT,
+  ],
+  preview: [p('get', 'services'), p('create', 'services'), p('delete', 'services'), p('patch', 'services'), ...CONNECT],
+  recover: [
+    p('get', 'services'),
+    p('patch', 'services'),
+    p('list', 'services'),
+    p('delete', 'services'),
+    p('list', 'deployments', 'apps'),
     p('get', 'deployments', 'apps'),
     p('patch', 'deployments', 'apps'),
-    p('update', 'deployments', 'apps'),
     p('patch', 'deployments/scale', 'apps'),
-    p('watch', 'pods'),
     p('list', 'pods'),
+    p('delete', 'pods'),
+    p('list', 'secrets'),
+    p('delete', 'secrets'),
+    p('list', 'configmaps'),
+    p('delete', 'configmaps'),
   ],
 };
 

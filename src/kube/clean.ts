@@ -4,14 +4,14 @@
  * are deleted; objects ktctl changed in place (a `ktctl/original-*` annotation) are restored.
  * Objects of a ktctl process that still runs on this machine are never touched.
  */
-import { readFileSync } from 'node:fs';
-import { hostname } from 'node:os';
 import type { V1ObjectMeta } from '@kubernetes/client-node';
 import type { Kube } from './api.js';
 import { isNotFound, kubeCall, KubeForbiddenError } from './errors.js';
-import { patchAnnotations } from './heartbeat.js';
+import { restoreReplicas } from './exchange.js';
+import { breakLock, lockOf, ownerAliveHere } from './lock.js';
 import {
   ANNOTATION_HEARTBEAT,
+  ANNOTATION_LOCKED_BY,
   ANNOTATION_ORIGINAL_REPLICAS,
   ANNOTATION_ORIGINAL_SELECTOR,
   ANNOTATION_OWNER,
@@ -19,6 +19,7 @@ import {
   MANAGED_BY,
   MANAGED_SELECTOR,
 } from './names.js';
+import { restoreSelector } from './selector.js';
 import { deleteAndWait } from './shadow.js';
 
 export type ObjectKind = 'pod' | 'secret' | 'service' | 'deployment' | 'configmap';
@@ -32,7 +33,7 @@ export interface KtctlObject {
   /** API server time minus heartbeat (or creation time when there is no heartbeat), ms. */
   ageMs: number;
   owner: string;
-  /** changed in place (has an original-* annotation): restored, not deleted */
+  /** changed in place (an original-* annotation, or a Service's lock): restored, not deleted */
   changedInPlace: boolean;
   /** the owner is a ktctl process running on this machine */
   ownerAliveHere: boolean;
@@ -50,19 +51,7 @@ const metaMaps = (meta: V1ObjectMeta | undefined): { labels: Record<string, stri
   annotations: meta?.annotations ?? {},
 });
 
-/** True when `owner` ("user@host pid") names a ktctl process alive on this machine. */
-export function ownerAliveHere(owner: string): boolean {
-  const m = /^(.*)@(.*) (\d+)$/.exec(owner);
-  if (!m || m[2] !== hostname()) return false;
-  const pid = Number(m[3]);
-  if (pid === process.pid) return true;
-  try {
-    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-    return /ktctl|cli\/main/.test(cmdline);
-  } catch {
-    return false;
-  }
-}
+export { ownerAliveHere };
 
 interface RawObject {
   kind: ObjectKind;
@@ -121,16 +110,19 @@ export async function listKtctlObjects(kube: Kube, namespace: string | undefined
       annotations,
       ageMs: now - (Number.isNaN(beat) ? created : beat),
       owner,
-      changedInPlace: ANNOTATION_ORIGINAL_REPLICAS in annotations || ANNOTATION_ORIGINAL_SELECTOR in annotations,
+      changedInPlace: changedInPlace(annotations) && labels[LABEL_MANAGED_BY] !== MANAGED_BY,
       ownerAliveHere: owner !== '' && ownerAliveHere(owner),
     };
   });
   return { objects, scope };
 }
 
+function changedInPlace(a: Record<string, string>): boolean {
+  return ANNOTATION_ORIGINAL_REPLICAS in a || ANNOTATION_ORIGINAL_SELECTOR in a || ANNOTATION_LOCKED_BY in a;
+}
+
 function managedOrChanged(o: { metadata?: V1ObjectMeta }): boolean {
-  const a = o.metadata?.annotations ?? {};
-  return o.metadata?.labels?.[LABEL_MANAGED_BY] === MANAGED_BY || ANNOTATION_ORIGINAL_REPLICAS in a || ANNOTATION_ORIGINAL_SELECTOR in a;
+  return o.metadata?.labels?.[LABEL_MANAGED_BY] === MANAGED_BY || changedInPlace(o.metadata?.annotations ?? {});
 }
 
 export function describeObject(o: KtctlObject): string {
@@ -139,33 +131,19 @@ export function describeObject(o: KtctlObject): string {
   return `${o.kind} ${o.namespace}/${o.name} (heartbeat ${ageText} ago${o.owner ? `, owner ${o.owner}` : ''})`;
 }
 
-/** Restores a service's selector / a deployment's replicas from the original-* annotations. */
+/**
+ * Restores a service's selector / a deployment's replicas from the original-* annotations (the
+ * same restore `exchange` runs on exit and `recover` runs), and removes a service's lock.
+ */
 export async function restoreObject(kube: Kube, o: Pick<KtctlObject, 'kind' | 'namespace' | 'name' | 'annotations'>): Promise<void> {
   const { namespace, name } = o;
-  const clear = { [ANNOTATION_ORIGINAL_REPLICAS]: null, [ANNOTATION_ORIGINAL_SELECTOR]: null, [ANNOTATION_HEARTBEAT]: null, [ANNOTATION_OWNER]: null };
   if (o.kind === 'deployment') {
-    const replicas = Number(o.annotations[ANNOTATION_ORIGINAL_REPLICAS]);
-    if (ANNOTATION_ORIGINAL_REPLICAS in o.annotations && Number.isInteger(replicas) && replicas >= 0) {
-      await kubeCall({ verb: 'patch', resource: 'deployments/scale', namespace, name, server: kube.server }, () =>
-        kube.apps.patchNamespacedDeploymentScale({ name, namespace, body: { spec: { replicas } } }, kube.mergePatch),
-      );
-    }
-    await patchAnnotations(kube, { kind: 'deployment', namespace, name }, clear);
+    await restoreReplicas(kube, namespace, name);
     return;
   }
   if (o.kind === 'service') {
-    const text = o.annotations[ANNOTATION_ORIGINAL_SELECTOR];
-    if (text !== undefined) {
-      const original = JSON.parse(text) as Record<string, string>;
-      const svc = await kubeCall({ verb: 'get', resource: 'services', namespace, name, server: kube.server }, () => kube.core.readNamespacedService({ name, namespace }));
-      const selector: Record<string, string | null> = {};
-      for (const k of Object.keys(svc.spec?.selector ?? {})) selector[k] = null;
-      Object.assign(selector, original);
-      await kubeCall({ verb: 'patch', resource: 'services', namespace, name, server: kube.server }, () =>
-        kube.core.patchNamespacedService({ name, namespace, body: { spec: { selector } } }, kube.mergePatch),
-      );
-    }
-    await patchAnnotations(kube, { kind: 'service', namespace, name }, clear);
+    if (ANNOTATION_ORIGINAL_SELECTOR in o.annotations) await restoreSelector(kube, namespace, name);
+    if (lockOf({ metadata: { annotations: o.annotations } }) !== undefined || ANNOTATION_HEARTBEAT in o.annotations) await breakLock(kube, namespace, name);
   }
 }
 

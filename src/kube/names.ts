@@ -75,3 +75,18 @@ export function parseKeyValues(text: string | undefined, flag: string): Record<s
 }
 
 export class KeyValueError extends Error {}
+
+/**
+ * Locks on a Service (src/kube/lock.ts): the role that holds it (`exchange` alone, or `mesh`
+ * shared among meshes) and who holds it (a JSON array of owners); `ktctl/owner` and
+ * `ktctl/heartbeat` on the Service belong to the lock too.
+ */
+export const ANNOTATION_LOCKED_BY = 'ktctl/locked-by';
+export const ANNOTATION_LOCK_HOLDERS = 'ktctl/lock-holders';
+/**
+ * The label a Service's selector points at when ktctl replaces its backends with a shadow
+ * (exchange --mode selector, preview): unique per run, so nothing else matches it.
+ */
+export const LABEL_BACKEND = 'ktctl/backend';
+/** Minutes without a heartbeat after which a ktctl object is a leftover (`clean`'s default, stale locks). */
+export const STALE_AFTER_MINUTES = 5;

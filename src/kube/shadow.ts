@@ -54,6 +54,14 @@ export interface ShadowSpec {
   annotations: Record<string, string>;
   nodeSelector: Record<string, string>;
   imagePullSecret?: string;
+  /** ports the shadow listens on for remote forwards (exchange, preview); named when a Service's targetPort names one */
+  ports?: Array<{ name?: string; containerPort: number }>;
+  /** pod sysctls, e.g. net.ipv4.ip_unprivileged_port_start=0 so the non-root shadow can listen below 1024 */
+  sysctls?: Array<{ name: string; value: string }>;
+  /** more environment for the shadow (the mesh router's ports and upstream) */
+  env?: Array<{ name: string; value: string }>;
+  /** more Secret entries, base64 (the keys a shared pod's later users read: src/kube/shared.ts) */
+  secretData?: Record<string, string>;
 }
 
 function metadata(spec: ShadowSpec, name: string, heartbeat: Date, extra: Record<string, string> = {}) {
@@ -74,6 +82,7 @@ export function secretManifest(spec: ShadowSpec, keys: ShadowKeys, heartbeat: Da
     data: {
       [SHADOW_SECRET_KEYS.hostKey]: Buffer.from(keys.hostPrivate).toString('base64'),
       [SHADOW_SECRET_KEYS.authorizedKey]: Buffer.from(`${keys.clientPublic}\n`).toString('base64'),
+      ...spec.secretData,
     },
   };
 }
@@ -87,7 +96,13 @@ export function podManifest(spec: ShadowSpec, podName: string, heartbeat: Date, 
       restartPolicy: 'Always',
       automountServiceAccountToken: false,
       terminationGracePeriodSeconds: 5,
-      securityContext: { runAsNonRoot: true, runAsUser: SHADOW_UID, runAsGroup: SHADOW_UID, fsGroup: SHADOW_UID },
+      securityContext: {
+        runAsNonRoot: true,
+        runAsUser: SHADOW_UID,
+        runAsGroup: SHADOW_UID,
+        fsGroup: SHADOW_UID,
+        sysctls: spec.sysctls && spec.sysctls.length > 0 ? spec.sysctls : undefined,
+      },
       nodeSelector: Object.keys(spec.nodeSelector).length > 0 ? spec.nodeSelector : undefined,
       imagePullSecrets: spec.imagePullSecret ? [{ name: spec.imagePullSecret }] : undefined,
       volumes: [{ name: 'keys', secret: { secretName: spec.name, defaultMode: 0o440 } }],
@@ -96,8 +111,8 @@ export function podManifest(spec: ShadowSpec, podName: string, heartbeat: Date, 
           name: SHADOW_CONTAINER,
           image: spec.image,
           imagePullPolicy: 'IfNotPresent',
-          ports: [{ name: 'ssh', containerPort: SHADOW_PORT, protocol: 'TCP' }],
-          env: [{ name: SHADOW_ENV.role, value: spec.role }],
+          ports: [{ name: 'ssh', containerPort: SHADOW_PORT, protocol: 'TCP' }, ...(spec.ports ?? []).map((x) => ({ ...x, protocol: 'TCP' }))],
+          env: [{ name: SHADOW_ENV.role, value: spec.role }, ...(spec.env ?? [])],
           volumeMounts: [{ name: 'keys', mountPath: SHADOW_SECRET_MOUNT, readOnly: true }],
           readinessProbe: { tcpSocket: { port: SHADOW_PORT }, periodSeconds: 2, timeoutSeconds: 1 },
           resources: { requests: { cpu: '50m', memory: '64Mi' }, limits: { cpu: '1', memory: '256Mi' } },

@@ -1,13 +1,19 @@
 /**
- * --shareShadow: several `connect` processes of one user in one namespace use one shadow pod. The
- * number of users is an annotation on the pod, changed only with resourceVersion-checked writes
- * (a merge patch that carries the resourceVersion read, a delete with a resourceVersion
- * precondition), so two processes leaving at once cannot both believe they are the last, and one
- * joining while another leaves either joins the old pod in time or makes a new one. The client's
- * private key is shared through a 0600 file in the user's state directory, never the cluster.
+ * Pods that several ktctl processes use at once: the --shareShadow pod (one user's `connect`
+ * processes in a namespace) and the mesh router (every developer meshing one Service). Who uses the
+ * pod is written in its annotations, changed only with resourceVersion-checked writes (a merge
+ * patch that carries the resourceVersion read, a delete with a resourceVersion precondition), so
+ * two processes leaving at once cannot both believe they are the last, and one joining while
+ * another leaves either joins the old pod in time or makes a new one.
+ *
+ * Where the ssh keys come from differs: a shared shadow's client key stays on this machine (a 0600
+ * file in the user's state directory, never the cluster); the router's users are different people
+ * on different machines, so its Secret also holds the client key and the host's public key
+ * (`readKeysFromSecret`), and whoever may read that Secret may use the router.
  */
 import { createHash } from 'node:crypto';
-import type { Undo } from '../cli/lifecycle.js';
+import type { V1Pod } from '@kubernetes/client-node';
+import { Undo } from '../cli/lifecycle.js';
 import type { Kube } from './api.js';
 import { isConflict, isNotFound, kubeCall, KubeConfigError } from './errors.js';
 import { patchAnnotations } from './heartbeat.js';
@@ -17,13 +23,59 @@ import { readSharedKey, removeSharedKey, writeSharedKey } from './state.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** The shared shadow's name for this user (the same on every run of theirs). */
-export function sharedShadowName(user: string = userAtHost()): string {
-  const h = createHash('sha256').update(user).digest('hex').slice(0, 8);
-  return dnsLabel(`ktctl-shared-${user.split('@')[0]}`).slice(0, 40).replace(/-+$/, '') + `-${h}`;
+/** Attempts at a join or leave before giving up (each conflict or wait is one). */
+const ATTEMPTS = 40;
+
+/** Secret entries a shared pod's later users read their keys from (beside the shadow's own two). */
+export const SECRET_SHARED_KEYS = { clientKey: 'client_key', clientPublic: 'client_key.pub', hostPublic: 'host_key.pub' } as const;
+
+/** Secret data that lets later users in: the client key pair and the host's public key. */
+export function sharedKeysData(keys: ShadowKeys): Record<string, string> {
+  return {
+    [SECRET_SHARED_KEYS.clientKey]: Buffer.from(keys.clientPrivate).toString('base64'),
+    [SECRET_SHARED_KEYS.clientPublic]: Buffer.from(keys.clientPublic).toString('base64'),
+    [SECRET_SHARED_KEYS.hostPublic]: Buffer.from(keys.hostPublic).toString('base64'),
+  };
 }
 
-export interface SharedShadow {
+/** The keys a shared pod's Secret carries (sharedKeysData); a Secret without them is refused. */
+export async function readKeysFromSecret(kube: Kube, namespace: string, name: string, what: string): Promise<ShadowKeys> {
+  const secret = await kubeCall({ verb: 'get', resource: 'secrets', namespace, name, server: kube.server }, () => kube.core.readNamespacedSecret({ name, namespace }));
+  const field = (key: string): string | undefined => {
+    const b64 = secret.data?.[key];
+    return b64 === undefined ? undefined : Buffer.from(b64, 'base64').toString('utf8');
+  };
+  const clientPrivate = field(SECRET_SHARED_KEYS.clientKey);
+  const clientPublic = field(SECRET_SHARED_KEYS.clientPublic);
+  const hostPublic = field(SECRET_SHARED_KEYS.hostPublic);
+  if (!clientPrivate || !clientPublic || !hostPublic) {
+    throw new KubeConfigError(`the Secret ${namespace}/${name} of ${what} does not hold the keys its users share; run ktctl recover once its users have gone`);
+  }
+  return { clientPrivate, clientPublic, hostPublic, hostPrivate: '' };
+}
+
+/** How one kind of shared pod is joined, made and left. */
+export interface SharedPodKind {
+  /** what the pod is, for messages: "the shared shadow ns/name", "the mesh router ns/name" */
+  what: string;
+  /**
+   * For an existing pod: throws a sentence when this process may not join, else returns the keys
+   * and the annotation changes that add this process as a user.
+   */
+  join(pod: V1Pod): Promise<{ keys: ShadowKeys; annotations: Record<string, string | null>; users: number }>;
+  /**
+   * Makes the pod and what goes with it, this process its only user, each object's removal
+   * registered on `undo`. A 409 (someone else makes them right now) is thrown as it is: the join
+   * waits and looks again.
+   */
+  create(undo: Undo): Promise<ShadowKeys>;
+  /** The annotation changes that take this process off; undefined when it is the last user. */
+  leave(pod: V1Pod): Record<string, string | null> | undefined;
+  /** The last user goes: removes everything (the pod is being deleted already). */
+  removeAll(): Promise<void>;
+}
+
+export interface JoinedPod {
   keys: ShadowKeys;
   /** true when this process made the pod (it must wait for it to be ready like any new pod) */
   created: boolean;
@@ -31,99 +83,93 @@ export interface SharedShadow {
 }
 
 /**
- * Joins the user's shared shadow in the namespace, or makes it. Registers on `undo` the step
- * that leaves it (deleting pod, Secret and key file when this process is the last user).
+ * Joins the shared pod `name`, or makes it. Registers on `undo` the step that leaves it (removing
+ * everything when this process is the last user).
  */
-export async function joinSharedShadow(kube: Kube, spec: ShadowSpec, undo: Undo, log: (line: string) => void): Promise<SharedShadow> {
-  const me = userAtHost();
-  const { namespace, name } = spec;
+export async function joinSharedPod(kube: Kube, namespace: string, name: string, kind: SharedPodKind, undo: Undo, log: (line: string) => void): Promise<JoinedPod> {
   const pods = { verb: 'get', resource: 'pods', namespace, name, server: kube.server };
   let leaveRegistered = false;
   const registerLeave = (): void => {
     if (leaveRegistered) return;
     leaveRegistered = true;
-    undo.add(`our use of the shared shadow ${namespace}/${name}`, () => leaveSharedShadow(kube, namespace, name, log));
+    undo.add(`our use of ${kind.what}`, () => leaveSharedPod(kube, namespace, name, kind, log));
   };
-  for (let attempt = 0; attempt < 40; attempt++) {
-    let pod;
+  for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
+    let pod: V1Pod | undefined;
     try {
       pod = await kubeCall(pods, () => kube.core.readNamespacedPod({ name, namespace }));
     } catch (error) {
       if (!isNotFound(error)) throw error;
     }
     if (pod) {
-      const a = pod.metadata?.annotations ?? {};
       if (pod.metadata?.deletionTimestamp) {
         await sleep(250);
         continue;
       }
-      if (a[ANNOTATION_SHARED_BY] !== me) {
-        throw new KubeConfigError(`the pod ${namespace}/${name} exists but is not a shadow shared by ${me}; delete it or connect without --shareShadow`);
-      }
-      const key = readSharedKey(namespace, name);
-      if (!key) {
-        throw new KubeConfigError(`the shared shadow ${namespace}/${name} exists but its key is not in this machine's state directory (it was made from another machine); connect without --shareShadow, or run ktctl clean once its users have gone`);
-      }
-      const users = Number(a[ANNOTATION_USERS] ?? '0');
+      const joined = await kind.join(pod);
       try {
         registerLeave();
-        await patchAnnotations(kube, { kind: 'pod', namespace, name }, { [ANNOTATION_USERS]: String(users + 1) }, pod.metadata?.resourceVersion);
+        await patchAnnotations(kube, { kind: 'pod', namespace, name }, joined.annotations, pod.metadata?.resourceVersion);
       } catch (error) {
         if (isConflict(error)) continue;
         throw error;
       }
-      log(`joined the shared shadow ${namespace}/${name} (${users + 1} users)`);
-      return { keys: { clientPrivate: key.clientPrivate, clientPublic: key.clientPublic, hostPublic: key.hostPublic, hostPrivate: '' }, created: false, users: users + 1 };
+      log(`joined ${kind.what} (${joined.users} users)`);
+      return { keys: joined.keys, created: false, users: joined.users };
     }
-    // Nobody has it: make it. The key file first (a joiner needs it), then Secret, then pod.
-    const keys = makeShadowKeys();
-    const now = await kube.serverNow();
-    const extra = { [ANNOTATION_SHARED_BY]: me };
-    writeSharedKey(namespace, name, { clientPrivate: keys.clientPrivate, clientPublic: keys.clientPublic, hostPublic: keys.hostPublic });
-    let created = false;
+    // Nobody has it: make it. Its own steps are folded into the leave step once it exists.
+    const own = new UndoFold(undo);
     try {
-      const secretStep = await createSecret(kube, spec, keys, undo, now, extra).catch((error: unknown) => {
-        if (isConflict(error)) return undefined;
-        throw error;
-      });
-      if (secretStep === undefined) {
-        // Another process of ours is making it right now: wait for its pod.
-        await sleep(250);
-        continue;
-      }
-      // The Secret goes with the shared pod (leaveSharedShadow deletes both), not on its own.
-      secretStep();
+      const keys = await kind.create(own.undo);
+      own.fold();
       registerLeave();
-      await createPod(kube, spec, name, undo, now, { ...extra, [ANNOTATION_USERS]: '1' }).then((podStep) => podStep());
-      created = true;
+      log(`created ${kind.what}`);
+      return { keys, created: true, users: 1 };
     } catch (error) {
       if (!isConflict(error)) throw error;
-    }
-    if (created) {
-      log(`created the shared shadow ${namespace}/${name}`);
-      return { keys, created: true, users: 1 };
+      await own.undo.run(() => undefined); // what this attempt made before the conflict
     }
     await sleep(250);
   }
-  throw new KubeConfigError(`could not join the shared shadow ${namespace}/${name}: it kept changing; try again`);
+  throw new KubeConfigError(`could not join ${kind.what}: it kept changing; try again`);
 }
 
-/** Leaves the shared shadow: the last user deletes pod, Secret and key file. */
-export async function leaveSharedShadow(kube: Kube, namespace: string, name: string, log: (line: string) => void): Promise<void> {
-  for (let attempt = 0; attempt < 40; attempt++) {
-    let pod;
+/**
+ * The steps `create` registers go on a private Undo while it runs: on a conflict they are run (what
+ * this attempt made goes), on success they are dropped and the leave step (which removes all of it
+ * when the last user goes) stands for them on the command's Undo. A crash in between is `clean`'s.
+ */
+class UndoFold {
+  readonly undo: Undo;
+  readonly #removeGuard: () => void;
+
+  constructor(outer: Undo) {
+    this.undo = new Undo();
+    // Until create() returns, an exit (Ctrl-C) must still remove what it made.
+    this.#removeGuard = outer.add('the objects being created', () => this.undo.run(() => undefined));
+  }
+
+  fold(): void {
+    this.#removeGuard();
+  }
+}
+
+/** Leaves the shared pod: the last user deletes the pod (precondition: nobody joined meanwhile), then everything else. */
+export async function leaveSharedPod(kube: Kube, namespace: string, name: string, kind: SharedPodKind, log: (line: string) => void): Promise<void> {
+  for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
+    let pod: V1Pod | undefined;
     try {
       pod = await kubeCall({ verb: 'get', resource: 'pods', namespace, name, server: kube.server }, () => kube.core.readNamespacedPod({ name, namespace }));
     } catch (error) {
       if (!isNotFound(error)) throw error;
     }
     if (!pod || pod.metadata?.deletionTimestamp) break;
-    const users = Number(pod.metadata?.annotations?.[ANNOTATION_USERS] ?? '1');
     const resourceVersion = pod.metadata?.resourceVersion;
+    const rest = kind.leave(pod);
     try {
-      if (users > 1) {
-        await patchAnnotations(kube, { kind: 'pod', namespace, name }, { [ANNOTATION_USERS]: String(users - 1) }, resourceVersion);
-        log(`left the shared shadow ${namespace}/${name} (${users - 1} users remain)`);
+      if (rest !== undefined) {
+        await patchAnnotations(kube, { kind: 'pod', namespace, name }, rest, resourceVersion);
+        log(`left ${kind.what} (${rest[ANNOTATION_USERS] ?? 'other'} users remain)`);
         return;
       }
       await kubeCall({ verb: 'delete', resource: 'pods', namespace, name, server: kube.server }, () =>
@@ -136,9 +182,60 @@ export async function leaveSharedShadow(kube: Kube, namespace: string, name: str
       throw error;
     }
   }
-  // The last user (or the pod is gone anyway): pod, Secret and the local key go.
-  await deleteAndWait(kube, 'pod', namespace, name);
-  await deleteAndWait(kube, 'secret', namespace, name);
-  removeSharedKey(namespace, name);
-  log(`deleted the shared shadow ${namespace}/${name} (last user)`);
+  // The last user (or the pod is gone anyway): everything goes.
+  await kind.removeAll();
+  log(`deleted ${kind.what} (last user)`);
+}
+
+/** The shared shadow's name for this user (the same on every run of theirs). */
+export function sharedShadowName(user: string = userAtHost()): string {
+  const h = createHash('sha256').update(user).digest('hex').slice(0, 8);
+  return dnsLabel(`ktctl-shared-${user.split('@')[0]}`).slice(0, 40).replace(/-+$/, '') + `-${h}`;
+}
+
+export type SharedShadow = JoinedPod;
+
+/** --shareShadow: one user's connect processes, the client key in the state directory. */
+function sharedShadowKind(kube: Kube, spec: ShadowSpec): SharedPodKind {
+  const me = userAtHost();
+  const { namespace, name } = spec;
+  const users = (pod: V1Pod): number => Number(pod.metadata?.annotations?.[ANNOTATION_USERS] ?? '1');
+  return {
+    what: `the shared shadow ${namespace}/${name}`,
+    async join(pod) {
+      if (pod.metadata?.annotations?.[ANNOTATION_SHARED_BY] !== me) {
+        throw new KubeConfigError(`the pod ${namespace}/${name} exists but is not a shadow shared by ${me}; delete it or connect without --shareShadow`);
+      }
+      const key = readSharedKey(namespace, name);
+      if (!key) {
+        throw new KubeConfigError(`the shared shadow ${namespace}/${name} exists but its key is not in this machine's state directory (it was made from another machine); connect without --shareShadow, or run ktctl clean once its users have gone`);
+      }
+      const n = Number(pod.metadata?.annotations?.[ANNOTATION_USERS] ?? '0') + 1;
+      return { keys: { ...key, hostPrivate: '' }, annotations: { [ANNOTATION_USERS]: String(n) }, users: n };
+    },
+    async create(undo) {
+      // The key file first (a joiner needs it), then Secret, then pod.
+      const keys = makeShadowKeys();
+      const now = await kube.serverNow();
+      const extra = { [ANNOTATION_SHARED_BY]: me };
+      writeSharedKey(namespace, name, { clientPrivate: keys.clientPrivate, clientPublic: keys.clientPublic, hostPublic: keys.hostPublic });
+      await createSecret(kube, spec, keys, undo, now, extra);
+      await createPod(kube, spec, name, undo, now, { ...extra, [ANNOTATION_USERS]: '1' });
+      return keys;
+    },
+    leave: (pod) => (users(pod) > 1 ? { [ANNOTATION_USERS]: String(users(pod) - 1) } : undefined),
+    async removeAll() {
+      await deleteAndWait(kube, 'pod', namespace, name);
+      await deleteAndWait(kube, 'secret', namespace, name);
+      removeSharedKey(namespace, name);
+    },
+  };
+}
+
+/**
+ * Joins the user's shared shadow in the namespace, or makes it. Registers on `undo` the step
+ * that leaves it (deleting pod, Secret and key file when this process is the last user).
+ */
+export function joinSharedShadow(kube: Kube, spec: ShadowSpec, undo: Undo, log: (line: string) => void): Promise<SharedShadow> {
+  return joinSharedPod(kube, spec.namespace, spec.name, sharedShadowKind(kube, spec), undo, log);
 }

@@ -1,0 +1,47 @@
+import { Command, Option } from 'clipanion';
+import { STALE_AFTER_MINUTES } from '../kube/names.js';
+import { KtctlCommand } from './base.js';
+
+export class RecoverCommand extends KtctlCommand {
+  static override paths = [['recover']];
+
+  static override usage = Command.Usage({
+    description: 'restore a service that an exchange or mesh left changed',
+    details: `
+      Puts the service's selector back from \`ktctl/original-selector\`, scales its deployments back from
+      \`ktctl/original-replicas\`, deletes the shadow, router and stuntman objects ktctl made for it (label
+      \`ktctl/service\`) and removes its lock: what the ktctl process would have done on exit, for when it
+      could not (kill -9, a crash, a laptop that went away).
+
+      It refuses while the process that made the changes still lives: a ktctl process on this machine that
+      still runs (stop it instead: it restores everything itself), or one on another machine whose heartbeat is
+      younger than ${STALE_AFTER_MINUTES} minutes. \`--force\` recovers anyway.
+    `,
+    examples: [
+      ['Restore the service web after ktctl exchange was killed', '$0 recover web -n dev'],
+      ['Take a service back from a colleague\'s live exchange', '$0 recover web --force'],
+    ],
+  });
+
+  service = Option.String({ name: 'svc' });
+  force = Option.Boolean('--force', false, { description: 'recover even when the owner still looks alive' });
+  kubeconfig = Option.String('--kubeconfig,-c', { description: 'kubeconfig file(s) (default $KUBECONFIG, then ~/.kube/config)' });
+  kubeContext = Option.String('--context', { description: 'kubeconfig context (default: the current one)' });
+  namespace = Option.String('--namespace,-n', { description: 'namespace of the service (default: the context\'s, else default)' });
+
+  async run(): Promise<number> {
+    const [{ openKube }, access, { KubeForbiddenError }, { parseTargetName }, { recoverService }] = await Promise.all([
+      import('../kube/session.js'),
+      import('../kube/access.js'),
+      import('../kube/errors.js'),
+      import('../kube/target.js'),
+      import('../kube/recover.js'),
+    ]);
+    const { name } = parseTargetName(this.service);
+    const kube = openKube({ kubeconfig: this.kubeconfig, context: this.kubeContext, namespace: this.namespace });
+    const denied = await access.firstDenied(kube, access.NEEDS.recover, kube.namespace);
+    if (denied) throw new KubeForbiddenError(denied.verb, denied.resource, kube.namespace);
+    await recoverService(kube, kube.namespace, name, { force: this.force, log: (l) => this.context.stdout.write(`${l}\n`) });
+    return 0;
+  }
+}
