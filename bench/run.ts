@@ -15,6 +15,11 @@
  *   ktctl tun, 1000 idle flows   RSS of the ktctl process holding 1000 open flows
  *   lab port-forward      one port-forward stream of the lab's API server, no ssh (its ceiling)
  *   ktctl socks via lab port-forward  `ktctl connect --mode socks` against the lab (a shadow pod)
+ *   lab pod -> ktctl exchange -> laptop  the reverse direction: a client pod in the lab downloads
+ *                         from / uploads to a server on this machine through an exchanged service
+ *                         (beside the same pod talking to the service's own pods)
+ *   mesh router           HTTP request latency (keep-alive) from a pod through `ktctl mesh`'s router,
+ *                         marked (-> laptop) and unmarked (-> original pods), beside exchange
  * Columns: bulk download and upload (Mbit/s, best of BENCH_REPEAT runs of BENCH_BYTES), request/
  * response latency p50/p99 for 64-byte messages on one connection, new connections per second
  * (4 workers, connect + 1-byte echo + close). Same cipher everywhere it can be set (BENCH_CIPHER).
@@ -28,7 +33,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createNetns, linkNetns, waitForTcp, runOk, type Netns, type Teardown } from '../test/helpers/netns.js';
 import { labDown, labUp } from '../test/lab/cli.js';
+import { exchangeRows } from './exchange.js';
 import { kubeRows } from './kube-connect.js';
+import { meshRows } from './mesh.js';
 import { benchPortForward } from './lab-portforward.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
@@ -326,7 +333,9 @@ async function main(): Promise<void> {
   await ktctl('ktctl-socks-shadow', 'ktctl socks via shadow', shadowPort, 12224);
   await tunRows({ want, client, serverIp, target, uploadFile, rows, sshdPort, shadowPort });
 
-  if (want('ktctl-socks-lab')) {
+  // Rows that need the lab: the forward path through the port-forward, and the reverse direction
+  // (cluster -> laptop through exchange, and the mesh router's cost).
+  if (want('ktctl-socks-lab') || want('ktctl-exchange-lab') || want('ktctl-mesh')) {
     // The lab path: ktctl on this machine, ssh over the lab API server's port-forward to a shadow
     // pod. The bench brings its own lab up (in a state folder of its own) and down again.
     const stateDir = mkdtempSync(join(tmpdir(), 'ktbench-lab-'));
@@ -339,24 +348,37 @@ async function main(): Promise<void> {
     process.env.KTLAB_KUBECONFIG = kubeconfig;
     // The lab's own ceiling: one port-forward stream without ssh (a bare ws client, and
     // client-node's PortForward), then ktctl through it.
-    const pf = await benchPortForward();
-    for (const client of [...new Set(pf.map((r) => r.client))]) {
-      const get = (d: 'download' | 'upload'): number | undefined => pf.find((r) => r.client === client && r.direction === d)?.gbit;
-      rows.push({ id: 'lab-pf', path: `lab port-forward, ${client}`, downloadMbit: (get('download') ?? 0) * 1000, uploadMbit: (get('upload') ?? 0) * 1000, note: 'no ssh: the lab\'s ceiling' });
+    if (want('ktctl-socks-lab')) {
+      const pf = await benchPortForward();
+      for (const client of [...new Set(pf.map((r) => r.client))]) {
+        const get = (d: 'download' | 'upload'): number | undefined => pf.find((r) => r.client === client && r.direction === d)?.gbit;
+        rows.push({ id: 'lab-pf', path: `lab port-forward, ${client}`, downloadMbit: (get('download') ?? 0) * 1000, uploadMbit: (get('upload') ?? 0) * 1000, note: 'no ssh: the lab\'s ceiling' });
+      }
+      for (const r of await kubeRows(log)) rows.push({ ...r, id: 'ktctl-socks-lab' });
     }
-    for (const r of await kubeRows(log)) rows.push({ ...r, id: 'ktctl-socks-lab' });
+    // exchange: a client pod downloads from / uploads to a server on this machine (rows
+    // lab-service-direct and ktctl-exchange-lab); mesh: HTTP request latency through the router.
+    if (want('ktctl-exchange-lab')) rows.push(...(await exchangeRows(log)));
+    if (want('ktctl-mesh')) rows.push(...(await meshRows(log)));
   }
   printTable(rows);
   const ssh2 = rows.find((r) => r.id === 'ssh2');
   const shuttle = rows.find((r) => r.id === 'sshuttle');
   const ratios: Record<string, number> = {};
-  for (const r of rows.filter((r) => r.id.startsWith('ktctl'))) {
+  // laptop -> cluster rows only: the exchange and mesh rows run the other way
+  for (const r of rows.filter((r) => r.id.startsWith('ktctl') && !/^ktctl-(exchange|mesh)/.test(r.id))) {
     if (ssh2?.downloadMbit && r.downloadMbit) ratios[`${r.id} / ssh2 download`] = r.downloadMbit / ssh2.downloadMbit;
     if (ssh2?.uploadMbit && r.uploadMbit) ratios[`${r.id} / ssh2 upload`] = r.uploadMbit / ssh2.uploadMbit;
     if (shuttle?.downloadMbit && r.downloadMbit) ratios[`${r.id} / sshuttle download`] = r.downloadMbit / shuttle.downloadMbit;
     if (shuttle?.uploadMbit && r.uploadMbit) ratios[`${r.id} / sshuttle upload`] = r.uploadMbit / shuttle.uploadMbit;
   }
   tunRatios(rows, ratios);
+  const exchangeHttp = rows.find((r) => r.id === 'ktctl-exchange-http');
+  for (const id of ['ktctl-mesh-marked', 'ktctl-mesh-unmarked']) {
+    const r = rows.find((x) => x.id === id);
+    if (r?.p50us && exchangeHttp?.p50us) ratios[`${id} / ktctl-exchange-http p50`] = r.p50us / exchangeHttp.p50us;
+    if (r?.p99us && exchangeHttp?.p99us) ratios[`${id} / ktctl-exchange-http p99`] = r.p99us / exchangeHttp.p99us;
+  }
   for (const [k, v] of Object.entries(ratios)) process.stdout.write(`${k}: ${v.toFixed(2)}x\n`);
   const result = { date: new Date().toISOString(), bytes: BYTES, repeat: REPEAT, cipher: CIPHER, node: process.version, rows, ratios };
   mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
@@ -416,7 +438,7 @@ async function tunRows(o: { want: (id: string) => boolean; client: Netns; server
       const row: Row = { id, path: label };
       log(row.path);
       const p = await start(label, port);
-      await measure(o.client, row, { kind: 'direct' }, o.target, o.uploadFile);
+      await measure(o.client, row, { kind: 'direct' }, o.target, o.uploadFile, p.pid);
       row.note = `ktctl RSS after the row ${vmRss(p.pid!).toFixed(0)} MiB`;
       await stop(p);
       o.rows.push(row);
