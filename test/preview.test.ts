@@ -71,7 +71,7 @@ test.serial('preview on a remote port below 1024: the service port 80 answers fr
   const svc = await core.readNamespacedService({ name: 'low', namespace: ns });
   t.deepEqual(svc.spec?.ports?.map((p) => [p.port, p.targetPort]), [[80, 80]]);
   const shadow = (await core.listNamespacedPod({ namespace: ns, labelSelector: 'ktctl/service=low' })).items[0];
-  t.deepEqual(shadow?.spec?.securityContext?.sysctls, [{ name: 'net.ipv4.ip_unprivileged_port_start', value: '0' }]);
+  t.deepEqual(shadow?.spec?.securityContext?.sysctls?.map((s) => ({ name: s.name, value: s.value })), [{ name: 'net.ipv4.ip_unprivileged_port_start', value: '0' }]);
   const body = await eventually(async () => {
     const r = await curl('http://low/below-1024');
     return r.code === 0 ? r.body : undefined;

@@ -145,9 +145,9 @@ export async function kubeTransport(o: KubeTransportOptions, ctx: TransportConte
     }
     const gone = !pod || pod.metadata?.deletionTimestamp !== undefined || pod.status?.phase === 'Failed' || pod.status?.phase === 'Succeeded';
     if (gone) {
-      if (o.attach) throw new ShadowPodError('gone', `${o.attach.what} (pod ${namespace}/${podName}) is gone; start again`);
+      if (o.attach) throw new ShadowPodError('lost', `${o.attach.what} (pod ${namespace}/${podName}) is gone; start again`);
       if (o.shareShadow) {
-        throw new ShadowPodError('gone', `the shared shadow pod ${namespace}/${podName} is gone; start connect again (shared shadows are not made again)`);
+        throw new ShadowPodError('lost', `the shared shadow pod ${namespace}/${podName} is gone; start connect again (shared shadows are not made again)`);
       }
       const old = podName;
       generation++;

@@ -64,7 +64,8 @@ export class KubeApiError extends KubeError {
   }
 }
 
-export type ShadowFailure = 'image' | 'unschedulable' | 'crash' | 'config' | 'timeout' | 'gone';
+/** `gone`: deleted, made again on the next reconnect; `lost`: deleted and not ours to make again (shared shadow, mesh router). */
+export type ShadowFailure = 'image' | 'unschedulable' | 'crash' | 'config' | 'timeout' | 'gone' | 'lost';
 
 /** The shadow pod did not become ready, or went away and could not be made again. */
 export class ShadowPodError extends KubeError {
