@@ -92,13 +92,49 @@ export class DnsFrameDecoder {
 
 /**
  * `mesh --mode auto`: the router role. A shadow started with KTCTL_ROLE=router also serves HTTP on
- * ROUTER_ENV.ports (comma separated: the service's target ports) and sends every request that
- * carries no registered mark to ROUTER_ENV.upstream (the stuntman Service's address), same port.
+ * ROUTER_ENV.ports (the service's target ports, see formatRouterPorts) and sends every request
+ * that carries no registered mark to ROUTER_ENV.upstream (the stuntman Service's address), same port.
  */
 export const ROUTER_ENV = {
   ports: 'KTCTL_ROUTER_PORTS',
   upstream: 'KTCTL_ROUTER_UPSTREAM',
 } as const;
+
+/**
+ * What the router knows of a port's protocol (from the Service port's appProtocol or name):
+ * - `http`: HTTP/1.x, h2c or gRPC; the router waits for the client's first bytes to tell which;
+ * - `tcp`: declared as something else (tcp, mysql, redis, ...): joined to the upstream at once,
+ *   never read, so a protocol where the server speaks first gets its greeting without delay;
+ * - `sniff`: unknown; told apart by the first bytes, or by silence (server speaks first).
+ */
+export type RouterPortProtocol = 'http' | 'tcp' | 'sniff';
+
+export interface RouterPortSpec {
+  port: number;
+  protocol: RouterPortProtocol;
+}
+
+/**
+ * ROUTER_ENV.ports: comma separated `<port>[/<protocol>]`, e.g. `8080/http,3306/tcp,9000`; a port
+ * without a protocol is `sniff` (all that routers made by earlier versions were told).
+ */
+export function formatRouterPorts(ports: readonly RouterPortSpec[]): string {
+  return ports.map((p) => (p.protocol === 'sniff' ? String(p.port) : `${p.port}/${p.protocol}`)).join(',');
+}
+
+/** The ports of ROUTER_ENV.ports; throws a RangeError naming the first entry it cannot read. */
+export function parseRouterPorts(text: string): RouterPortSpec[] {
+  const out: RouterPortSpec[] = [];
+  for (const item of text.split(',')) {
+    const entry = item.trim();
+    if (entry === '') continue;
+    const m = /^(\d{1,5})(?:\/(http|tcp|sniff))?$/.exec(entry);
+    const port = m ? Number(m[1]) : NaN;
+    if (!m || port < 1 || port > 65535) throw new RangeError(`"${entry}" is not <port>[/http|/tcp|/sniff]`);
+    out.push({ port, protocol: m[2] === 'http' ? 'http' : m[2] === 'tcp' ? 'tcp' : 'sniff' });
+  }
+  return out;
+}
 
 /** The default header of a version mark (`--versionMark VERSION:<value>`), as KT Connect's. */
 export const DEFAULT_MARK_HEADER = 'VERSION';

@@ -7,7 +7,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROUTER_ENV, SHADOW_ENV, SHADOW_PORT, SHADOW_SECRET_KEYS, SHADOW_SECRET_MOUNT } from '../protocol/index.js';
+import { ROUTER_ENV, SHADOW_ENV, SHADOW_PORT, SHADOW_SECRET_KEYS, SHADOW_SECRET_MOUNT, parseRouterPorts } from '../protocol/index.js';
 import { jsonLineLogger } from './log.js';
 import { MeshRouter, RoutePortError } from './router.js';
 import { KeyError, ShadowServer } from './server.js';
@@ -36,17 +36,16 @@ function parsePort(text: string | undefined): number {
   return port;
 }
 
-/** Role `router`: the ports it serves (ROUTER_ENV.ports) and where unmarked traffic goes. */
+/** Role `router`: the ports it serves and their protocols (ROUTER_ENV.ports) and where unmarked traffic goes. */
 function routerFromEnv(env: NodeJS.ProcessEnv, log: ReturnType<typeof jsonLineLogger>): MeshRouter | undefined {
   if (env[SHADOW_ENV.role] !== 'router') return undefined;
   const upstream = env[ROUTER_ENV.upstream] ?? '';
   if (upstream === '') throw new StartupError(`ktctl-shadow: role router needs ${ROUTER_ENV.upstream} (the address of the original pods' service)`);
   const text = env[ROUTER_ENV.ports] ?? '';
-  const ports = text.split(',').filter((p) => p.trim() !== '').map((p) => Number(p.trim()));
   try {
-    return new MeshRouter({ ports, upstream, log });
+    return new MeshRouter({ ports: parseRouterPorts(text), upstream, log });
   } catch (err) {
-    if (err instanceof RoutePortError) throw new StartupError(`ktctl-shadow: ${ROUTER_ENV.ports}=${text}: ${err.message}`);
+    if (err instanceof RoutePortError || err instanceof RangeError) throw new StartupError(`ktctl-shadow: ${ROUTER_ENV.ports}=${text}: ${err.message}`);
     throw err;
   }
 }

@@ -4,27 +4,44 @@
  * that developer (through their `forwarded-tcpip` channels), every other request to the original
  * pods (the stuntman Service, `upstream`).
  *
- * What arrives on a port is told apart by its first bytes only; the protocols themselves are
- * spoken by Node's `http` and `http2` modules:
- * - an HTTP/1.x request line: an `http.Server` that routes every request of a keep-alive
- *   connection on its own; an Upgrade (WebSocket) or CONNECT request is routed on its header and
- *   then joined byte for byte (the 101 answer comes from the target);
+ * Each port has a protocol (RouterPortProtocol, from the Service port's appProtocol or name):
+ * a `tcp` port is joined to the upstream at once and never read. On `http` and `sniff` ports what
+ * arrives is told apart by its first bytes only; the protocols themselves are spoken by Node's
+ * `http` and `http2` modules:
+ * - an HTTP/1.x request line (classifyFirstBytes): an `http.Server` that routes every request of
+ *   a keep-alive connection on its own; an Upgrade (WebSocket) or CONNECT request is routed on its
+ *   header and then joined byte for byte (the 101 answer comes from the target);
  * - the HTTP/2 connection preface (h2c with prior knowledge, RFC 9113 §3.3, gRPC's way): an
  *   `http2` server session whose streams are routed one by one on the same header;
  * - anything else, or nothing within `sniffTimeoutMs` (a protocol where the server speaks
- *   first): a raw TCP connection to the upstream.
+ *   first): a raw TCP connection to the upstream, with the bytes read so far.
+ * The router never answers for the original service: bytes that are not HTTP go to it as they
+ * came, also on a port declared `http` (its own server answers them as it would without the
+ * mesh). An `http` port only waits longer (`httpWaitMs`) for a silent client, since an HTTP
+ * client always speaks first.
  */
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import http2, { type ClientHttp2Session, type IncomingHttpHeaders as Http2Headers, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import { connect, createServer, type Server as NetServer, type Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
-import type { MeshMark } from '../protocol/index.js';
+import { PassThrough, type Duplex } from 'node:stream';
+import type { MeshMark, RouterPortProtocol, RouterPortSpec } from '../protocol/index.js';
 import { silentLogger, type ShadowLogger } from './log.js';
 
 /** The HTTP/2 client connection preface (RFC 9113 §3.4). */
 const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
-/** Longest request method the sniffer waits for before calling the bytes "not HTTP". */
-const MAX_METHOD = 24;
+/**
+ * The request methods Node's HTTP/1 parser (llhttp) accepts: any other one gets a 400 from it, so
+ * such a connection is better passed on raw. Methods are case-sensitive (RFC 9110 §9.1).
+ */
+const METHODS = new Set(http.METHODS);
+/** Every non-empty prefix of a method, to tell early that bytes can no longer become one. */
+const METHOD_PREFIXES = new Set(http.METHODS.flatMap((m) => [...m].map((_, i) => m.slice(0, i + 1))));
+/** The versions Node's parser serves in an HTTP/1 request line, with the line's end (RFC 9112 §2.3, §3). */
+const HTTP1_ENDS = ['HTTP/1.1\r\n', 'HTTP/1.0\r\n'].map((v) => Buffer.from(v, 'latin1'));
+/** A request line longer than this (Node's default header limit) is not waited for: raw. */
+const MAX_REQUEST_LINE = 16 * 1024;
+/** How long a port declared `http` waits for a silent client's first bytes before going raw. */
+const HTTP_WAIT_MS = 60_000;
 /** Idle keep-alive connections to an upstream are dropped after this (below Node's 5 s server default). */
 const UPSTREAM_IDLE_MS = 4000;
 
@@ -36,26 +53,35 @@ const H2_FORBIDDEN = new Set([...HOP_BY_HOP, 'transfer-encoding', 'host']);
 /** What the first bytes of a connection are. */
 export type FirstBytes = 'http1' | 'h2' | 'raw' | 'more';
 
-/** RFC 9110 §5.6.2 tchar, as a byte test. */
-function isTchar(b: number): boolean {
-  if (b >= 0x30 && b <= 0x39) return true;
-  if ((b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a)) return true;
-  return "!#$%&'*+-.^_`|~".includes(String.fromCharCode(b));
-}
+const SP = 0x20;
 
 /**
- * Classifies the start of a connection: the h2 preface (or a prefix of it: 'more'), a request
- * line's method followed by a space (RFC 9112 §3), or something else.
+ * Classifies the start of a connection: the h2 preface (or a prefix of it: 'more'), an HTTP/1.x
+ * request line (RFC 9112 §3: `method SP request-target SP HTTP-version CRLF`, with a method and a
+ * version Node's parser serves), or something else ('raw'). 'more' while the bytes can still
+ * become either. So `get k` (memcached), `PING x` and `GET k` (Redis inline commands) are raw:
+ * a lower-case or unknown method, or a first line that ends without ` HTTP/1.x`.
  */
 export function classifyFirstBytes(buf: Buffer): FirstBytes {
   const n = Math.min(buf.length, H2_PREFACE.length);
   if (buf.subarray(0, n).equals(H2_PREFACE.subarray(0, n))) return buf.length >= H2_PREFACE.length ? 'h2' : 'more';
-  for (let i = 0; i < buf.length && i <= MAX_METHOD; i++) {
-    const b = buf[i]!;
-    if (b === 0x20) return i > 0 ? 'http1' : 'raw';
-    if (!isTchar(b)) return 'raw';
+  // method
+  const sp = buf.indexOf(SP);
+  const method = buf.subarray(0, sp < 0 ? buf.length : sp).toString('latin1');
+  if (sp < 0) return METHOD_PREFIXES.has(method) ? 'more' : 'raw';
+  if (!METHODS.has(method)) return 'raw';
+  // request-target: visible ASCII (RFC 9112 §3.2; Node's parser refuses anything else), not empty
+  let i = sp + 1;
+  while (i < buf.length && buf[i]! > SP && buf[i]! < 0x7f) i++;
+  if (i === buf.length) return buf.length > MAX_REQUEST_LINE ? 'raw' : 'more';
+  if (i === sp + 1 || buf[i] !== SP) return 'raw'; // empty, a control byte, or the line ended (HTTP/0.9, Redis `GET k`)
+  // HTTP-version and CRLF
+  const rest = buf.subarray(i + 1);
+  for (const end of HTTP1_ENDS) {
+    const m = Math.min(rest.length, end.length);
+    if (rest.subarray(0, m).equals(end.subarray(0, m))) return rest.length >= end.length ? 'http1' : 'more';
   }
-  return buf.length > MAX_METHOD ? 'raw' : 'more';
+  return 'raw';
 }
 
 /** A connection towards a developer's laptop, and how to join it with a client socket. */
@@ -82,14 +108,16 @@ export class MarkTakenError extends Error {
 export class RoutePortError extends Error {}
 
 export interface MeshRouterOptions {
-  /** The ports to serve (the service's target ports). */
-  ports: number[];
+  /** The ports to serve (the service's target ports), each with what is known of its protocol. */
+  ports: readonly RouterPortSpec[];
   /** Listening address (default 0.0.0.0). */
   host?: string;
   /** Where unmarked traffic goes (the stuntman Service's address), on the same port. */
   upstream: string;
-  /** How long a connection may stay silent before it is taken for a server-speaks-first protocol (default 500 ms). */
+  /** How long a connection to a `sniff` port may stay silent before it is taken for a server-speaks-first protocol (default 500 ms). */
   sniffTimeoutMs?: number;
+  /** How long a connection to an `http` port may stay silent before it goes raw to the upstream (default 60 s). */
+  httpWaitMs?: number;
   /** Timeout of a TCP connect to the upstream (default 10 s). */
   connectTimeoutMs?: number;
   log?: ShadowLogger;
@@ -107,6 +135,7 @@ interface Registration {
 
 interface PortState {
   port: number;
+  protocol: RouterPortProtocol;
   listener: NetServer;
   h1: http.Server;
   h2: http2.Http2Server;
@@ -151,10 +180,15 @@ class RouteAgent extends http.Agent {
     this.#route = route;
   }
 
+  /**
+   * The stream comes later, through `callback`. With an error, Node's agent never looks at the
+   * stream (lib/_http_agent.js `oncreate`), but the callback's type wants one: it gets an empty
+   * stream that is already destroyed (without an error of its own: nobody listens to it).
+   */
   override createConnection(_options: http.ClientRequestArgs, callback?: (err: Error | null, stream: Duplex) => void): Duplex | null | undefined {
     this.#route.open({ address: '0.0.0.0', port: 0 }).then(
       (rs) => callback?.(null, agentSocket(rs.stream)),
-      (err: unknown) => callback?.(err instanceof Error ? err : new Error(String(err)), undefined as unknown as Duplex),
+      (err: unknown) => callback?.(err instanceof Error ? err : new Error(String(err)), new PassThrough().destroy()),
     );
     return undefined;
   }
@@ -215,18 +249,22 @@ export class MeshRouter {
   constructor(options: MeshRouterOptions) {
     this.#options = options;
     this.#log = options.log ?? silentLogger;
-    for (const port of new Set(options.ports)) {
+    for (const { port, protocol } of options.ports) {
       if (!Number.isInteger(port) || port < 1 || port > 65535) throw new RoutePortError(`${port} is not a port number`);
-      this.#ports.set(port, this.#portState(port));
+      const known = this.#ports.get(port);
+      // Named twice with different protocols: nothing is known for sure, the first bytes tell.
+      if (known !== undefined) known.protocol = known.protocol === protocol ? protocol : 'sniff';
+      else this.#ports.set(port, this.#portState(port, protocol));
     }
     if (this.#ports.size === 0) throw new RoutePortError('the router needs at least one port to serve');
   }
 
-  #portState(port: number): PortState {
+  #portState(port: number, protocol: RouterPortProtocol): PortState {
     const h1 = http.createServer({ keepAliveTimeout: 5000 });
     const h2 = http2.createServer();
     const state: PortState = {
       port,
+      protocol,
       listener: createServer({ allowHalfOpen: true, pauseOnConnect: false, noDelay: true }, (socket) => this.#accept(state, socket)),
       h1,
       h2,
@@ -260,7 +298,7 @@ export class MeshRouter {
         });
       });
     }
-    this.#log('mesh-listen', { ports: [...this.#ports.keys()].join(','), upstream: this.#options.upstream });
+    this.#log('mesh-listen', { ports: [...this.#ports.values()].map((s) => `${s.port}/${s.protocol}`).join(','), upstream: this.#options.upstream });
   }
 
   get ports(): number[] {
@@ -316,11 +354,15 @@ export class MeshRouter {
     return undefined;
   }
 
-  /** Reads the first bytes and hands the connection to the matching path. */
+  /** Reads the first bytes (not on a `tcp` port) and hands the connection to the matching path. */
   #accept(state: PortState, socket: Socket): void {
     this.#sockets.add(socket);
     socket.once('close', () => this.#sockets.delete(socket));
     socket.on('error', () => undefined); // each path adds its own handling; a reset before that just ends it
+    if (state.protocol === 'tcp') {
+      this.#raw(state, socket, Buffer.alloc(0));
+      return;
+    }
     let seen: Buffer = Buffer.alloc(0);
     let decided = false;
     const decide = (kind: FirstBytes): void => {
@@ -346,10 +388,12 @@ export class MeshRouter {
       const kind = classifyFirstBytes(seen);
       if (kind !== 'more') decide(kind);
     };
-    const timer = setTimeout(() => decide('raw'), this.#options.sniffTimeoutMs ?? 500);
+    const wait = state.protocol === 'http' ? (this.#options.httpWaitMs ?? HTTP_WAIT_MS) : (this.#options.sniffTimeoutMs ?? 500);
+    const timer = setTimeout(() => decide('raw'), wait);
     socket.on('data', onData);
     // A client that half-closes before the first bytes told anything: whatever it sent goes on raw.
     socket.once('end', () => decide('raw'));
+    socket.once('close', () => clearTimeout(timer));
   }
 
   /** Not HTTP: the whole connection goes to the upstream. */

@@ -22,7 +22,13 @@ import { spliceChannel } from './splice.js';
 const { Server: SshServer, utils } = ssh2;
 
 /** RFC 4254 §5.1 reason codes of SSH_MSG_CHANNEL_OPEN_FAILURE. */
+const OPEN_ADMINISTRATIVELY_PROHIBITED = 1;
 const OPEN_CONNECT_FAILED = 2;
+/**
+ * What OpenSSH's sshd says with reason 1 when forwarding is not allowed (AllowTcpForwarding no,
+ * permitopen): serverloop.c leaves the error message empty and sends its default, "open failed".
+ */
+const PROHIBITED_TEXT = 'open failed';
 /** Queries answered at once on one DNS channel before its reading pauses. */
 const DNS_MAX_IN_FLIGHT = 256;
 /** Grace period between asking clients to disconnect and cutting their sockets on close(). */
@@ -46,7 +52,10 @@ export interface ShadowServerOptions {
   log?: ShadowLogger;
   /**
    * Role `router`: a `tcpip-forward` whose bind address is a mesh mark (src/protocol
-   * meshBindAddress) registers the mark with this router instead of listening.
+   * meshBindAddress) registers the mark with this router instead of listening. Nothing else is
+   * served then: the router's client key is shared by every developer of the Service (it is in
+   * the router's Secret), so `direct-tcpip`, other `tcpip-forward`s and session channels (the DNS
+   * subsystem) are refused, the way sshd refuses them with AllowTcpForwarding no.
    */
   router?: MeshRouter;
 }
@@ -193,7 +202,14 @@ export class ShadowServer {
       else if (name === 'cancel-tcpip-forward') this.#unforward(client, accept, reject, req);
       else reject?.();
     });
-    conn.on('session', (accept) => this.#session(client, accept()));
+    conn.on('session', (accept, reject) => {
+      if (this.#options.router !== undefined) {
+        this.#log('open-failed', { client: client.id, kind: 'session', reason: 'prohibited', detail: 'a mesh router offers no sessions' });
+        rejectWithDescription(conn, reject, PROHIBITED_TEXT, OPEN_ADMINISTRATIVELY_PROHIBITED);
+        return;
+      }
+      this.#session(client, accept());
+    });
     conn.on('error', (err: Error) => {
       this.#log('error', { client: client.id, message: err.message });
     });
@@ -274,6 +290,11 @@ export class ShadowServer {
   ): Promise<void> {
     const { destIP: host, destPort: port } = req;
     const origin = `${req.srcIP}:${req.srcPort}`;
+    if (this.#options.router !== undefined) {
+      this.#log('open-failed', { client: client.id, host, port, origin, reason: 'prohibited', detail: 'a mesh router opens no connections for its clients' });
+      rejectWithDescription(client.conn, reject, PROHIBITED_TEXT, OPEN_ADMINISTRATIVELY_PROHIBITED);
+      return;
+    }
     const fail = (kind: keyof typeof OPEN_FAILURE_TEXT, detail: string): void => {
       this.#log('open-failed', { client: client.id, host, port, origin, reason: kind, detail });
       if (!client.closed) rejectWithDescription(client.conn, reject, OPEN_FAILURE_TEXT[kind]);
@@ -332,6 +353,11 @@ export class ShadowServer {
     const mark = parseMeshBindAddress(bindAddr);
     if (mark !== undefined) {
       this.#forwardMark(client, accept, reject, bindAddr, bindPort, mark);
+      return;
+    }
+    if (this.#options.router !== undefined) {
+      this.#log('forward', { client: client.id, bind: bindAddr, port: bindPort, ok: false, detail: 'a mesh router only takes mesh marks (ktctl-mesh:<header>=<value>)' });
+      reject?.();
       return;
     }
     const server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
@@ -520,7 +546,8 @@ export class ShadowServer {
 }
 
 /**
- * Sends SSH_MSG_CHANNEL_OPEN_FAILURE with reason 2 and `description`, like OpenSSH does.
+ * Sends SSH_MSG_CHANNEL_OPEN_FAILURE with `reason` (default 2, connect failed) and `description`,
+ * like OpenSSH does.
  *
  * Why the detour: ssh2 1.17's server-side `reject()` (lib/server.js, CHANNEL_OPEN handler) always
  * passes an empty description to `Protocol#channelOpenFail(recipient, reason, description)`, and
@@ -532,7 +559,7 @@ export class ShadowServer {
  * 'refused port: DialError "refused", with OpenSSH's description on the wire' in
  * test/shadow-tunnel.test.ts then fails.
  */
-export function rejectWithDescription(conn: Connection, reject: RejectConnection, description: string): boolean {
+export function rejectWithDescription(conn: Connection, reject: RejectConnection, description: string, reason = OPEN_CONNECT_FAILED): boolean {
   const proto: unknown = Reflect.get(conn, '_protocol');
   if (!isOpenFailSender(proto) || Object.hasOwn(proto, 'channelOpenFail')) {
     reject();
@@ -540,9 +567,10 @@ export function rejectWithDescription(conn: Connection, reject: RejectConnection
   }
   const original = proto.channelOpenFail;
   let used = false;
-  proto.channelOpenFail = function (this: OpenFailSender, recipient: number, reason: number): unknown {
+  proto.channelOpenFail = function (this: OpenFailSender, recipient: number, ssh2Reason: number): unknown {
     used = true;
-    return original.call(this, recipient, reason === 0 ? OPEN_CONNECT_FAILED : reason, description);
+    // ssh2 picks connect failed (2), or resource shortage (4) when it had no channel number to spare.
+    return original.call(this, recipient, ssh2Reason === OPEN_CONNECT_FAILED || ssh2Reason === 0 ? reason : ssh2Reason, description);
   };
   try {
     reject();
