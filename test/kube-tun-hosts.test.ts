@@ -9,12 +9,14 @@
  * `svc.ns` + FQDN of other namespaces' (kube-dns); curl by the short name works through the TUN
  * device; a service created after connect appears (and is routed when its IP lies outside the
  * ranges routed at the start), a deleted one goes; SIGINT removes the block byte for byte; after
- * kill -9 `ktctl clean` removes it.
+ * kill -9 `ktctl clean` removes it. Services named `localhost`, like the machine's host name, or
+ * like a name the laptop's hosts file has already get no short name (said once in the log); their
+ * `svc.ns` and FQDN are still written.
  */
 import test, { type ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CoreV1Api } from '@kubernetes/client-node';
 import { HostsBlock, serviceHostEntries } from '../src/dns/index.js';
@@ -28,10 +30,18 @@ import { REPO } from './helpers/ssh-fixtures.js';
 const ns = fileNamespace(test, 'kt-hosts');
 const HOST_HOSTS = readFileSync('/etc/hosts');
 /** The laptop's own hosts file: no newline at the end, so "byte for byte" means something. */
-const LAPTOP_HOSTS = '127.0.0.1\tlocalhost\n# the laptop\'s own entries\n198.18.255.4\twww.example.test';
+const LAPTOP_HOSTS = '127.0.0.1\tlocalhost\n# the laptop\'s own entries\n198.18.255.4\twww.example.test intranet';
+/** The machine's host name as a Service name (undefined when it cannot be one: that case is left to test/dns-hosts-names.test.ts). */
+const HOST_SERVICE = ((): string | undefined => {
+  const h = hostname().split('.')[0]!.toLowerCase();
+  return /^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/.test(h) && !['echo', 'old', 'late', 'localhost', 'intranet'].includes(h) ? h : undefined;
+})();
+/** Services whose short name the machine has already. */
+const TAKEN = ['localhost', 'intranet', ...(HOST_SERVICE !== undefined ? [HOST_SERVICE] : [])];
 
 test.before(async () => {
-  await deployEcho(ns, { echo: [{ port: 80, targetPort: 8080 }], old: [{ port: 80, targetPort: 8080 }] });
+  const port = [{ port: 80, targetPort: 8080 }];
+  await deployEcho(ns, { echo: port, old: port, ...Object.fromEntries(TAKEN.map((n) => [n, port])) });
 });
 
 test.after.always(() => {
@@ -84,7 +94,7 @@ test('the block for a list of services: sorted, short names for the connected na
     { namespace: 'dev', name: 'headless', ips: [] },
     { namespace: 'dev', name: 'api', ips: ['198.19.0.6'] },
   ];
-  t.deepEqual(serviceHostEntries(services, 'dev', 'corp.local'), [
+  t.deepEqual(serviceHostEntries(services, 'dev', { clusterDomain: 'corp.local' }), [
     { ip: '198.19.0.6', names: ['api', 'api.dev', 'api.dev.svc.corp.local'] },
     { ip: '198.19.0.5', names: ['web', 'web.dev', 'web.dev.svc.corp.local'] },
     { ip: '2001:2::5', names: ['web', 'web.dev', 'web.dev.svc.corp.local'] },
@@ -116,6 +126,12 @@ test.serial('hosts mode: entries for the services, kept current by a watch; curl
   t.true(block(l).includes(`${echoIp}\techo echo.${ns} echo.${ns}.svc.cluster.local`), block(l).join('\n'));
   t.true(block(l).includes(`${dnsIp}\tkube-dns.kube-system kube-dns.kube-system.svc.cluster.local`), 'other namespaces: no short name');
   t.true(readFileSync(l.hostsPath, 'utf8').startsWith(LAPTOP_HOSTS + '\n# BEGIN ktctl '), 'the original bytes stay in front of the block');
+  if (HOST_SERVICE === undefined) t.log(`the host name "${hostname()}" cannot be a Service name: only localhost and the hosts file's name are checked here`);
+  for (const name of TAKEN) {
+    const ip = await serviceIp(ns, name);
+    t.true(block(l).includes(`${ip}\t${name}.${ns} ${name}.${ns}.svc.cluster.local`), `${name}: svc.ns and the FQDN, no short name\n${block(l).join('\n')}`);
+  }
+  t.false(block(l).some((x) => x.split(/\s+/).slice(1).some((n) => TAKEN.includes(n))), 'no line takes a name the machine has');
 
   // Programs in the laptop find the name in the hosts file; the TUN device carries the connection.
   const r = await run('ip', ['netns', 'exec', l.name, 'curl', '-sS', '--max-time', '10', 'http://echo/anything/hosts']);
@@ -137,6 +153,11 @@ test.serial('hosts mode: entries for the services, kept current by a watch; curl
   await core.deleteNamespacedService({ namespace: ns, name: 'late' });
   await eventually(async () => (block(l).some((x) => x.includes(` late.${ns} `)) ? undefined : true), 'the deleted service gone from the hosts file');
   t.true(block(l).some((x) => x.includes(` echo.${ns} `)));
+  // Said once, though the watch delivered the list again after each change since.
+  for (const name of TAKEN) {
+    const said = k.log().split('\n').filter((x) => x.includes(`DNS: hosts: no entry ${name} for service ${ns}/${name}: this machine has that name already`));
+    t.is(said.length, 1, `${name}:\n${k.log()}`);
+  }
 
   await k.stop(t);
   t.is(readFileSync(l.hostsPath, 'utf8'), LAPTOP_HOSTS, 'the laptop\'s hosts file is back byte for byte');

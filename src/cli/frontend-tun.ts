@@ -302,7 +302,14 @@ export async function serveTun(o: TunFrontEndOptions, transport: Transport): Pro
   const finalRoutes = aggregate(routes);
   const addresses = [`${link.local}/32`];
   record.update({ addresses, routes: finalRoutes.map(formatCidr) });
+  // Hosts mode adds routes for services made after the start (`routeLater` below): the undo waits
+  // for those still being added, and stops any more, so it deletes every route and no add runs
+  // after the device is closed.
+  let routing: Promise<void> = Promise.resolve();
+  let routingClosed = false;
   o.undo.add(`the routes through ${device.name}`, async () => {
+    routingClosed = true;
+    await routing;
     if (!device.closed) await deleteRoutes(device.name, finalRoutes);
   });
   await configureInterface(device.name, { addresses, up: true });
@@ -393,8 +400,8 @@ export async function serveTun(o: TunFrontEndOptions, transport: Transport): Pro
     if (dnsMode === 'hosts') {
       // Services made after the start may get IPs outside the ranges planned then: route those too
       // (the same rules: never an excluded or avoided address, nor one another route already has).
-      let routing = Promise.resolve();
       const routeLater = (ips: string[]): void => {
+        if (routingClosed) return;
         const wanted = ips
           .map((ip) => parseIp(ip))
           .filter((ip) => ip !== undefined)
@@ -441,11 +448,18 @@ async function keepHostsCurrent(
 ): Promise<ServiceWatch['scope']> {
   const setHosts = change.setHosts;
   if (transport.services === undefined || setHosts === undefined) throw new TypeError('hosts mode needs a transport that lists services and a hosts change');
+  // Each left-out name or service is reported once, not on every change of the list.
+  const told = new Set<string>();
+  const onSkip = (kind: 'invalid' | 'taken', message: string): void => {
+    if (told.has(message)) return;
+    told.add(message);
+    (kind === 'taken' ? o.log : o.debug)(`DNS: ${message}`);
+  };
   let first = true;
   let firstError: unknown;
   const watch = await transport.services((services) => {
     try {
-      const entries = serviceHostEntries(services, namespace, clusterDomain);
+      const entries = serviceHostEntries(services, namespace, { clusterDomain, taken: change.hostsTaken, onSkip });
       route(entries.map((e) => e.ip));
       setHosts(entries);
     } catch (error) {

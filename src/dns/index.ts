@@ -11,7 +11,11 @@ export {
   composeResolvConf,
   execRunner,
   HostsBlock,
+  hostsFileNames,
+  isDns1123Label,
+  isHostsAddress,
   listDnsRecords,
+  machineHostNames,
   parseResolvConf,
   readResolvConf,
   ResolvConfChange,
@@ -26,6 +30,7 @@ export {
   type CommandRunner,
   type DnsCleanReport,
   type DnsRecord,
+  type HostEntriesOptions,
   type HostEntry,
   type ResolvConf,
   type RestoreReport,
@@ -73,6 +78,8 @@ export interface SystemDnsChange {
   readonly original: ResolvConf;
   /** hosts mode only: replaces the entries */
   setHosts?(entries: { ip: string; names: string[] }[]): void;
+  /** hosts mode only: the names the entries must leave to the machine (`machineHostNames`) */
+  readonly hostsTaken?: ReadonlySet<string>;
   restore(): Promise<RestoreReport>;
 }
 
@@ -90,6 +97,7 @@ export async function applySystemDns(options: SystemDnsOptions): Promise<SystemD
       description: `hosts (entries in ${block.path})`,
       original,
       setHosts: (entries) => block.setHosts(entries),
+      hostsTaken: block.machineNames,
       restore: async () => block.remove(),
     };
   }

@@ -19,6 +19,7 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { hostname as osHostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { DnsConfigError } from '../errors.js';
 import { defaultStateDir, listStateRecords, processStartTime, recordOwnerAlive } from '../tun/state.js';
@@ -433,6 +434,25 @@ export interface HostEntry {
   names: string[];
 }
 
+/**
+ * A DNS-1123 label (RFC 1123 as Kubernetes applies it): lower case letters, digits and '-', at most
+ * 63, beginning and ending with a letter or digit. Namespace and Service names are such labels; a
+ * name from the API server that is not one never reaches the hosts file.
+ */
+export function isDns1123Label(name: string): boolean {
+  return name.length <= 63 && /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(name);
+}
+
+/** An address the hosts file can hold: IPv4 or IPv6, without a zone (`%eth0`). */
+export function isHostsAddress(ip: string): boolean {
+  return isIP(ip) !== 0 && !ip.includes('%');
+}
+
+/** A name the hosts file can hold: letters, digits, '-', '_' and '.', nothing that ends a field or starts a comment. */
+function isHostsName(name: string): boolean {
+  return /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/.test(name);
+}
+
 /** Names for a service: `svc` (connected namespace only), `svc.ns`, `svc.ns.svc.<domain>`. */
 export function serviceHostNames(service: string, namespace: string, connectedNamespace: string, clusterDomain = 'cluster.local'): string[] {
   const d = clusterDomain.replace(/\.+$/, '');
@@ -441,17 +461,87 @@ export function serviceHostNames(service: string, namespace: string, connectedNa
 }
 
 /**
+ * The names (lower case) of hosts(5) text: every name after an address on a line, comments cut.
+ * Lines inside ktctl blocks (another run's, or a crashed one's) do not count.
+ */
+export function hostsFileNames(text: string): Set<string> {
+  const out = new Set<string>();
+  let inBlock = false;
+  for (const raw of text.split('\n')) {
+    if (raw.startsWith('# BEGIN ktctl ')) inBlock = true;
+    else if (raw.startsWith('# END ktctl ')) inBlock = false;
+    if (inBlock) continue;
+    const [ip, ...names] = raw.replace(/#.*$/, '').trim().split(/\s+/);
+    if (ip === undefined || isIP(ip.replace(/%.*$/, '')) === 0) continue;
+    for (const n of names) out.add(n.toLowerCase());
+  }
+  return out;
+}
+
+/**
+ * The names the hosts block must not take from the machine (lower case): `localhost`, the machine's
+ * host name (and its first label), and every name `hostsText` (the hosts file before ktctl's
+ * change) has already.
+ */
+export function machineHostNames(hostsText: string, hostname: string = osHostname()): Set<string> {
+  const out = hostsFileNames(hostsText);
+  out.add('localhost');
+  const h = hostname.trim().toLowerCase().replace(/\.+$/, '');
+  if (h !== '') {
+    out.add(h);
+    out.add(h.split('.')[0]!);
+  }
+  return out;
+}
+
+export interface HostEntriesOptions {
+  /** default cluster.local */
+  clusterDomain?: string;
+  /** names (lower case) the machine has already (`machineHostNames`): none of them is written */
+  taken?: ReadonlySet<string>;
+  /**
+   * Told about each service, address or name left out: `invalid` (not a DNS-1123 label, not an
+   * address: the API server sent something no cluster has) or `taken`. The same cause gives the
+   * same text on every call, so a caller can say each once.
+   */
+  onSkip?: (kind: 'invalid' | 'taken', message: string) => void;
+}
+
+/**
  * The hosts block for a list of Services: one line per cluster IP with `svc` (connected namespace
  * only), `svc.ns` and the FQDN; services without a cluster IP (headless, ExternalName) have none.
- * Sorted by namespace and name, so an unchanged list gives the same bytes.
+ * Sorted by namespace and name, so an unchanged list gives the same bytes. Services whose name or
+ * namespace is not a DNS-1123 label, addresses that are not IPs, and names in `taken` are left out.
  */
-export function serviceHostEntries(services: readonly { namespace: string; name: string; ips: readonly string[] }[], connectedNamespace: string, clusterDomain = 'cluster.local'): HostEntry[] {
+export function serviceHostEntries(
+  services: readonly { namespace: string; name: string; ips: readonly string[] }[],
+  connectedNamespace: string,
+  options: HostEntriesOptions = {},
+): HostEntry[] {
+  const skip = options.onSkip ?? (() => {});
+  const taken = options.taken;
   const sorted = [...services].sort((a, b) => (a.namespace === b.namespace ? (a.name < b.name ? -1 : a.name > b.name ? 1 : 0) : a.namespace < b.namespace ? -1 : 1));
   const out: HostEntry[] = [];
   for (const s of sorted) {
-    if (s.name === '' || s.namespace === '') continue;
-    const names = serviceHostNames(s.name, s.namespace, connectedNamespace, clusterDomain);
-    for (const ip of s.ips) if (isIP(ip) !== 0) out.push({ ip, names });
+    if (!isDns1123Label(s.namespace) || !isDns1123Label(s.name)) {
+      const bad = isDns1123Label(s.namespace) ? `name ${JSON.stringify(s.name)}` : `namespace ${JSON.stringify(s.namespace)}`;
+      skip('invalid', `hosts: left out service ${JSON.stringify(s.name)} in namespace ${JSON.stringify(s.namespace)}: its ${bad} is not a DNS-1123 label`);
+      continue;
+    }
+    let names = serviceHostNames(s.name, s.namespace, connectedNamespace, options.clusterDomain);
+    if (taken !== undefined) {
+      for (const n of names.filter((x) => taken.has(x.toLowerCase()))) {
+        skip('taken', `hosts: no entry ${n} for service ${s.namespace}/${s.name}: this machine has that name already (localhost, its host name or its hosts file)`);
+      }
+      names = names.filter((x) => !taken.has(x.toLowerCase()));
+    }
+    for (const ip of s.ips) {
+      if (!isHostsAddress(ip)) {
+        skip('invalid', `hosts: left out address ${JSON.stringify(ip)} of service ${s.namespace}/${s.name}: not an IP address`);
+        continue;
+      }
+      if (names.length > 0) out.push({ ip, names });
+    }
   }
   return out;
 }
@@ -463,11 +553,14 @@ export interface HostsOptions {
 
 export class HostsBlock {
   readonly path: string;
+  /** what the block must leave to the machine: `machineHostNames` of the file as it was at `open` */
+  readonly machineNames: ReadonlySet<string>;
   readonly #record: RecordFile<HostsRecord>;
   #removed: RestoreReport | undefined;
 
-  private constructor(path: string, record: RecordFile<HostsRecord>) {
+  private constructor(path: string, record: RecordFile<HostsRecord>, machineNames: ReadonlySet<string>) {
     this.path = path;
+    this.machineNames = machineNames;
     this.#record = record;
   }
 
@@ -483,7 +576,7 @@ export class HostsBlock {
     }
     const tag = `${process.pid}-${randomBytes(3).toString('hex')}`;
     const record = new RecordFile<HostsRecord>(options.stateDir ?? defaultStateDir(), { ...recordBase(), mode: 'hosts', path, original: original.toString('base64'), block: '', tag });
-    return new HostsBlock(path, record);
+    return new HostsBlock(path, record, machineHostNames(original.toString('latin1')));
   }
 
   /** Replaces the block's entries (an empty list leaves an empty block). */
@@ -492,7 +585,13 @@ export class HostsBlock {
     const rec = this.#record.record;
     const current = readText(this.path);
     const without = cutBlock(current, rec.block, rec.tag);
-    const body = entries.filter((e) => isIP(e.ip) !== 0 && e.names.length > 0).map((e) => `${e.ip}\t${e.names.join(' ')}\n`).join('');
+    // Only what a hosts line can hold: nothing in an entry can end a line or start another field.
+    const lines: string[] = [];
+    for (const e of entries) {
+      const names = e.names.filter(isHostsName);
+      if (isHostsAddress(e.ip) && names.length > 0) lines.push(`${e.ip}\t${names.join(' ')}\n`);
+    }
+    const body = lines.join('');
     const lead = without.length > 0 && !without.endsWith('\n') ? '\n' : '';
     const block = `${lead}${beginMarker(rec.tag)}\n${body}${endMarker(rec.tag)}\n`;
     // A watch event that changed nothing here (a Service's labels, say) leaves the file alone.
