@@ -14,14 +14,14 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { AppsV1Api, CoreV1Api } from '@kubernetes/client-node';
 import { createEchoServer } from '../test/lab/images/echo.js';
 import { eventually, kubeConfig, lab, labExec, waitForReadyPods } from '../test/lab/fixture.js';
-import type { KubeRow } from './kube-connect.js';
+import { best, printKubeRows, stopKtctl, type KubeRow } from './kube-connect.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const BYTES = Number(process.env.BENCH_BYTES ?? 64 * 1024 * 1024);
@@ -30,12 +30,6 @@ const LAT_COUNT = 2000;
 const CONN_SECONDS = 3;
 const TSX = import.meta.resolve('tsx');
 const TCP_ECHO = "require('node:net').createServer((s) => s.pipe(s)).listen(7007, '0.0.0.0')";
-
-async function best(n: number, fn: () => Promise<number>): Promise<number> {
-  let top = 0;
-  for (let i = 0; i < n; i++) top = Math.max(top, await fn());
-  return top;
-}
 
 const listen = (s: Server | ReturnType<typeof createEchoServer>): Promise<number> =>
   new Promise((res) => s.listen(0, '127.0.0.1', () => res((s.address() as AddressInfo).port)));
@@ -119,12 +113,7 @@ export async function exchangeRows(log: (line: string) => void = (l) => process.
     rows.push(await measure(ns, 'ktctl-exchange-lab', 'lab pod -> ktctl exchange -> laptop', note));
     return rows;
   } finally {
-    if (child && child.exitCode === null) {
-      const exited = new Promise((r) => child!.once('exit', r));
-      child.kill('SIGINT');
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 20_000))]);
-      if (child.exitCode === null) child.kill('SIGKILL');
-    }
+    await stopKtctl(child);
     http.close();
     echo.close();
     await core.deleteNamespace({ name: ns }).catch(() => undefined);
@@ -132,12 +121,4 @@ export async function exchangeRows(log: (line: string) => void = (l) => process.
   }
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  const rows = await exchangeRows();
-  const f = (n: number | undefined, d = 0): string => (n === undefined ? '-' : n.toFixed(d));
-  process.stdout.write(`${'path'.padEnd(40)} ${'down Mbit/s'.padStart(12)} ${'up Mbit/s'.padStart(10)} ${'p50 us'.padStart(8)} ${'p99 us'.padStart(8)} ${'conn/s'.padStart(8)}\n`);
-  for (const r of rows) {
-    process.stdout.write(`${r.path.padEnd(40)} ${f(r.downloadMbit).padStart(12)} ${f(r.uploadMbit).padStart(10)} ${f(r.p50us).padStart(8)} ${f(r.p99us).padStart(8)} ${f(r.connPerSec).padStart(8)}\n`);
-  }
-  if (process.env.BENCH_JSON) writeFileSync(process.env.BENCH_JSON, JSON.stringify(rows, null, 2));
-}
+if (import.meta.url === `file://${process.argv[1]}`) printKubeRows(await exchangeRows());

@@ -11,7 +11,7 @@
  * bench/run.ts calls for that. Everything runs in the host namespace: only the lab's outside
  * segment (its API server) is reached directly, the pods only through ktctl.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -44,7 +44,8 @@ function exec(cmd: string, args: string[], timeoutMs = 300_000): Promise<string>
   );
 }
 
-async function best(n: number, fn: () => Promise<number>): Promise<number> {
+/** The best of `n` runs of `fn`. */
+export async function best(n: number, fn: () => Promise<number>): Promise<number> {
   let top = 0;
   for (let i = 0; i < n; i++) top = Math.max(top, await fn());
   return top;
@@ -100,23 +101,30 @@ export async function kubeRows(log: (line: string) => void = (l) => process.stde
     row.note = `upload file ${Math.min(BYTES, 64 * 1024 * 1024) >> 20} MiB`;
     return [row];
   } finally {
-    if (child && child.exitCode === null) {
-      const exited = new Promise((r) => child!.once('exit', r));
-      child.kill('SIGINT');
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 20_000))]);
-      if (child.exitCode === null) child.kill('SIGKILL');
-    }
+    await stopKtctl(child);
     await core.deleteNamespace({ name: ns }).catch(() => undefined);
     rmSync(work, { recursive: true, force: true });
   }
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  const rows = await kubeRows();
+/** Stops a ktctl process as a user would (SIGINT: it cleans up), SIGKILL after 20 s. */
+export async function stopKtctl(child: ChildProcess | undefined): Promise<void> {
+  if (!child || child.exitCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGINT');
+  await Promise.race([exited, new Promise((r) => setTimeout(r, 20_000))]);
+  if (child.exitCode === null) child.kill('SIGKILL');
+}
+
+/** Prints `rows` as a table on stdout; BENCH_JSON=path also writes them. */
+export function printKubeRows(rows: KubeRow[]): void {
   const f = (n: number | undefined, d = 0): string => (n === undefined ? '-' : n.toFixed(d));
-  process.stdout.write(`${'path'.padEnd(36)} ${'down Mbit/s'.padStart(12)} ${'up Mbit/s'.padStart(10)} ${'p50 us'.padStart(8)} ${'p99 us'.padStart(8)} ${'conn/s'.padStart(8)}\n`);
+  const width = Math.max(36, ...rows.map((r) => r.path.length));
+  process.stdout.write(`${'path'.padEnd(width)} ${'down Mbit/s'.padStart(12)} ${'up Mbit/s'.padStart(10)} ${'p50 us'.padStart(8)} ${'p99 us'.padStart(8)} ${'conn/s'.padStart(8)}\n`);
   for (const r of rows) {
-    process.stdout.write(`${r.path.padEnd(36)} ${f(r.downloadMbit).padStart(12)} ${f(r.uploadMbit).padStart(10)} ${f(r.p50us).padStart(8)} ${f(r.p99us).padStart(8)} ${f(r.connPerSec).padStart(8)}\n`);
+    process.stdout.write(`${r.path.padEnd(width)} ${f(r.downloadMbit).padStart(12)} ${f(r.uploadMbit).padStart(10)} ${f(r.p50us).padStart(8)} ${f(r.p99us).padStart(8)} ${f(r.connPerSec).padStart(8)}\n`);
   }
   if (process.env.BENCH_JSON) writeFileSync(process.env.BENCH_JSON, JSON.stringify(rows, null, 2));
 }
+
+if (import.meta.url === `file://${process.argv[1]}`) printKubeRows(await kubeRows());

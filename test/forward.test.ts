@@ -15,6 +15,7 @@ import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { UsageError } from '../src/errors.js';
 import { parseForwardTarget, parsePortMapping } from '../src/cli/forward.js';
+import { describePorts } from '../src/kube/target.js';
 import { fileNamespace, lab } from './lab/fixture.js';
 import { ktctlObjects, labKtctl, type CliRun } from './helpers/ktctl.js';
 import { deployEcho } from './helpers/lab-echo.js';
@@ -74,6 +75,10 @@ test('target and port forms', (t) => {
   t.deepEqual(parsePortMapping('8080:80'), { local: 8080, remote: '80' });
   t.deepEqual(parsePortMapping('0:http'), { local: 0, remote: 'http' });
   for (const bad of ['8080:0', '1:2:3', 'x', '8080:Http', '65536:80', ':80']) t.throws(() => parsePortMapping(bad), { instanceOf: UsageError }, bad);
+
+  // The one port list of every error message (forward, exchange, mesh): name and targetPort when they say something.
+  t.is(describePorts([{ port: 80, name: 'http' }, { port: 81 }]), '80 (http), 81');
+  t.is(describePorts([{ port: 80, targetPort: 8080 }, { port: 81, name: 'alt', targetPort: 'web' }, { port: 82, targetPort: 82 }]), '80 (targetPort 8080), 81 (alt, targetPort web), 82');
 });
 
 test.serial('a service by name: curl on the local port answers from the echo pod, by port number and by port name; SIGINT leaves nothing', async (t) => {
@@ -131,7 +136,7 @@ test.serial('bad input: one sentence, exit 1, nothing made in the cluster', asyn
   t.teardown(() => busy.close());
   const busyPort = (busy.address() as { port: number }).port;
   const cases: [string[], RegExp][] = [
-    [['forward', 'nope', '8080:80', '-n', ns], new RegExp(`^ktctl: there is no service nope in namespace ${ns} `)],
+    [['forward', 'nope', '8080:80', '-n', ns], new RegExp(`^ktctl: the service nope does not exist in namespace ${ns} \\(kubectl get services -n ${ns} lists them; pod/NAME forwards to a pod\\)\n$`)],
     [['forward', 'echo', '8080:81', '-n', ns], /^ktctl: service echo in namespace \S+ has no port 81: its ports are 80 \(http\)\n$/],
     [['forward', 'echo', '8080:grpc', '-n', ns], /^ktctl: service echo in namespace \S+ has no port named grpc: its ports are 80 \(http\)\n$/],
     [['forward', 'multi', '-n', ns], /^ktctl: service multi in namespace \S+ has several ports \(80 \(http\), 81 \(alt\)\): name one/],

@@ -6,6 +6,7 @@ import type { ReconnectingTunnel } from '../ssh/reconnect.js';
 import { CIPHERS } from '../ssh/tunnel.js';
 import { KtctlCommand } from './base.js';
 import { Undo, untilSignal, type Logger } from './lifecycle.js';
+import type { KubeFlags } from '../kube/session.js';
 import type { KubeTransportOptions } from './transport-kube.js';
 import { viaTransport } from './transport-via.js';
 import { defaultKnownHosts, loadIdentity, parseVia } from './via.js';
@@ -65,21 +66,34 @@ export interface TransportContext {
   signal: AbortSignal;
 }
 
-/**
- * What every command that needs a tunnel shares (`connect`, `forward`): the `--via` flags and the
- * Kubernetes flags (KT Connect's global flags; kebab-case accepted), checked, and how to build the
- * transport they ask for. Subclasses declare their own flags and call `transportBuilder()` before
- * anything is made, so bad flags fail first.
- */
-export abstract class TransportCommand extends KtctlCommand {
-  via = Option.String('--via', { description: 'user@host[:port] of an SSH server to tunnel through instead of a Kubernetes cluster' });
-  identity = Option.String('--identity,-i', { description: 'private key file for --via (default ~/.ssh/id_ed25519, id_ecdsa, id_rsa)' });
-  knownHosts = Option.String('--knownHosts,--known-hosts', { description: 'known_hosts file that holds the --via server\'s host key (default ~/.ssh/known_hosts)' });
-  sshCipher = Option.String('--sshCipher,--ssh-cipher', { description: `ssh cipher to prefer (default order: ${CIPHERS.join(', ')})` });
-
+/** The kubeconfig flags of every command that talks to a cluster (KT Connect's global flags). */
+export abstract class KubeCommand extends KtctlCommand {
   kubeconfig = Option.String('--kubeconfig,-c', { description: 'kubeconfig file(s) (default $KUBECONFIG, then ~/.kube/config)' });
   kubeContext = Option.String('--context', { description: 'kubeconfig context (default: the current one)' });
-  namespace = Option.String('--namespace,-n', { description: 'namespace of the shadow and of the names you give (default: the context\'s, else default)' });
+  namespace = Option.String('--namespace,-n', { description: 'namespace to work in: of the shadow and of the names you give (default: the context\'s, else default)' });
+
+  protected kubeFlags(): KubeFlags {
+    return { kubeconfig: this.kubeconfig, context: this.kubeContext, namespace: this.namespace };
+  }
+}
+
+/** What a command adds to the shadow's options: its mode (`ktctl status`), role, labels and ports. */
+export interface ShadowRun {
+  mode: string;
+  proxy?: string;
+  role?: KubeTransportOptions['role'];
+  /** labels beside --withLabel (the command's own win) */
+  labels?: Record<string, string>;
+  ports?: KubeTransportOptions['ports'];
+  shareShadow?: boolean;
+  ciphers?: CipherAlgorithm[];
+}
+
+/**
+ * The kubeconfig flags plus the shadow pod's (`connect`, `forward`, `exchange`, `mesh`, `preview`;
+ * kebab-case accepted), checked into the options of `kubeTransport`.
+ */
+export abstract class ShadowCommand extends KubeCommand {
   image = Option.String('--image', { description: 'shadow image' });
   imagePullSecret = Option.String('--imagePullSecret,--image-pull-secret', { description: 'image pull secret for the shadow pod' });
   nodeSelector = Option.String('--nodeSelector,--node-selector', { description: 'node selector for the shadow pod (key=value,...)' });
@@ -87,8 +101,67 @@ export abstract class TransportCommand extends KtctlCommand {
   withAnnotation = Option.String('--withAnnotation,--with-annotation', { description: 'extra annotations on every object ktctl makes (key=value,...)' });
   podCreationTimeout = Option.String('--podCreationTimeout,--pod-creation-timeout', '60', { description: 'seconds to wait for the shadow pod to be ready' });
   portForwardTimeout = Option.String('--portForwardTimeout,--port-forward-timeout', '10', { description: 'seconds to wait for the port-forward to the shadow' });
-  shareShadow = Option.Boolean('--shareShadow,--share-shadow', false, { description: 'share one shadow pod among this user\'s ktctl processes in the namespace' });
   clusterDomain = Option.String('--clusterDomain,--cluster-domain', 'cluster.local', { description: 'the cluster\'s DNS domain' });
+
+  /**
+   * The shadow's options from the flags and the command's `run`; bad flags throw a UsageError.
+   * `labels` and `annotations` are the user's (--withLabel, --withAnnotation) plus `run.labels`.
+   */
+  protected kubeTransportOptions(run: ShadowRun): KubeTransportOptions {
+    return {
+      ...this.kubeFlags(),
+      image: this.image ?? DEFAULT_SHADOW_IMAGE,
+      imagePullSecret: this.imagePullSecret,
+      nodeSelector: keyValues(this.nodeSelector, '--nodeSelector'),
+      labels: { ...keyValues(this.withLabel, '--withLabel'), ...run.labels },
+      annotations: keyValues(this.withAnnotation, '--withAnnotation'),
+      podCreationTimeoutMs: seconds(this.podCreationTimeout, '--podCreationTimeout'),
+      portForwardTimeoutMs: seconds(this.portForwardTimeout, '--portForwardTimeout'),
+      shareShadow: run.shareShadow ?? false,
+      clusterDomain: this.clusterDomain,
+      ciphers: run.ciphers,
+      mode: run.mode,
+      proxy: run.proxy,
+      stderr: this.context.stderr,
+      role: run.role,
+      ports: run.ports,
+    };
+  }
+}
+
+/**
+ * Builds the transport to a shadow pod. Loaded only when needed: @kubernetes/client-node alone is
+ * ~90 MiB of RSS, which a --via run (and the TUN engine's memory budget) should not carry.
+ */
+export async function kubeTransport(options: KubeTransportOptions, ctx: TransportContext): Promise<Transport> {
+  return (await import('./transport-kube.js')).kubeTransport(options, ctx);
+}
+
+function seconds(text: string, flag: string): number {
+  const n = Number(text);
+  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`${flag} takes a number of seconds greater than 0 (got "${text}")`);
+  return n * 1000;
+}
+
+function keyValues(text: string | undefined, flag: string): Record<string, string> {
+  try {
+    return parseKeyValues(text, flag);
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
+}
+
+/**
+ * What every command that needs a tunnel shares (`connect`, `forward`): the `--via` flags beside
+ * the Kubernetes ones, checked, and how to build the transport they ask for. Subclasses declare
+ * their own flags and call `transportBuilder()` before anything is made, so bad flags fail first.
+ */
+export abstract class TransportCommand extends ShadowCommand {
+  via = Option.String('--via', { description: 'user@host[:port] of an SSH server to tunnel through instead of a Kubernetes cluster' });
+  identity = Option.String('--identity,-i', { description: 'private key file for --via (default ~/.ssh/id_ed25519, id_ecdsa, id_rsa)' });
+  knownHosts = Option.String('--knownHosts,--known-hosts', { description: 'known_hosts file that holds the --via server\'s host key (default ~/.ssh/known_hosts)' });
+  sshCipher = Option.String('--sshCipher,--ssh-cipher', { description: `ssh cipher to prefer (default order: ${CIPHERS.join(', ')})` });
+  shareShadow = Option.Boolean('--shareShadow,--share-shadow', false, { description: 'share one shadow pod among this user\'s ktctl processes in the namespace' });
 
   /**
    * Checks the flags of the transport asked for and returns how to build it. `mode` and `proxy` go
@@ -101,39 +174,8 @@ export abstract class TransportCommand extends KtctlCommand {
       ciphers = [this.sshCipher as CipherAlgorithm, ...CIPHERS.filter((c) => c !== this.sshCipher)];
     }
     if (this.via === undefined) {
-      const seconds = (text: string, flag: string): number => {
-        const n = Number(text);
-        if (!Number.isFinite(n) || n <= 0) throw new UsageError(`${flag} takes a number of seconds greater than 0 (got "${text}")`);
-        return n * 1000;
-      };
-      const keyValues = (text: string | undefined, flag: string): Record<string, string> => {
-        try {
-          return parseKeyValues(text, flag);
-        } catch (error) {
-          throw new UsageError(error instanceof Error ? error.message : String(error));
-        }
-      };
-      const options: KubeTransportOptions = {
-        kubeconfig: this.kubeconfig,
-        context: this.kubeContext,
-        namespace: this.namespace,
-        image: this.image ?? DEFAULT_SHADOW_IMAGE,
-        imagePullSecret: this.imagePullSecret,
-        nodeSelector: keyValues(this.nodeSelector, '--nodeSelector'),
-        labels: keyValues(this.withLabel, '--withLabel'),
-        annotations: keyValues(this.withAnnotation, '--withAnnotation'),
-        podCreationTimeoutMs: seconds(this.podCreationTimeout, '--podCreationTimeout'),
-        portForwardTimeoutMs: seconds(this.portForwardTimeout, '--portForwardTimeout'),
-        shareShadow: this.shareShadow,
-        clusterDomain: this.clusterDomain,
-        ciphers,
-        mode: run.mode,
-        proxy: run.proxy,
-        stderr: this.context.stderr,
-      };
-      // Loaded only when needed: @kubernetes/client-node alone is ~90 MiB of RSS, which a --via run
-      // (and the TUN engine's memory budget) should not carry.
-      return async (ctx) => (await import('./transport-kube.js')).kubeTransport(options, ctx);
+      const options = this.kubeTransportOptions({ mode: run.mode, proxy: run.proxy, shareShadow: this.shareShadow, ciphers });
+      return (ctx) => kubeTransport(options, ctx);
     }
     const target = parseVia(this.via);
     const identity = loadIdentity(this.identity);

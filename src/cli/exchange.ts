@@ -1,11 +1,7 @@
-import { randomBytes } from 'node:crypto';
 import { Command, Option } from 'clipanion';
-import { TargetError, UsageError } from '../errors.js';
-import type { V1Deployment } from '@kubernetes/client-node';
-import type { Kube } from '../kube/api.js';
-import type { Heartbeat } from '../kube/heartbeat.js';
-import type { ExposedServicePort } from '../kube/target.js';
-import { serveTransport } from './connect-transport.js';
+import { UsageError } from '../errors.js';
+import type { ServiceTakeover } from '../kube/takeover.js';
+import { kubeTransport, serveTransport } from './connect-transport.js';
 import { ExposeCommand, serveExposedPorts } from './expose.js';
 
 export class ExchangeCommand extends ExposeCommand {
@@ -42,97 +38,27 @@ export class ExchangeCommand extends ExposeCommand {
     const mode = this.mode;
     const wait = Number(this.recoverWaitTime);
     if (!Number.isFinite(wait) || wait < 0) throw new UsageError(`--recoverWaitTime takes a number of seconds, 0 or more (got "${this.recoverWaitTime}")`);
+    const shadow = this.kubeTransportOptions({ role: 'exchange', mode: `exchange ${mode}` });
     await this.checkLocal(ports);
-    const [{ openKube }, access, { KubeForbiddenError }, target, { acquireLock }, { Heartbeat }, exchange, { takeOverSelector }, { Progress }, names, { kubeTransport }, { recoverService }] = await Promise.all([
-      import('../kube/session.js'),
-      import('../kube/access.js'),
-      import('../kube/errors.js'),
-      import('../kube/target.js'),
-      import('../kube/lock.js'),
-      import('../kube/heartbeat.js'),
-      import('../kube/exchange.js'),
-      import('../kube/selector.js'),
-      import('../kube/progress.js'),
-      import('../kube/names.js'),
-      import('./transport-kube.js'),
-      import('../kube/recover.js'),
-    ]);
-    let kube!: Kube;
-    let namespace = '';
-    let svc = '';
-    let deployment: V1Deployment | undefined;
-    let exposed: ExposedServicePort[] = [];
-    let heartbeat!: Heartbeat;
+    const k = await import('../kube/takeover.js');
+    let t!: ServiceTakeover;
     let labels: Record<string, string> = {};
-    const backend = randomBytes(4).toString('hex');
     return serveTransport({
       log: (l) => this.log(l),
       debug: (l) => this.debugLog(l),
       // Everything that can refuse comes before the shadow: RBAC, the target, its ports, the lock.
       prepare: async (ctx) => {
-        kube = openKube({ kubeconfig: this.kubeconfig, context: this.kubeContext, namespace: this.namespace });
-        namespace = kube.namespace;
-        await kube.serverNow();
-        const denied = await access.firstDenied(kube, access.NEEDS.exchange, namespace);
-        if (denied) throw new KubeForbiddenError(denied.verb, denied.resource, namespace);
-        const found = await target.resolveTarget(kube, namespace, this.service);
-        svc = found.service.metadata?.name ?? '';
-        deployment = found.deployment;
-        if (mode === 'scale' && !deployment) {
-          const names2 = found.deployments.map((d) => d.metadata?.name ?? '');
-          throw names2.length === 0
-            ? new TargetError('not-found', `no deployment in namespace ${namespace} runs the pods service ${svc} selects, so --mode scale has nothing to scale: use --mode selector`)
-            : new TargetError('ambiguous', `several deployments (${names2.join(', ')}) run the pods service ${svc} selects: name one with deploy/NAME for --mode scale, or use --mode selector`);
-        }
-        exposed = target.checkRemotePorts(found.service, ports, deployment ?? found.deployments[0]);
-        heartbeat = new Heartbeat(kube, { debug: ctx.debug });
-        ctx.undo.add('the heartbeat of the service', () => heartbeat.stop());
-        const lock = await acquireLock(kube, { namespace, service: svc, role: 'exchange', undo: ctx.undo, heartbeat, log: ctx.log });
-        heartbeat.start();
-        if (lock.tookOverFrom.length > 0) {
-          // What the dead owner changed goes back first, as `recover` would do it.
-          await recoverService(kube, namespace, svc, { force: true, keepLock: true, log: (l) => ctx.log(`recover: ${l}`) });
-        }
-        labels =
-          mode === 'scale' && deployment
-            ? { ...exchange.standInLabels(deployment), [names.LABEL_SERVICE]: svc }
-            : { [names.LABEL_SERVICE]: svc, [names.LABEL_BACKEND]: `${svc.slice(0, 40)}-${backend}` };
+        t = await k.prepareServiceTakeover({ ...ctx, flags: this.kubeFlags(), role: 'exchange', target: this.service, expose: ports, check: mode === 'scale' ? k.requireDeployment : undefined });
+        labels = k.exchangeLabels(t, mode);
       },
-      buildTransport: (ctx) =>
-        kubeTransport(
-          {
-            ...this.transportOptions({
-              role: 'exchange',
-              labels,
-              mode: `exchange ${mode}`,
-              ports: exposed.map((p) => ({ name: p.portName, containerPort: p.listen })),
-              sysctls: exposed.some((p) => p.listen < 1024) ? [{ name: 'net.ipv4.ip_unprivileged_port_start', value: '0' }] : undefined,
-            }),
-            namespace,
-          },
-          ctx,
-        ),
+      buildTransport: (ctx) => kubeTransport({ ...shadow, labels: { ...shadow.labels, ...labels }, ports: k.shadowPorts(t.exposed) }, ctx),
       start: async (transport, ctx) => {
-        await serveExposedPorts(transport.tunnel, exposed, ctx.log, ctx.undo);
-        if (mode === 'selector') {
-          await takeOverSelector(kube, { namespace, name: svc, selector: { [names.LABEL_BACKEND]: labels[names.LABEL_BACKEND] ?? backend }, undo: ctx.undo, log: ctx.log });
-        } else if (deployment) {
-          const replicas = await exchange.scaleDownForExchange(kube, {
-            namespace,
-            deployment: deployment.metadata?.name ?? '',
-            service: svc,
-            undo: ctx.undo,
-            heartbeat,
-            log: ctx.log,
-            recoverWaitMs: wait * 1000,
-            progress: new Progress(this.context.stderr, ctx.log),
-          });
-          ctx.log(`scaled deployment ${namespace}/${deployment.metadata?.name ?? ''} from ${replicas} replica(s) to 0`);
-        }
+        await serveExposedPorts(transport.tunnel, t.exposed, ctx.log, ctx.undo);
+        await k.divertService(t, { ...ctx, mode, labels, recoverWaitMs: wait * 1000, stderr: this.context.stderr });
         // Stopped first on exit, so no heartbeat lands on an object whose annotations were just removed.
-        ctx.undo.add('the heartbeat', () => heartbeat.stop());
-        for (const p of exposed) {
-          this.context.stdout.write(`exchanged service ${namespace}/${svc} port ${p.servicePort}${p.listen !== p.servicePort ? ` (pods' port ${p.listen})` : ''} -> 127.0.0.1:${p.local} (--mode ${mode}); Ctrl-C restores it\n`);
+        ctx.undo.add('the heartbeat', () => t.heartbeat.stop());
+        for (const p of t.exposed) {
+          this.context.stdout.write(`exchanged service ${t.namespace}/${t.service} port ${p.servicePort}${p.listen !== p.servicePort ? ` (pods' port ${p.listen})` : ''} -> 127.0.0.1:${p.local} (--mode ${mode}); Ctrl-C restores it\n`);
         }
       },
     });

@@ -7,19 +7,13 @@
 import { connect } from 'node:net';
 import { Option } from 'clipanion';
 import { LocalPortError, UsageError } from '../errors.js';
-import { DEFAULT_SHADOW_IMAGE, parseKeyValues } from '../kube/names.js';
 import { splice } from '../proxy/splice.js';
 import type { ReconnectingTunnel } from '../ssh/reconnect.js';
-import { KtctlCommand } from './base.js';
+import { ShadowCommand } from './connect-transport.js';
 import type { Undo } from './lifecycle.js';
-import type { KubeTransportOptions } from './transport-kube.js';
+import type { ExposePort } from '../kube/target.js';
 
-export interface ExposePort {
-  /** the port on this machine that gets the connections */
-  local: number;
-  /** the port in the cluster: a service port or targetPort (exchange, mesh), the new service's port (preview) */
-  remote: number;
-}
+export type { ExposePort } from '../kube/target.js';
 
 function port(text: string, whole: string): number {
   const t = text.trim();
@@ -84,27 +78,22 @@ export async function checkLocalListeners(ports: ExposePort[], host = '127.0.0.1
 }
 
 /**
- * What `exchange`, `preview` (and `mesh`) share: `--expose`, `--skipPortChecking`, the kubeconfig
- * flags and the shadow flags `connect` has (no --via: these need a cluster). Their life around the
- * transport is `serveTransport`'s (connect-transport.ts).
+ * What `exchange`, `preview` and `mesh` share: `--expose`, `--skipPortChecking`, and the kubeconfig
+ * and shadow flags `connect` has (ShadowCommand). Their life around the transport is
+ * `serveTransport`'s (connect-transport.ts).
  */
-export abstract class ExposeCommand extends KtctlCommand {
+export abstract class ExposeCommand extends ShadowCommand {
   expose = Option.String('--expose', { description: 'local ports that take the traffic: PORT or LOCAL:REMOTE, comma separated (e.g. 8080 or 7001,8080:80)' });
   skipPortChecking = Option.Boolean('--skipPortChecking,--skip-port-checking', false, { description: 'start even when nothing listens on the local ports yet' });
+  // connect's flags that make no sense here, accepted only to refuse them in one sentence.
+  via = Option.String('--via', { hidden: true });
+  shareShadow = Option.Boolean('--shareShadow,--share-shadow', false, { hidden: true });
 
-  kubeconfig = Option.String('--kubeconfig,-c', { description: 'kubeconfig file(s) (default $KUBECONFIG, then ~/.kube/config)' });
-  kubeContext = Option.String('--context', { description: 'kubeconfig context (default: the current one)' });
-  namespace = Option.String('--namespace,-n', { description: 'namespace of the service (default: the context\'s, else default)' });
-  image = Option.String('--image', { description: 'shadow image' });
-  imagePullSecret = Option.String('--imagePullSecret,--image-pull-secret', { description: 'image pull secret for the shadow pod' });
-  nodeSelector = Option.String('--nodeSelector,--node-selector', { description: 'node selector for the shadow pod (key=value,...)' });
-  withLabel = Option.String('--withLabel,--with-label', { description: 'extra labels on every object ktctl makes (key=value,...)' });
-  withAnnotation = Option.String('--withAnnotation,--with-annotation', { description: 'extra annotations on every object ktctl makes (key=value,...)' });
-  podCreationTimeout = Option.String('--podCreationTimeout,--pod-creation-timeout', '60', { description: 'seconds to wait for the shadow pod to be ready' });
-  portForwardTimeout = Option.String('--portForwardTimeout,--port-forward-timeout', '10', { description: 'seconds to wait for the port-forward to the shadow' });
-
-  /** The parsed --expose (required). */
+  /** The parsed --expose (required); the first check of every command here. */
   exposedPorts(): ExposePort[] {
+    const name = this.path[0] ?? 'this command';
+    if (this.via !== undefined) throw new UsageError(`${name} works in a Kubernetes cluster, so it takes no --via (that is for connect and forward): give the cluster with --kubeconfig and --context`);
+    if (this.shareShadow) throw new UsageError(`${name} makes a shadow of its own (it carries the service's labels and ports), so it takes no --shareShadow`);
     if (this.expose === undefined) throw new UsageError('--expose is required: the local port(s) that take the traffic, e.g. --expose 8080 or --expose 8080:80');
     return parseExpose(this.expose);
   }
@@ -112,43 +101,6 @@ export abstract class ExposeCommand extends KtctlCommand {
   /** Checks the local listeners unless --skipPortChecking. */
   async checkLocal(ports: ExposePort[]): Promise<void> {
     if (!this.skipPortChecking) await checkLocalListeners(ports);
-  }
-
-  /** The shadow's transport options from the flags; `extra` adds the command's role, labels, ports. */
-  transportOptions(extra: Pick<KubeTransportOptions, 'role' | 'ports' | 'sysctls'> & { labels: Record<string, string>; mode: string }): KubeTransportOptions {
-    return {
-      kubeconfig: this.kubeconfig,
-      context: this.kubeContext,
-      namespace: this.namespace,
-      image: this.image ?? DEFAULT_SHADOW_IMAGE,
-      imagePullSecret: this.imagePullSecret,
-      nodeSelector: keyValues(this.nodeSelector, '--nodeSelector'),
-      labels: { ...keyValues(this.withLabel, '--withLabel'), ...extra.labels },
-      annotations: keyValues(this.withAnnotation, '--withAnnotation'),
-      podCreationTimeoutMs: seconds(this.podCreationTimeout, '--podCreationTimeout'),
-      portForwardTimeoutMs: seconds(this.portForwardTimeout, '--portForwardTimeout'),
-      shareShadow: false,
-      clusterDomain: 'cluster.local',
-      mode: extra.mode,
-      stderr: this.context.stderr,
-      role: extra.role,
-      ports: extra.ports,
-      sysctls: extra.sysctls,
-    };
-  }
-}
-
-function seconds(text: string, flag: string): number {
-  const n = Number(text);
-  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`${flag} takes a number of seconds greater than 0 (got "${text}")`);
-  return n * 1000;
-}
-
-function keyValues(text: string | undefined, flag: string): Record<string, string> {
-  try {
-    return parseKeyValues(text, flag);
-  } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error));
   }
 }
 

@@ -149,7 +149,7 @@ export class ForwardCommand extends TransportCommand {
       return { host: target.host, port };
     }
     const [{ openKube }, { resolveClusterTarget }] = await Promise.all([import('../kube/session.js'), import('../kube/forward.js')]);
-    const kube = openKube({ kubeconfig: this.kubeconfig, context: this.kubeContext, namespace: this.namespace });
+    const kube = openKube(this.kubeFlags());
     return resolveClusterTarget(kube, kube.namespace, target, mapping.remote, this.clusterDomain);
   }
 }

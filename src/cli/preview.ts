@@ -1,8 +1,6 @@
-import { randomBytes } from 'node:crypto';
 import { Command, Option } from 'clipanion';
-import type { Kube } from '../kube/api.js';
-import type { Heartbeat } from '../kube/heartbeat.js';
-import { serveTransport } from './connect-transport.js';
+import type { PreviewTarget } from '../kube/takeover.js';
+import { kubeTransport, serveTransport } from './connect-transport.js';
 import { ExposeCommand, serveExposedPorts } from './expose.js';
 
 export class PreviewCommand extends ExposeCommand {
@@ -27,67 +25,22 @@ export class PreviewCommand extends ExposeCommand {
 
   async run(): Promise<number> {
     const ports = this.exposedPorts();
+    const shadow = this.kubeTransportOptions({ role: 'preview', mode: 'preview', ports: ports.map((x) => ({ containerPort: x.remote })) });
     await this.checkLocal(ports);
-    const [{ openKube }, access, { KubeForbiddenError }, target, preview, { Heartbeat }, names, { kubeTransport }] = await Promise.all([
-      import('../kube/session.js'),
-      import('../kube/access.js'),
-      import('../kube/errors.js'),
-      import('../kube/target.js'),
-      import('../kube/preview.js'),
-      import('../kube/heartbeat.js'),
-      import('../kube/names.js'),
-      import('./transport-kube.js'),
-    ]);
-    const name = target.parseTargetName(this.name).name;
-    const backend = `${name.slice(0, 40)}-${randomBytes(4).toString('hex')}`;
-    let kube!: Kube;
-    let namespace = '';
-    let heartbeat!: Heartbeat;
+    const k = await import('../kube/takeover.js');
+    let p!: PreviewTarget;
     return serveTransport({
       log: (l) => this.log(l),
       debug: (l) => this.debugLog(l),
       prepare: async (ctx) => {
-        kube = openKube({ kubeconfig: this.kubeconfig, context: this.kubeContext, namespace: this.namespace });
-        namespace = kube.namespace;
-        await kube.serverNow();
-        const denied = await access.firstDenied(kube, access.NEEDS.preview, namespace);
-        if (denied) throw new KubeForbiddenError(denied.verb, denied.resource, namespace);
-        await preview.assertNoService(kube, namespace, name);
-        heartbeat = new Heartbeat(kube, { debug: ctx.debug });
-        ctx.undo.add('the heartbeat of the service', () => heartbeat.stop());
+        p = await k.preparePreview({ ...ctx, flags: this.kubeFlags(), name: this.name });
       },
-      buildTransport: (ctx) =>
-        kubeTransport(
-          {
-            ...this.transportOptions({
-              role: 'preview',
-              labels: { [names.LABEL_SERVICE]: name, [names.LABEL_BACKEND]: backend },
-              mode: 'preview',
-              ports: ports.map((p) => ({ containerPort: p.remote })),
-              sysctls: ports.some((p) => p.remote < 1024) ? [{ name: 'net.ipv4.ip_unprivileged_port_start', value: '0' }] : undefined,
-            }),
-            namespace,
-          },
-          ctx,
-        ),
+      buildTransport: (ctx) => kubeTransport({ ...shadow, labels: { ...shadow.labels, ...k.previewLabels(p) } }, ctx),
       start: async (transport, ctx) => {
-        await serveExposedPorts(transport.tunnel, ports.map((p) => ({ local: p.local, listen: p.remote })), ctx.log, ctx.undo);
-        await preview.createPreviewService(kube, {
-          namespace,
-          name,
-          ports,
-          selector: { [names.LABEL_BACKEND]: backend },
-          external: this.external,
-          labels: names.parseKeyValues(this.withLabel, '--withLabel'),
-          annotations: names.parseKeyValues(this.withAnnotation, '--withAnnotation'),
-          heartbeat: await kube.serverNow(),
-          undo: ctx.undo,
-          heartbeatOf: heartbeat,
-        });
-        heartbeat.start();
-        ctx.undo.add('the heartbeat', () => heartbeat.stop());
-        for (const p of ports) {
-          this.context.stdout.write(`previewing service ${namespace}/${name} port ${p.remote} -> 127.0.0.1:${p.local}${this.external ? ' (LoadBalancer)' : ''}; Ctrl-C removes it\n`);
+        await serveExposedPorts(transport.tunnel, ports.map((x) => ({ local: x.local, listen: x.remote })), ctx.log, ctx.undo);
+        await k.publishPreview(p, { ...ctx, labels: shadow.labels, annotations: shadow.annotations, ports, external: this.external });
+        for (const x of ports) {
+          this.context.stdout.write(`previewing service ${p.namespace}/${p.name} port ${x.remote} -> 127.0.0.1:${x.local}${this.external ? ' (LoadBalancer)' : ''}; Ctrl-C removes it\n`);
         }
       },
     });

@@ -1,8 +1,8 @@
 import { Command, Option } from 'clipanion';
 import { STALE_AFTER_MINUTES } from '../kube/names.js';
-import { KtctlCommand } from './base.js';
+import { KubeCommand } from './connect-transport.js';
 
-export class RecoverCommand extends KtctlCommand {
+export class RecoverCommand extends KubeCommand {
   static override paths = [['recover']];
 
   static override usage = Command.Usage({
@@ -25,22 +25,11 @@ export class RecoverCommand extends KtctlCommand {
 
   service = Option.String({ name: 'svc' });
   force = Option.Boolean('--force', false, { description: 'recover even when the owner still looks alive' });
-  kubeconfig = Option.String('--kubeconfig,-c', { description: 'kubeconfig file(s) (default $KUBECONFIG, then ~/.kube/config)' });
-  kubeContext = Option.String('--context', { description: 'kubeconfig context (default: the current one)' });
-  namespace = Option.String('--namespace,-n', { description: 'namespace of the service (default: the context\'s, else default)' });
 
   async run(): Promise<number> {
-    const [{ openKube }, access, { KubeForbiddenError }, { parseTargetName }, { recoverService }] = await Promise.all([
-      import('../kube/session.js'),
-      import('../kube/access.js'),
-      import('../kube/errors.js'),
-      import('../kube/target.js'),
-      import('../kube/recover.js'),
-    ]);
+    const [{ openCluster }, { parseTargetName }, { recoverService }] = await Promise.all([import('../kube/takeover.js'), import('../kube/target.js'), import('../kube/recover.js')]);
     const { name } = parseTargetName(this.service);
-    const kube = openKube({ kubeconfig: this.kubeconfig, context: this.kubeContext, namespace: this.namespace });
-    const denied = await access.firstDenied(kube, access.NEEDS.recover, kube.namespace);
-    if (denied) throw new KubeForbiddenError(denied.verb, denied.resource, kube.namespace);
+    const kube = await openCluster(this.kubeFlags(), 'recover');
     await recoverService(kube, kube.namespace, name, { force: this.force, log: (l) => this.context.stdout.write(`${l}\n`) });
     return 0;
   }

@@ -25,21 +25,29 @@ const CONNECT: Permission[] = [
   p('patch', 'secrets'),
 ];
 
-/** What each command needs, in the namespace it works in (exchange and preview make a shadow as connect does). */
-export const NEEDS: Record<'connect' | 'clean' | 'exchange' | 'preview' | 'recover', Permission[]> = {
+/** exchange: the lock and selector on the Service, the deployment's scale, a shadow as connect makes it. */
+const EXCHANGE: Permission[] = [
+  p('get', 'services'),
+  p('patch', 'services'),
+  p('watch', 'services'),
+  p('list', 'services'),
+  p('get', 'deployments', 'apps'),
+  p('list', 'deployments', 'apps'),
+  p('patch', 'deployments', 'apps'),
+  p('patch', 'deployments/scale', 'apps'),
+  ...CONNECT,
+];
+
+/**
+ * What each command needs, in the namespace it works in (exchange and preview make a shadow as
+ * connect does; mesh also makes and deletes the stuntman Service and reads the keys its users share
+ * from the router's Secret).
+ */
+export const NEEDS: Record<'connect' | 'clean' | 'exchange' | 'mesh' | 'preview' | 'recover', Permission[]> = {
   connect: CONNECT,
   clean: [p('list', 'pods'), p('delete', 'pods'), p('list', 'secrets'), p('delete', 'secrets'), p('list', 'services'), p('list', 'deployments', 'apps')],
-  exchange: [
-    p('get', 'services'),
-    p('patch', 'services'),
-    p('watch', 'services'),
-    p('list', 'services'),
-    p('get', 'deployments', 'apps'),
-    p('list', 'deployments', 'apps'),
-    p('patch', 'deployments', 'apps'),
-    p('patch', 'deployments/scale', 'apps'),
-    ...CONNECT,
-  ],
+  exchange: EXCHANGE,
+  mesh: [...EXCHANGE, p('create', 'services'), p('delete', 'services'), p('get', 'secrets')],
   preview: [p('get', 'services'), p('create', 'services'), p('delete', 'services'), p('patch', 'services'), ...CONNECT],
   recover: [
     p('get', 'services'),

@@ -147,11 +147,11 @@ export async function restoreObject(kube: Kube, o: Pick<KtctlObject, 'kind' | 'n
   }
 }
 
-async function deleteObject(kube: Kube, o: KtctlObject): Promise<void> {
-  const { namespace, name } = o;
-  const op = { verb: 'delete', resource: `${o.kind}s`, namespace, name, server: kube.server };
+/** Deletes an object ktctl made (a pod: and waits until it is gone); one that is gone already is fine. */
+export async function deleteObject(kube: Kube, kind: ObjectKind, namespace: string, name: string): Promise<void> {
+  const op = { verb: 'delete', resource: `${kind}s`, namespace, name, server: kube.server };
   try {
-    switch (o.kind) {
+    switch (kind) {
       case 'pod':
         return await deleteAndWait(kube, 'pod', namespace, name);
       case 'secret':
@@ -202,7 +202,7 @@ export async function cleanStale(kube: Kube, o: CleanOptions): Promise<CleanActi
     }
     try {
       if (action === 'restore') await restoreObject(kube, object);
-      else await deleteObject(kube, object);
+      else await deleteObject(kube, object.kind, object.namespace, object.name);
       actions.push({ object, action, done: true });
       o.log(`${action === 'restore' ? 'restored' : 'deleted'} ${describeObject(object)}`);
     } catch (error) {

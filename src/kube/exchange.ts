@@ -13,8 +13,7 @@ import { isConflict, isNotFound, kubeCall } from './errors.js';
 import { patchAnnotations, type Heartbeat } from './heartbeat.js';
 import { ANNOTATION_HEARTBEAT, ANNOTATION_ORIGINAL_REPLICAS, ANNOTATION_OWNER, LABEL_SERVICE, ownerOf } from './names.js';
 import type { Progress } from './progress.js';
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+import { sleep } from './util.js';
 
 /** The replica count saved in `ktctl/original-replicas`, or undefined. */
 export function originalReplicasOf(d: Pick<V1Deployment, 'metadata'>): number | undefined {

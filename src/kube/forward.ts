@@ -6,6 +6,7 @@ import type { V1Pod, V1Service } from '@kubernetes/client-node';
 import { UsageError } from '../errors.js';
 import type { Kube } from './api.js';
 import { isNotFound, kubeCall, KubeNotFoundError } from './errors.js';
+import { describePorts, readService } from './target.js';
 
 export interface ClusterTarget {
   kind: 'service' | 'pod';
@@ -26,19 +27,8 @@ export interface ResolvedTarget {
  */
 export async function resolveClusterTarget(kube: Kube, namespace: string, target: ClusterTarget, remote: string | undefined, clusterDomain: string): Promise<ResolvedTarget> {
   return target.kind === 'service'
-    ? serviceTarget(await readService(kube, namespace, target.name), namespace, target.name, remote, clusterDomain)
+    ? serviceTarget(await readService(kube, namespace, target.name, '; pod/NAME forwards to a pod'), namespace, target.name, remote, clusterDomain)
     : podTarget(await readPod(kube, namespace, target.name), namespace, target.name, remote);
-}
-
-async function readService(kube: Kube, namespace: string, name: string): Promise<V1Service> {
-  try {
-    return await kubeCall({ verb: 'get', resource: 'services', namespace, name, server: kube.server }, () => kube.core.readNamespacedService({ name, namespace }));
-  } catch (error) {
-    if (isNotFound(error) && !(error as Error).message.startsWith('the namespace ')) {
-      throw new KubeNotFoundError(`there is no service ${name} in namespace ${namespace} (kubectl get services -n ${namespace} lists them; pod/NAME forwards to a pod)`, { cause: error });
-    }
-    throw error;
-  }
 }
 
 async function readPod(kube: Kube, namespace: string, name: string): Promise<V1Pod> {
@@ -55,10 +45,6 @@ async function readPod(kube: Kube, namespace: string, name: string): Promise<V1P
 interface NamedPort {
   port: number;
   name?: string;
-}
-
-function describePorts(ports: readonly NamedPort[]): string {
-  return ports.map((p) => (p.name ? `${p.port} (${p.name})` : String(p.port))).join(', ');
 }
 
 /** The port of `ports` that `remote` names (number or name); `strict`: a number must be listed. */

@@ -19,6 +19,7 @@ export interface OwnedObject {
 export class Heartbeat {
   readonly #kube: Kube;
   readonly #objects = new Map<string, OwnedObject>();
+  readonly #hooks = new Set<(now: Date) => Promise<void>>();
   readonly #debug: (line: string) => void;
   readonly #intervalMs: number;
   #timer: NodeJS.Timeout | undefined;
@@ -36,6 +37,15 @@ export class Heartbeat {
 
   remove(o: OwnedObject): void {
     this.#objects.delete(`${o.kind}/${o.namespace}/${o.name}`);
+  }
+
+  /**
+   * Also runs `fn` with the API server's time on each beat (a holder's own beat in a lock or a
+   * mesh mark, src/kube/lock.ts); its failures are reported like the others. Returns its removal.
+   */
+  onBeat(fn: (now: Date) => Promise<void>): () => void {
+    this.#hooks.add(fn);
+    return () => void this.#hooks.delete(fn);
   }
 
   get objects(): OwnedObject[] {
@@ -57,12 +67,20 @@ export class Heartbeat {
   beat(): Promise<void> {
     this.#beating ??= (async () => {
       try {
-        const now = rfc3339(await this.#kube.serverNow());
+        const date = await this.#kube.serverNow();
+        const now = rfc3339(date);
         for (const o of this.#objects.values()) {
           try {
             await patchAnnotations(this.#kube, o, { [ANNOTATION_HEARTBEAT]: now });
           } catch (error) {
             this.#debug(`heartbeat: ${o.kind} ${o.namespace}/${o.name}: ${error instanceof Error ? error.message : String(error)}`);
+          }
+        }
+        for (const fn of this.#hooks) {
+          try {
+            await fn(date);
+          } catch (error) {
+            this.#debug(`heartbeat: ${error instanceof Error ? error.message : String(error)}`);
           }
         }
         this.#debug(`heartbeat ${now} on ${this.#objects.size} object(s)`);

@@ -11,19 +11,23 @@
  * - the Service's selector points at the router's unique label (src/kube/selector.ts) once the
  *   router is ready; the last developer to leave puts it back and deletes all of the above.
  *
- * Who uses the router is the pod's annotation `ktctl/mesh-marks` (JSON: `<header>=<value>` -> the
- * owner) plus the `ktctl/users` count; a mark held by another live developer is refused with a
- * sentence naming them.
+ * Who uses the router is the pod's annotation `ktctl/mesh-marks` (JSON: `<header>=<value>` ->
+ * `{owner, beat}`, each developer's own last heartbeat, refreshed by their process) plus the
+ * `ktctl/users` count; a mark held by another live developer is refused with a sentence naming
+ * them. Marks of developers that are gone (a dead process here, a beat older than
+ * STALE_AFTER_MINUTES elsewhere) are dropped with a warning by whoever joins or leaves next.
  */
 import { randomBytes } from 'node:crypto';
-import type { V1Pod, V1Service } from '@kubernetes/client-node';
+import type { V1Pod, V1Service, V1ServicePort } from '@kubernetes/client-node';
 import { MeshMarkError, TargetError } from '../errors.js';
-import { ROUTER_ENV, type MeshMark } from '../protocol/index.js';
+import { ROUTER_ENV, formatRouterPorts, parseRouterPorts, type MeshMark, type RouterPortProtocol, type RouterPortSpec } from '../protocol/index.js';
 import type { Undo } from '../cli/lifecycle.js';
 import type { Kube } from './api.js';
 import { rfc3339 } from './api.js';
-import { isNotFound, kubeCall } from './errors.js';
-import { ownerAliveHere, ownerIsHere } from './lock.js';
+import { deleteObject } from './clean.js';
+import { kubeCall } from './errors.js';
+import type { Heartbeat } from './heartbeat.js';
+import { describeBeat, goneReason, holderAge, holderJson, holderOf, holderStale, rewriteAnnotations, type Holder } from './lock.js';
 import {
   ANNOTATION_HEARTBEAT,
   ANNOTATION_OWNER,
@@ -39,8 +43,9 @@ import type { Progress } from './progress.js';
 import { restoreSelector, takeOverSelector, type Selector } from './selector.js';
 import { joinSharedPod, readKeysFromSecret, sharedKeysData, type JoinedPod, type SharedPodKind } from './shared.js';
 import { createPod, createSecret, deleteAndWait, makeShadowKeys, waitForShadow, type ShadowSpec } from './shadow.js';
+import { jsonAnnotation, recordOf } from './util.js';
 
-/** On the router pod: JSON object, `<header name, lower case>=<value>` -> owner (`user@host pid`). */
+/** On the router pod: JSON object, `<header name, lower case>=<value>` -> `{owner: "user@host pid", beat: RFC 3339}`. */
 export const ANNOTATION_MESH_MARKS = 'ktctl/mesh-marks';
 /** The label the Service's selector points at while meshed: unique per router. */
 export const LABEL_ROUTER = 'ktctl/router';
@@ -58,22 +63,62 @@ export function markId(mark: MeshMark): string {
   return `${mark.key.toLowerCase()}=${mark.value}`;
 }
 
-export function marksOf(pod: Pick<V1Pod, 'metadata'>): Record<string, string> {
-  try {
-    const parsed: unknown = JSON.parse(pod.metadata?.annotations?.[ANNOTATION_MESH_MARKS] ?? '{}');
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return {};
-    const out: Record<string, string> = {};
-    for (const [k, v] of Object.entries(parsed)) if (typeof v === 'string') out[k] = v;
-    return out;
-  } catch {
-    return {};
-  }
+export function marksOf(pod: Pick<V1Pod, 'metadata'>): Record<string, Holder> {
+  return recordOf(jsonAnnotation(pod.metadata?.annotations?.[ANNOTATION_MESH_MARKS]), holderOf) ?? {};
+}
+
+/** The annotations that record `marks` (and their count) on the router pod. */
+function marksAnnotations(marks: Record<string, Holder>): Record<string, string> {
+  const json = Object.fromEntries(Object.entries(marks).map(([mark, h]) => [mark, holderJson(h)]));
+  return { [ANNOTATION_MESH_MARKS]: JSON.stringify(json), [ANNOTATION_USERS]: String(Object.keys(marks).length) };
 }
 
 /** A port the router serves: the pods' port number, and its name when the Service's targetPort names it. */
 export interface RouterPort {
   port: number;
   name?: string;
+}
+
+/** Protocols of Istio's port naming and appProtocol values that the router routes: HTTP/1.x, h2c, gRPC, WebSocket. */
+const HTTP_PROTOCOLS = new Set(['http', 'http2', 'h2c', 'grpc', 'grpc-web', 'ws', 'kubernetes.io/h2c', 'kubernetes.io/ws']);
+/** Port name prefixes that say "not plain HTTP": Istio's (tcp, tls, https, mongo, mysql, redis, udp) and a few common others. */
+const OTHER_PROTOCOLS = new Set(['tcp', 'tls', 'https', 'mongo', 'mongodb', 'mysql', 'redis', 'udp', 'postgres', 'postgresql', 'smtp', 'amqp', 'kafka', 'memcached']);
+
+/**
+ * What a Service port says of its protocol, after Istio's convention (protocol selection):
+ * `appProtocol` first, else the name's part before the first `-` (`http-web`, `grpc-api`).
+ * The HTTP ones are `http`. An appProtocol that is anything else is `tcp` (it names a protocol),
+ * and so is a name of a known non-HTTP protocol (`tcp`, `mysql`, `redis`, ...); any other name
+ * (`web`, `api`) or none is `sniff`.
+ */
+export function servicePortProtocol(sp: Pick<V1ServicePort, 'name' | 'appProtocol'>): RouterPortProtocol {
+  const app = sp.appProtocol?.trim().toLowerCase();
+  if (app) return HTTP_PROTOCOLS.has(app) ? 'http' : 'tcp';
+  const prefix = (sp.name ?? '').toLowerCase().split('-')[0]!;
+  if (HTTP_PROTOCOLS.has(prefix)) return 'http';
+  return OTHER_PROTOCOLS.has(prefix) ? 'tcp' : 'sniff';
+}
+
+/**
+ * The router's ports with their protocols, from the Service ports that lead to each (its
+ * targetPort number or name); ports that disagree (`http` and `tcp` to one pod port) are `sniff`.
+ */
+export function routerPortSpecs(service: V1Service, ports: readonly RouterPort[]): RouterPortSpec[] {
+  const tcp = (service.spec?.ports ?? []).filter((sp) => (sp.protocol ?? 'TCP') === 'TCP');
+  return ports.map((rp) => {
+    const leading = tcp.filter((sp) => rp.port === Number(sp.targetPort ?? sp.port) || (rp.name !== undefined && rp.name === String(sp.targetPort)));
+    const said = new Set(leading.map(servicePortProtocol));
+    return { port: rp.port, protocol: said.size === 1 ? [...said][0]! : 'sniff' };
+  });
+}
+
+/** The port numbers a router pod was told to serve (none when its env cannot be read). */
+function servedPorts(pod: V1Pod): number[] {
+  try {
+    return parseRouterPorts((pod.spec?.containers[0]?.env ?? []).find((e) => e.name === ROUTER_ENV.ports)?.value ?? '').map((p) => p.port);
+  } catch {
+    return [];
+  }
 }
 
 /** The router pod's image, pull secret, node selector and the user's extra labels and annotations, as for any shadow. */
@@ -90,6 +135,8 @@ export interface RouterOptions extends Pick<ShadowSpec, 'image' | 'imagePullSecr
   progress: Progress;
   signal?: AbortSignal;
   log: (line: string) => void;
+  /** refreshes this developer's own beat in the router's marks while it runs */
+  heartbeat?: Heartbeat;
 }
 
 export interface JoinedRouter extends JoinedPod {
@@ -105,12 +152,18 @@ function routerKind(kube: Kube, o: RouterOptions): SharedPodKind & { name: strin
   const me = ownerOf();
   const myMark = markId(o.mark);
   let routerLabel: string | undefined;
-  /** Marks without this process and without holders on this machine whose process is gone. */
-  const othersOf = (pod: V1Pod): Record<string, string> => {
-    const rest: Record<string, string> = {};
-    for (const [mark, owner] of Object.entries(marksOf(pod))) {
-      if (owner === me || (ownerIsHere(owner) && !ownerAliveHere(owner))) continue;
-      rest[mark] = owner;
+  /** The marks of others that are still alive; the gone ones are dropped with a warning. */
+  const othersOf = (pod: V1Pod, now: Date): Record<string, Holder> => {
+    const rest: Record<string, Holder> = {};
+    const fallback = Date.parse(pod.metadata?.annotations?.[ANNOTATION_HEARTBEAT] ?? '');
+    const podBeat = Number.isNaN(fallback) ? undefined : new Date(fallback);
+    for (const [mark, h] of Object.entries(marksOf(pod))) {
+      if (h.owner === me) continue;
+      if (holderStale(h, now, undefined, podBeat)) {
+        o.log(`warning: dropped the mark ${mark} of ${h.owner} from ${what} (${describeBeat(holderAge(h, now, podBeat))}; ${goneReason(h.owner)})`);
+        continue;
+      }
+      rest[mark] = h;
     }
     return rest;
   };
@@ -124,29 +177,28 @@ function routerKind(kube: Kube, o: RouterOptions): SharedPodKind & { name: strin
     nodeSelector: o.nodeSelector,
     imagePullSecret: o.imagePullSecret,
     ports: o.ports.map((p) => ({ name: p.name, containerPort: p.port })),
-    sysctls: o.ports.some((p) => p.port < 1024) ? [{ name: 'net.ipv4.ip_unprivileged_port_start', value: '0' }] : undefined,
   };
   return {
     name,
     what,
     async join(pod) {
       routerLabel = pod.metadata?.labels?.[LABEL_ROUTER];
-      const served = (pod.spec?.containers[0]?.env ?? []).find((e) => e.name === ROUTER_ENV.ports)?.value?.split(',').map(Number) ?? [];
+      const served = servedPorts(pod);
       const missing = o.ports.filter((p) => !served.includes(p.port));
       if (missing.length > 0) {
         throw new TargetError('port', `${what} serves the ports ${served.join(', ')} of service ${svc}, not ${missing.map((p) => p.port).join(', ')}: the service changed since it was made; mesh again once its other users have left`);
       }
-      const all = marksOf(pod);
-      const holder = all[myMark];
-      if (holder !== undefined && holder !== me && !(ownerIsHere(holder) && !ownerAliveHere(holder))) {
-        throw new MeshMarkError(`the mark ${o.mark.key}: ${o.mark.value} on service ${namespace}/${svc} is already used by ${holder}: pick another with --versionMark, or wait until they stop`);
+      const now = await kube.serverNow();
+      const others = othersOf(pod, now);
+      const holder = others[myMark];
+      if (holder !== undefined) {
+        throw new MeshMarkError(`the mark ${o.mark.key}: ${o.mark.value} on service ${namespace}/${svc} is already used by ${holder.owner}: pick another with --versionMark, or wait until they stop`);
       }
-      const marks = { ...othersOf(pod), [myMark]: me };
-      const users = Object.keys(marks).length;
+      const marks = { ...others, [myMark]: { owner: me, beat: now } };
       return {
         keys: await readKeysFromSecret(kube, namespace, name, what),
-        annotations: { [ANNOTATION_MESH_MARKS]: JSON.stringify(marks), [ANNOTATION_USERS]: String(users) },
-        users,
+        annotations: marksAnnotations(marks),
+        users: Object.keys(marks).length,
       };
     },
     async create(undo: Undo) {
@@ -158,13 +210,13 @@ function routerKind(kube: Kube, o: RouterOptions): SharedPodKind & { name: strin
         ...spec,
         labels: { ...spec.labels, [LABEL_ROUTER]: routerLabel },
         env: [
-          { name: ROUTER_ENV.ports, value: o.ports.map((p) => p.port).join(',') },
+          { name: ROUTER_ENV.ports, value: formatRouterPorts(routerPortSpecs(o.service, o.ports)) },
           { name: ROUTER_ENV.upstream, value: stuntman },
         ],
         secretData: sharedKeysData(keys),
       };
       await createSecret(kube, routerSpec, keys, undo, now);
-      await createPod(kube, routerSpec, name, undo, now, { [ANNOTATION_MESH_MARKS]: JSON.stringify({ [myMark]: me }), [ANNOTATION_USERS]: '1' });
+      await createPod(kube, routerSpec, name, undo, now, marksAnnotations({ [myMark]: { owner: me, beat: now } }));
       o.log(`created ${what} (image ${o.image}); unmarked requests go to service ${namespace}/${stuntmanName(svc)} (${stuntman})`);
       // The Service moves to the router only once it is ready: no gap for the service's clients.
       await waitForShadow(kube, { namespace, name, image: o.image, timeoutMs: o.podCreationTimeoutMs, progress: o.progress, signal: o.signal });
@@ -172,16 +224,14 @@ function routerKind(kube: Kube, o: RouterOptions): SharedPodKind & { name: strin
       o.log(`service ${namespace}/${svc} now selects ${what}`);
       return keys;
     },
-    leave(pod) {
-      const rest = othersOf(pod);
-      const users = Object.keys(rest).length;
-      return users === 0 ? undefined : { [ANNOTATION_MESH_MARKS]: JSON.stringify(rest), [ANNOTATION_USERS]: String(users) };
+    async leave(pod) {
+      const rest = othersOf(pod, await kube.serverNow());
+      return Object.keys(rest).length === 0 ? undefined : marksAnnotations(rest);
     },
     async removeAll() {
-      // The selector first: the service's clients go back to the original pods before the router goes.
+      // The selector first: the service's clients go back to the original pods while the router still answers.
       await restoreSelector(kube, namespace, svc, { expected: routerLabel ? { [LABEL_ROUTER]: routerLabel } : undefined, log: o.log });
-      await deleteService(kube, namespace, stuntmanName(svc));
-      await deleteAndWait(kube, 'pod', namespace, name);
+      await deleteObject(kube, 'service', namespace, stuntmanName(svc));
       await deleteAndWait(kube, 'secret', namespace, name);
     },
   };
@@ -214,7 +264,7 @@ async function createStuntman(kube: Kube, o: RouterOptions, undo: Undo, now: Dat
       ports: [...targets].map(([port, targetPort]) => ({ name: `p${port}`, port, targetPort, protocol: 'TCP' })),
     },
   };
-  const remove = undo.add(`service ${namespace}/${name}`, () => deleteService(kube, namespace, name));
+  const remove = undo.add(`service ${namespace}/${name}`, () => deleteObject(kube, 'service', namespace, name));
   let made: V1Service;
   try {
     made = await kubeCall({ verb: 'create', resource: 'services', namespace, name, server: kube.server }, () => kube.core.createNamespacedService({ namespace, body }));
@@ -227,14 +277,6 @@ async function createStuntman(kube: Kube, o: RouterOptions, undo: Undo, now: Dat
   return ip;
 }
 
-async function deleteService(kube: Kube, namespace: string, name: string): Promise<void> {
-  try {
-    await kubeCall({ verb: 'delete', resource: 'services', namespace, name, server: kube.server }, () => kube.core.deleteNamespacedService({ name, namespace }));
-  } catch (error) {
-    if (!isNotFound(error)) throw error;
-  }
-}
-
 /**
  * Joins the Service's router with this developer's mark, or makes it (stuntman, Secret, pod, then
  * the selector). The step that leaves it goes on `undo` (the last one out removes everything).
@@ -242,6 +284,20 @@ async function deleteService(kube: Kube, namespace: string, name: string): Promi
 export async function joinRouter(kube: Kube, o: RouterOptions, undo: Undo): Promise<JoinedRouter> {
   const kind = routerKind(kube, o);
   const joined = await joinSharedPod(kube, o.namespace, kind.name, kind, undo, o.log);
+  const { heartbeat } = o;
+  if (heartbeat) {
+    const me = ownerOf();
+    const myMark = markId(o.mark);
+    const ref = { kind: 'pod' as const, namespace: o.namespace, name: kind.name };
+    const stop = heartbeat.onBeat(async (now) => {
+      await rewriteAnnotations(kube, ref, (annotations) => {
+        const marks = marksOf({ metadata: { annotations } });
+        if (marks[myMark]?.owner !== me) return undefined; // dropped or taken over meanwhile
+        return marksAnnotations({ ...marks, [myMark]: { owner: me, beat: now } });
+      });
+    });
+    undo.add(`the heartbeat of our mark on ${kind.what}`, stop);
+  }
   return { ...joined, name: kind.name, what: kind.what };
 }
 

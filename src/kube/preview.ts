@@ -5,12 +5,12 @@
 import type { V1Service } from '@kubernetes/client-node';
 import { TargetError } from '../errors.js';
 import type { Undo } from '../cli/lifecycle.js';
-import type { ExposePort } from '../cli/expose.js';
 import type { Kube } from './api.js';
 import { rfc3339 } from './api.js';
 import { isConflict, isNotFound, kubeCall, KubeApiError, KubeUnreachableError } from './errors.js';
 import type { Heartbeat } from './heartbeat.js';
 import { ANNOTATION_HEARTBEAT, ANNOTATION_OWNER, LABEL_MANAGED_BY, LABEL_ROLE, LABEL_SERVICE, MANAGED_BY, ownerOf } from './names.js';
+import type { ExposePort } from './target.js';
 
 function exists(namespace: string, name: string, cause?: unknown): TargetError {
   return new TargetError('exists', `a service ${name} exists already in namespace ${namespace}: pick another name for the preview (or ktctl exchange ${name} to take that one over)`, { cause });

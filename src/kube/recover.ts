@@ -13,13 +13,14 @@
 import type { V1ObjectMeta, V1Service } from '@kubernetes/client-node';
 import { LockedError, TargetError } from '../errors.js';
 import type { Kube } from './api.js';
+import { deleteObject } from './clean.js';
 import { isNotFound, kubeCall } from './errors.js';
 import { restoreReplicas, originalReplicasOf } from './exchange.js';
-import { breakLock, describeAge, holderAlive, lockOf } from './lock.js';
-import { ANNOTATION_HEARTBEAT, ANNOTATION_OWNER, LABEL_MANAGED_BY, LABEL_SERVICE, MANAGED_BY, STALE_AFTER_MINUTES } from './names.js';
+import { breakLock, describeBeat, holderAge, holderAlive, lockOf } from './lock.js';
+import { ANNOTATION_MESH_MARKS, marksOf } from './mesh.js';
+import { ANNOTATION_HEARTBEAT, ANNOTATION_OWNER, LABEL_MANAGED_BY, LABEL_ROLE, LABEL_SERVICE, MANAGED_BY, STALE_AFTER_MINUTES } from './names.js';
 import { formatSelector, originalSelectorOf, restoreSelector } from './selector.js';
 import { selectorMatches } from './target.js';
-import { deleteAndWait } from './shadow.js';
 
 export interface RecoverOptions {
   force: boolean;
@@ -83,17 +84,24 @@ export async function recoverService(kube: Kube, namespace: string, name: string
     throw new TargetError('not-found', `the service ${name} does not exist in namespace ${namespace} and ktctl made nothing for it there: nothing to recover`);
   }
   if (!o.force) {
+    // A mesh router's objects are used by every developer with a mark on it: its marks (each with
+    // its own beat) say who is alive, not who made them (their heartbeat is anybody's).
+    const router = pods.items.find((p) => p.metadata?.labels?.[LABEL_ROLE] === 'router' && p.metadata.annotations?.[ANNOTATION_MESH_MARKS] !== undefined);
+    const routerBeat = router ? Date.parse(router.metadata?.annotations?.[ANNOTATION_HEARTBEAT] ?? '') : Number.NaN;
+    const serverNow = new Date(now);
     const owners = [
-      ...(lock ? lock.holders.map((owner) => ({ owner, ageMs: lock.heartbeat ? now - lock.heartbeat.getTime() : Number.POSITIVE_INFINITY })) : []),
-      ...made.map((m) => ({ owner: m.meta?.annotations?.[ANNOTATION_OWNER] ?? '', ageMs: ageOf(m.meta) })),
+      ...(lock ? lock.holders.map((h) => ({ owner: h.owner, ageMs: holderAge(h, serverNow, lock.heartbeat) })) : []),
+      ...(router ? Object.values(marksOf(router)).map((h) => ({ owner: h.owner, ageMs: holderAge(h, serverNow, Number.isNaN(routerBeat) ? undefined : new Date(routerBeat)) })) : []),
+      ...made
+        .filter((m) => !(router && m.meta?.labels?.[LABEL_ROLE] === 'router'))
+        .map((m) => ({ owner: m.meta?.annotations?.[ANNOTATION_OWNER] ?? '', ageMs: ageOf(m.meta) })),
       ...scaled.map((d) => ({ owner: d.metadata?.annotations?.[ANNOTATION_OWNER] ?? '', ageMs: ageOf(d.metadata) })),
     ];
     const live = liveOwners(owners, staleMs);
     if (live.length > 0) {
       const l = live[0]!;
-      const beat = Number.isFinite(l.ageMs) ? `heartbeat ${describeAge(l.ageMs)} ago` : 'no heartbeat';
       throw new LockedError(
-        `the service ${name} in namespace ${namespace} is still in use by the live ktctl process ${l.owner} (${beat}): stop that process (it restores everything itself), or pass --force to recover anyway`,
+        `the service ${name} in namespace ${namespace} is still in use by the live ktctl process ${l.owner} (${describeBeat(l.ageMs)}): stop that process (it restores everything itself), or pass --force to recover anyway`,
       );
     }
   }
@@ -116,13 +124,7 @@ export async function recoverService(kube: Kube, namespace: string, name: string
   }
   for (const m of made) {
     const n = m.meta?.name ?? '';
-    try {
-      if (m.kind === 'pod' || m.kind === 'secret') await deleteAndWait(kube, m.kind, namespace, n);
-      else if (m.kind === 'service') await kubeCall({ verb: 'delete', resource: 'services', namespace, name: n, server: kube.server }, () => kube.core.deleteNamespacedService({ name: n, namespace }));
-      else await kubeCall({ verb: 'delete', resource: 'configmaps', namespace, name: n, server: kube.server }, () => kube.core.deleteNamespacedConfigMap({ name: n, namespace }));
-    } catch (error) {
-      if (!isNotFound(error)) throw error;
-    }
+    await deleteObject(kube, m.kind, namespace, n);
     report.deleted.push(`${m.kind}/${n}`);
     o.log(`deleted ${m.kind} ${namespace}/${n}`);
   }
@@ -130,7 +132,7 @@ export async function recoverService(kube: Kube, namespace: string, name: string
     try {
       await breakLock(kube, namespace, name);
       report.lockRemoved = true;
-      o.log(`removed the ${lock.role} lock of ${lock.holders.join(', ') || 'nobody'} from service ${namespace}/${name}`);
+      o.log(`removed the ${lock.role} lock of ${lock.holders.map((h) => h.owner).join(', ') || 'nobody'} from service ${namespace}/${name}`);
     } catch (error) {
       if (!isNotFound(error)) throw error;
     }

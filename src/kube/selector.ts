@@ -12,10 +12,9 @@ import type { Kube } from './api.js';
 import { isConflict, isNotFound, kubeCall } from './errors.js';
 import { patchAnnotations } from './heartbeat.js';
 import { ANNOTATION_ORIGINAL_SELECTOR } from './names.js';
+import { asString, jsonAnnotation, recordOf, sleep } from './util.js';
 
 export type Selector = Record<string, string>;
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export function sameSelector(a: Selector | undefined, b: Selector | undefined): boolean {
   const ka = Object.keys(a ?? {});
@@ -30,17 +29,12 @@ export function formatSelector(s: Selector | undefined): string {
 
 /** The saved original selector of a Service, or undefined when it has none (or it is unreadable). */
 export function originalSelectorOf(service: Pick<V1Service, 'metadata'>): Selector | undefined {
-  const text = service.metadata?.annotations?.[ANNOTATION_ORIGINAL_SELECTOR];
-  if (text === undefined) return undefined;
-  try {
-    const parsed: unknown = JSON.parse(text);
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return undefined;
-    const out: Selector = {};
-    for (const [k, v] of Object.entries(parsed)) if (typeof v === 'string') out[k] = v;
-    return out;
-  } catch {
-    return undefined;
-  }
+  return recordOf(jsonAnnotation(service.metadata?.annotations?.[ANNOTATION_ORIGINAL_SELECTOR]), asString);
+}
+
+/** A selector that points at a ktctl pod (a shadow's or a router's unique `ktctl/` label). */
+export function selectsKtctlPod(s: Selector | undefined): boolean {
+  return Object.keys(s ?? {}).some((k) => k.startsWith('ktctl/'));
 }
 
 /** A merge patch body for spec.selector that replaces it by `next` (keys not in it become null). */
@@ -119,7 +113,9 @@ export async function takeOverSelector(kube: Kube, o: TakeOverOptions): Promise<
 /**
  * Puts back the selector saved in `ktctl/original-selector` and removes the annotation. With
  * `expected` (what ktctl set), a selector someone else changed meanwhile is left as it is (only
- * the annotation goes). A Service without the annotation, or gone, is left alone.
+ * the annotation goes), unless it points at another ktctl pod (a new router made while the last
+ * user of the old one left): then the annotation stays, it still holds the real original. A
+ * Service without the annotation, or gone, is left alone.
  */
 export async function restoreSelector(kube: Kube, namespace: string, name: string, o: { expected?: Selector; log?: (line: string) => void } = {}): Promise<Selector | undefined> {
   for (let attempt = 0; attempt < 20; attempt++) {
@@ -135,6 +131,10 @@ export async function restoreSelector(kube: Kube, namespace: string, name: strin
     const original = originalSelectorOf(svc);
     const current = svc.spec?.selector ?? {};
     const changedByOthers = o.expected !== undefined && !sameSelector(current, o.expected);
+    if (changedByOthers && original !== undefined && selectsKtctlPod(current)) {
+      o.log?.(`the service ${namespace}/${name} now selects another ktctl pod (${formatSelector(current)}); left it so, its original selector ${formatSelector(original)} stays saved`);
+      return undefined;
+    }
     if (changedByOthers || original === undefined) {
       o.log?.(
         original === undefined

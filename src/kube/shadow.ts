@@ -23,6 +23,7 @@ import {
   type Role,
 } from './names.js';
 import type { Progress } from './progress.js';
+import { sleep } from './util.js';
 
 /** The shadow runs as this (non-root) user; its image is built for it (shadow-image/Dockerfile). */
 export const SHADOW_UID = 65532;
@@ -56,7 +57,7 @@ export interface ShadowSpec {
   imagePullSecret?: string;
   /** ports the shadow listens on for remote forwards (exchange, preview); named when a Service's targetPort names one */
   ports?: Array<{ name?: string; containerPort: number }>;
-  /** pod sysctls, e.g. net.ipv4.ip_unprivileged_port_start=0 so the non-root shadow can listen below 1024 */
+  /** more pod sysctls; the one a port below 1024 needs comes from `ports` by itself (`shadowSysctls`) */
   sysctls?: Array<{ name: string; value: string }>;
   /** more environment for the shadow (the mesh router's ports and upstream) */
   env?: Array<{ name: string; value: string }>;
@@ -87,6 +88,21 @@ export function secretManifest(spec: ShadowSpec, keys: ShadowKeys, heartbeat: Da
   };
 }
 
+/** Lets the non-root shadow listen on ports below 1024 (a namespaced sysctl since Kubernetes 1.22). */
+export const UNPRIVILEGED_PORT_SYSCTL = 'net.ipv4.ip_unprivileged_port_start';
+
+/**
+ * The pod's sysctls: `spec.sysctls`, plus `net.ipv4.ip_unprivileged_port_start=0` when one of the
+ * container ports is below 1024 (a shadow or router that takes over port 80); none: undefined.
+ */
+export function shadowSysctls(spec: Pick<ShadowSpec, 'ports' | 'sysctls'>): Array<{ name: string; value: string }> | undefined {
+  const out = [...(spec.sysctls ?? [])];
+  if ((spec.ports ?? []).some((p) => p.containerPort < 1024) && !out.some((x) => x.name === UNPRIVILEGED_PORT_SYSCTL)) {
+    out.push({ name: UNPRIVILEGED_PORT_SYSCTL, value: '0' });
+  }
+  return out.length > 0 ? out : undefined;
+}
+
 export function podManifest(spec: ShadowSpec, podName: string, heartbeat: Date, extra?: Record<string, string>): V1Pod {
   return {
     apiVersion: 'v1',
@@ -101,7 +117,7 @@ export function podManifest(spec: ShadowSpec, podName: string, heartbeat: Date, 
         runAsUser: SHADOW_UID,
         runAsGroup: SHADOW_UID,
         fsGroup: SHADOW_UID,
-        sysctls: spec.sysctls && spec.sysctls.length > 0 ? spec.sysctls : undefined,
+        sysctls: shadowSysctls(spec),
       },
       nodeSelector: Object.keys(spec.nodeSelector).length > 0 ? spec.nodeSelector : undefined,
       imagePullSecrets: spec.imagePullSecret ? [{ name: spec.imagePullSecret }] : undefined,
@@ -187,8 +203,6 @@ async function refusedMeansNotCreated(remove: () => void, create: () => Promise<
     throw error;
   }
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export function podReady(pod: V1Pod): boolean {
   return pod.status?.phase === 'Running' && (pod.status.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');

@@ -6,6 +6,12 @@
  * two processes leaving at once cannot both believe they are the last, and one joining while
  * another leaves either joins the old pod in time or makes a new one.
  *
+ * The last user first marks the pod `ktctl/closing` (resourceVersion-checked: nobody joined
+ * meanwhile), so that joiners wait for it to go instead of joining; then it takes back what points
+ * at the pod and removes everything else (a Service's selector goes back before the router stops
+ * answering), and deletes the pod last: when the pod is gone, so is the rest, and a new pod can
+ * be made at once.
+ *
  * Where the ssh keys come from differs: a shared shadow's client key stays on this machine (a 0600
  * file in the user's state directory, never the cluster); the router's users are different people
  * on different machines, so its Secret also holds the client key and the host's public key
@@ -17,14 +23,18 @@ import { Undo } from '../cli/lifecycle.js';
 import type { Kube } from './api.js';
 import { isConflict, isNotFound, kubeCall, KubeConfigError } from './errors.js';
 import { patchAnnotations } from './heartbeat.js';
-import { ANNOTATION_SHARED_BY, ANNOTATION_USERS, dnsLabel, userAtHost } from './names.js';
+import { ANNOTATION_SHARED_BY, ANNOTATION_USERS, dnsLabel, ownerOf, userAtHost } from './names.js';
 import { createPod, createSecret, deleteAndWait, makeShadowKeys, type ShadowKeys, type ShadowSpec } from './shadow.js';
 import { readSharedKey, removeSharedKey, writeSharedKey } from './state.js';
+import { sleep } from './util.js';
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Attempts at a join or leave before giving up (each conflict or wait is one). */
+/** Attempts at a join or leave before giving up (each conflict is one). */
 const ATTEMPTS = 40;
+/** How long a joiner waits for a pod that is being removed (closing or terminating) to go. */
+const GONE_WAIT_MS = 60_000;
+
+/** On a shared pod whose last user removes it: that user (`user@host pid`); nobody joins it any more. */
+export const ANNOTATION_CLOSING = 'ktctl/closing';
 
 /** Secret entries a shared pod's later users read their keys from (beside the shadow's own two). */
 export const SECRET_SHARED_KEYS = { clientKey: 'client_key', clientPublic: 'client_key.pub', hostPublic: 'host_key.pub' } as const;
@@ -70,8 +80,11 @@ export interface SharedPodKind {
    */
   create(undo: Undo): Promise<ShadowKeys>;
   /** The annotation changes that take this process off; undefined when it is the last user. */
-  leave(pod: V1Pod): Record<string, string | null> | undefined;
-  /** The last user goes: removes everything (the pod is being deleted already). */
+  leave(pod: V1Pod): Promise<Record<string, string | null> | undefined>;
+  /**
+   * The last user goes: takes back what points at the pod and removes everything but the pod
+   * (which is marked closing, or already gone); leaveSharedPod deletes the pod after it.
+   */
   removeAll(): Promise<void>;
 }
 
@@ -94,7 +107,8 @@ export async function joinSharedPod(kube: Kube, namespace: string, name: string,
     leaveRegistered = true;
     undo.add(`our use of ${kind.what}`, () => leaveSharedPod(kube, namespace, name, kind, log));
   };
-  for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
+  const goneBy = Date.now() + GONE_WAIT_MS;
+  for (let attempt = 0; attempt < ATTEMPTS; ) {
     let pod: V1Pod | undefined;
     try {
       pod = await kubeCall(pods, () => kube.core.readNamespacedPod({ name, namespace }));
@@ -102,10 +116,18 @@ export async function joinSharedPod(kube: Kube, namespace: string, name: string,
       if (!isNotFound(error)) throw error;
     }
     if (pod) {
-      if (pod.metadata?.deletionTimestamp) {
+      const closing = pod.metadata?.annotations?.[ANNOTATION_CLOSING];
+      if (pod.metadata?.deletionTimestamp || closing !== undefined) {
+        // Its last user removes it: wait until it is gone, then make a new one.
+        if (Date.now() > goneBy) {
+          throw new KubeConfigError(
+            `${kind.what} is being removed${closing ? ` by ${closing}` : ''} and did not go within ${GONE_WAIT_MS / 1000} s; if that process is gone, run ktctl clean (or ktctl recover for a mesh router), then try again`,
+          );
+        }
         await sleep(250);
         continue;
       }
+      attempt++;
       const joined = await kind.join(pod);
       try {
         registerLeave();
@@ -118,7 +140,7 @@ export async function joinSharedPod(kube: Kube, namespace: string, name: string,
       return { keys: joined.keys, created: false, users: joined.users };
     }
     // Nobody has it: make it. Its own steps are folded into the leave step once it exists.
-    const own = new UndoFold(undo);
+    const own = new UndoFold(undo, log);
     try {
       const keys = await kind.create(own.undo);
       own.fold();
@@ -127,8 +149,9 @@ export async function joinSharedPod(kube: Kube, namespace: string, name: string,
       return { keys, created: true, users: 1 };
     } catch (error) {
       if (!isConflict(error)) throw error;
-      await own.undo.run(() => undefined); // what this attempt made before the conflict
+      await own.unwind(log); // what this attempt made before the conflict (someone else makes it right now)
     }
+    attempt++;
     await sleep(250);
   }
   throw new KubeConfigError(`could not join ${kind.what}: it kept changing; try again`);
@@ -140,50 +163,65 @@ export async function joinSharedPod(kube: Kube, namespace: string, name: string,
  * when the last user goes) stands for them on the command's Undo. A crash in between is `clean`'s.
  */
 class UndoFold {
-  readonly undo: Undo;
+  readonly undo = new Undo();
   readonly #removeGuard: () => void;
 
-  constructor(outer: Undo) {
-    this.undo = new Undo();
+  constructor(outer: Undo, log: (line: string) => void) {
     // Until create() returns, an exit (Ctrl-C) must still remove what it made.
-    this.#removeGuard = outer.add('the objects being created', () => this.undo.run(() => undefined));
+    this.#removeGuard = outer.add('the objects being created', () => this.undo.run(log));
   }
 
+  /** create() succeeded: the leave step stands for its steps. */
   fold(): void {
     this.#removeGuard();
   }
+
+  /** create() failed: its steps run now (each removal or failure logged), and the outer Undo forgets them. */
+  async unwind(log: (line: string) => void): Promise<void> {
+    this.#removeGuard();
+    await this.undo.run(log);
+  }
 }
 
-/** Leaves the shared pod: the last user deletes the pod (precondition: nobody joined meanwhile), then everything else. */
+/**
+ * Leaves the shared pod. The last user marks it closing (precondition: nobody joined meanwhile),
+ * removes everything else (kind.removeAll), then deletes the pod.
+ */
 export async function leaveSharedPod(kube: Kube, namespace: string, name: string, kind: SharedPodKind, log: (line: string) => void): Promise<void> {
-  for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
+  const ref = { kind: 'pod' as const, namespace, name };
+  let last = false;
+  for (let attempt = 0; attempt < ATTEMPTS && !last; attempt++) {
     let pod: V1Pod | undefined;
     try {
       pod = await kubeCall({ verb: 'get', resource: 'pods', namespace, name, server: kube.server }, () => kube.core.readNamespacedPod({ name, namespace }));
     } catch (error) {
       if (!isNotFound(error)) throw error;
     }
-    if (!pod || pod.metadata?.deletionTimestamp) break;
-    const resourceVersion = pod.metadata?.resourceVersion;
-    const rest = kind.leave(pod);
-    try {
-      if (rest !== undefined) {
-        await patchAnnotations(kube, { kind: 'pod', namespace, name }, rest, resourceVersion);
-        log(`left ${kind.what} (${rest[ANNOTATION_USERS] ?? 'other'} users remain)`);
-        return;
-      }
-      await kubeCall({ verb: 'delete', resource: 'pods', namespace, name, server: kube.server }, () =>
-        kube.core.deleteNamespacedPod({ name, namespace, gracePeriodSeconds: 2, body: { preconditions: { resourceVersion } } }),
-      );
+    if (!pod || pod.metadata?.deletionTimestamp) {
+      last = true; // gone anyway: what belongs to it goes too
       break;
+    }
+    const rest = await kind.leave(pod);
+    try {
+      await patchAnnotations(kube, ref, rest ?? { [ANNOTATION_CLOSING]: ownerOf() }, pod.metadata?.resourceVersion);
     } catch (error) {
       if (isConflict(error)) continue;
-      if (isNotFound(error)) break;
+      if (isNotFound(error)) {
+        last = true;
+        break;
+      }
       throw error;
     }
+    if (rest !== undefined) {
+      log(`left ${kind.what} (${rest[ANNOTATION_USERS] ?? 'other'} users remain)`);
+      return;
+    }
+    last = true;
   }
-  // The last user (or the pod is gone anyway): everything goes.
+  if (!last) throw new KubeConfigError(`could not leave ${kind.what}: it kept changing; run ktctl recover (or ktctl clean) once its other users have gone`);
+  // The last user: what points at the pod goes back and the rest goes first, the pod last.
   await kind.removeAll();
+  await deleteAndWait(kube, 'pod', namespace, name);
   log(`deleted ${kind.what} (last user)`);
 }
 
@@ -223,9 +261,8 @@ function sharedShadowKind(kube: Kube, spec: ShadowSpec): SharedPodKind {
       await createPod(kube, spec, name, undo, now, { ...extra, [ANNOTATION_USERS]: '1' });
       return keys;
     },
-    leave: (pod) => (users(pod) > 1 ? { [ANNOTATION_USERS]: String(users(pod) - 1) } : undefined),
+    leave: async (pod) => (users(pod) > 1 ? { [ANNOTATION_USERS]: String(users(pod) - 1) } : undefined),
     async removeAll() {
-      await deleteAndWait(kube, 'pod', namespace, name);
       await deleteAndWait(kube, 'secret', namespace, name);
       removeSharedKey(namespace, name);
     },

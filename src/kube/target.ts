@@ -1,14 +1,22 @@
 /**
  * What `exchange`, `mesh` and `recover` act on: `<svc>`, `svc/NAME` or `deploy/NAME` becomes a
  * Service (with a selector) and, where one exists, the Deployment whose pod template the selector
- * matches. And which ports of that Service the `--expose` remote ports are.
+ * matches. And which ports of that Service the `--expose` remote ports are. `readService` and
+ * `describePorts` also serve `forward` (src/kube/forward.ts).
  */
-import type { V1Deployment, V1Service, V1ServicePort } from '@kubernetes/client-node';
-import { TargetError } from '../errors.js';
-import type { ExposePort } from '../cli/expose.js';
+import type { V1Deployment, V1Service } from '@kubernetes/client-node';
+import { TargetError, UsageError } from '../errors.js';
 import type { Kube } from './api.js';
 import { isNotFound, kubeCall } from './errors.js';
 import { originalSelectorOf } from './selector.js';
+
+/** One `--expose` port pair (parsed by src/cli/expose.ts). */
+export interface ExposePort {
+  /** the port on this machine that gets the connections */
+  local: number;
+  /** the port in the cluster: a service port or targetPort (exchange, mesh), the new service's port (preview) */
+  remote: number;
+}
 
 export interface ServiceTarget {
   service: V1Service;
@@ -27,7 +35,7 @@ export function parseTargetName(text: string): { kind: 'service' | 'deployment';
   const valid = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(name) && name.length <= 63;
   const kind = ['svc', 'service', 'services'].includes(kindText) ? 'service' : ['deploy', 'deployment', 'deployments'].includes(kindText) ? 'deployment' : undefined;
   if (!kind || !valid) {
-    throw new TargetError('not-found', `"${text}" is not a service: give a service name, svc/NAME or deploy/NAME (lower case letters, digits and '-')`);
+    throw new UsageError(`"${text}" is not a service: give a service name, svc/NAME or deploy/NAME (lower case letters, digits and '-')`);
   }
   return { kind, name };
 }
@@ -43,12 +51,17 @@ function templateLabels(d: V1Deployment): Record<string, string> {
   return d.spec?.template.metadata?.labels ?? {};
 }
 
-async function readService(kube: Kube, namespace: string, name: string): Promise<V1Service> {
+/**
+ * The Service `name` in `namespace`. Its absence is a TargetError('not-found') that says how to
+ * list the services (`hint` adds to that: what else the command takes); a missing namespace keeps
+ * its own sentence (kubeCall's).
+ */
+export async function readService(kube: Kube, namespace: string, name: string, hint = ''): Promise<V1Service> {
   try {
     return await kubeCall({ verb: 'get', resource: 'services', namespace, name, server: kube.server }, () => kube.core.readNamespacedService({ name, namespace }));
   } catch (error) {
-    if (isNotFound(error)) {
-      throw new TargetError('not-found', `the service ${name} does not exist in namespace ${namespace} (kubectl get services -n ${namespace} lists them)`, { cause: error });
+    if (isNotFound(error) && !(error instanceof Error && error.message.startsWith('the namespace '))) {
+      throw new TargetError('not-found', `the service ${name} does not exist in namespace ${namespace} (kubectl get services -n ${namespace} lists them${hint})`, { cause: error });
     }
     throw error;
   }
@@ -117,11 +130,22 @@ function namedPort(deployment: V1Deployment | undefined, name: string): number |
   return undefined;
 }
 
-function describePorts(ports: V1ServicePort[]): string {
+/** A port as error messages list it: `80`, `80 (http)`, `80 (targetPort 8080)`, `80 (http, targetPort 8080)`. */
+export interface DescribedPort {
+  port: number;
+  name?: string;
+  /** shown when given and different from `port` */
+  targetPort?: number | string;
+}
+
+/** The ports of a Service (or a pod's declared ports) for an error message: `80 (http), 81 (targetPort 8080)`. */
+export function describePorts(ports: readonly DescribedPort[]): string {
   return ports
     .map((p) => {
-      const target = p.targetPort ?? p.port;
-      return String(target) === String(p.port) ? `${p.port}` : `${p.port} (targetPort ${String(target)})`;
+      const notes: string[] = [];
+      if (p.name) notes.push(p.name);
+      if (p.targetPort !== undefined && String(p.targetPort) !== String(p.port)) notes.push(`targetPort ${String(p.targetPort)}`);
+      return notes.length > 0 ? `${p.port} (${notes.join(', ')})` : String(p.port);
     })
     .join(', ');
 }
