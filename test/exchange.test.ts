@@ -7,31 +7,15 @@
  * one sentence, exit 1 and leave nothing behind.
  */
 import test from 'ava';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { AppsV1Api, CoreV1Api } from '@kubernetes/client-node';
-import { deployWeb, labKtctl, MANAGED, webLeftovers } from './helpers/ktctl.js';
-import { eventually, fileNamespace, kubeConfig, lab, labExec, waitForReadyPods } from './lab/fixture.js';
+import { closeServer, deployWeb, labKtctl, laptopServer, MANAGED, podCurl, webLeftovers } from './helpers/ktctl.js';
+import { eventually, fileNamespace, kubeConfig, lab, waitForReadyPods } from './lab/fixture.js';
 
 const ns = fileNamespace(test, 'kt-exch');
 const ktctl = labKtctl(test, 'kt-exch');
 
-/** The laptop's server: answers `laptop <path>`. */
-async function laptopServer(port = 0): Promise<{ server: http.Server; port: number }> {
-  const server = http.createServer((req, res) => res.end(`laptop ${req.url ?? ''}`));
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
-  return { server, port: (server.address() as AddressInfo).port };
-}
-
-const close = (s: http.Server): Promise<void> => new Promise((resolve) => {
-  s.closeAllConnections();
-  s.close(() => resolve());
-});
-
-async function curl(url: string): Promise<{ code: number; body: string }> {
-  const r = await labExec({ namespace: ns, name: 'client' }, ['curl', '-s', '-m', '5', url]);
-  return { code: r.exitCode, body: r.stdout };
-}
+const close = closeServer;
+const curl = (url: string): ReturnType<typeof podCurl> => podCurl({ namespace: ns, name: 'client' }, [url]);
 
 /** Polls until the client pod's curl gives a body matching `re`. */
 async function until(url: string, re: RegExp, what: string): Promise<string> {
@@ -87,7 +71,7 @@ test.serial('selector mode: web answers from the laptop, a second exchange names
   t.not(down.code, 0, down.body);
   t.is(run.child.exitCode, null);
   await run.waitFor(/could not reach 127\.0\.0\.1:\d+ \(ECONNREFUSED\)/, 10_000);
-  current = (await laptopServer(port)).server;
+  current = (await laptopServer(undefined, port)).server;
   t.is(await until('http://web/up', /^laptop \/up$/, 'the laptop again'), 'laptop /up');
 
   await run.stop(t);

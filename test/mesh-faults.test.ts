@@ -8,13 +8,11 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { CoreV1Api, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { openKube } from '../src/kube/session.js';
 import { restoreSelector } from '../src/kube/selector.js';
-import { deployWeb, labKtctl, ktctlObjects, webLeftovers } from './helpers/ktctl.js';
-import { eventually, fileNamespace, kubeConfig, lab, labExec, waitForReadyPods } from './lab/fixture.js';
+import { closeServer, deployWeb, labKtctl, laptopServer, ktctlObjects, podCurl, webLeftovers } from './helpers/ktctl.js';
+import { eventually, fileNamespace, kubeConfig, lab, waitForReadyPods } from './lab/fixture.js';
 
 const ns = fileNamespace(test, 'kt-meshf');
 const ktctl = labKtctl(test, 'kt-meshf');
@@ -28,18 +26,14 @@ const leftovers = (): Promise<string[]> => webLeftovers(ns, 1);
 
 /** A laptop server on 127.0.0.1 answering `laptop-<who> <path>`. */
 async function laptop(t: ExecutionContext, who: string): Promise<number> {
-  const server = http.createServer((req, res) => res.end(`laptop-${who} ${req.url ?? ''}`));
-  t.teardown(() => {
-    server.closeAllConnections();
-    return new Promise<void>((r) => server.close(() => r()));
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return (server.address() as AddressInfo).port;
+  const { server, port } = await laptopServer((req, res) => res.end(`laptop-${who} ${req.url ?? ''}`));
+  t.teardown(() => closeServer(server));
+  return port;
 }
 
 async function curl(args: string[]): Promise<string> {
-  const r = await labExec({ namespace: ns, name: 'client' }, ['curl', '-s', '-m', '5', ...args]);
-  return r.exitCode === 0 ? r.stdout : `curl exit ${r.exitCode}: ${r.stderr}`;
+  const r = await podCurl({ namespace: ns, name: 'client' }, args);
+  return r.code === 0 ? r.body : `curl exit ${r.code}: ${r.stderr}`;
 }
 
 async function routerPod(): Promise<string> {

@@ -7,11 +7,10 @@
  * are gone. Manual mode prints the Istio objects and changes no selector.
  */
 import test from 'ava';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { CoreV1Api } from '@kubernetes/client-node';
 import { WebSocketServer } from 'ws';
 import { startCli } from './helpers/cli-process.js';
+import { closeServer, laptopServer, podCurl } from './helpers/ktctl.js';
 import { deployEcho, ECHO_LABELS } from './helpers/lab-echo.js';
 import { REPO, TeardownList } from './helpers/ssh-fixtures.js';
 import { eventually, fileNamespace, kubeConfig, lab, labExec, waitForReadyPods } from './lab/fixture.js';
@@ -23,21 +22,19 @@ const MANAGED = 'app.kubernetes.io/managed-by=ktctl';
 
 /** A laptop server: `laptop-<who> <path>` over HTTP, `<who>:<message>` over WebSocket on /ws. */
 async function laptop(who: string): Promise<number> {
-  const server = http.createServer((req, res) => res.end(`laptop-${who} ${req.url ?? ''} version=${String(req.headers.version ?? '')}`));
+  const { server, port } = await laptopServer((req, res) => res.end(`laptop-${who} ${req.url ?? ''} version=${String(req.headers.version ?? '')}`));
   const wss = new WebSocketServer({ server, path: '/ws' });
   wss.on('connection', (ws) => ws.on('message', (d) => ws.send(`${who}:${String(d)}`)));
   hooks.teardown(() => {
     wss.close();
-    server.closeAllConnections();
-    return new Promise<void>((r) => server.close(() => r()));
+    return closeServer(server);
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return (server.address() as AddressInfo).port;
+  return port;
 }
 
 async function curl(args: string[]): Promise<string> {
-  const r = await labExec({ namespace: ns, name: 'client' }, ['curl', '-s', '-m', '5', ...args]);
-  return r.exitCode === 0 ? r.stdout : `curl exit ${r.exitCode}: ${r.stderr}`;
+  const r = await podCurl({ namespace: ns, name: 'client' }, args);
+  return r.code === 0 ? r.body : `curl exit ${r.code}: ${r.stderr}`;
 }
 
 /** A WebSocket client in the client pod (node with this repo's ws package), one message there and back. */

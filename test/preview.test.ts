@@ -4,11 +4,10 @@
  * exists already, and a read-only context, give one sentence and make nothing.
  */
 import test from 'ava';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type http from 'node:http';
 import { CoreV1Api } from '@kubernetes/client-node';
-import { ktctlObjects, labKtctl } from './helpers/ktctl.js';
-import { eventually, fileNamespace, kubeConfig, lab, labExec, waitForReadyPods } from './lab/fixture.js';
+import { closeServer, ktctlObjects, labKtctl, laptopServer, podCurl } from './helpers/ktctl.js';
+import { eventually, fileNamespace, kubeConfig, lab, waitForReadyPods } from './lab/fixture.js';
 
 const ns = fileNamespace(test, 'kt-prev');
 const ktctl = labKtctl(test, 'kt-prev');
@@ -16,25 +15,17 @@ const ktctl = labKtctl(test, 'kt-prev');
 let laptop: http.Server;
 let laptopPort = 0;
 
-async function curl(url: string): Promise<{ code: number; body: string }> {
-  const r = await labExec({ namespace: ns, name: 'client' }, ['curl', '-s', '-m', '5', url]);
-  return { code: r.exitCode, body: r.stdout };
-}
+const curl = (url: string): ReturnType<typeof podCurl> => podCurl({ namespace: ns, name: 'client' }, [url]);
 
 test.before(async () => {
   const core = kubeConfig().makeApiClient(CoreV1Api);
   await core.createNamespacedPod({ namespace: ns, body: { metadata: { name: 'client', labels: { app: 'client' } }, spec: { containers: [{ name: 'main', image: 'ktlab/echo' }] } } });
   await core.createNamespacedService({ namespace: ns, body: { metadata: { name: 'taken' }, spec: { selector: { app: 'client' }, ports: [{ port: 80, targetPort: 8080 }] } } });
-  laptop = http.createServer((req, res) => res.end(`laptop ${req.url ?? ''}`));
-  await new Promise<void>((resolve) => laptop.listen(0, '127.0.0.1', resolve));
-  laptopPort = (laptop.address() as AddressInfo).port;
+  ({ server: laptop, port: laptopPort } = await laptopServer());
   await waitForReadyPods(ns, 'app=client', 1);
 });
 
-test.after.always(() => {
-  laptop?.closeAllConnections();
-  laptop?.close();
-});
+test.after.always(() => (laptop ? closeServer(laptop) : undefined));
 
 test.serial('run (preview): a new service answered by this machine, reachable by name from a pod, removed on SIGINT', async (t) => {
   const run = ktctl.start(t, ['run', 'demo', '--expose', `${laptopPort}:8088`, '-n', ns]);

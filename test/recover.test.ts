@@ -5,11 +5,10 @@
  * is taken over by the next exchange with a warning.
  */
 import test, { type ExecutionContext } from 'ava';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type http from 'node:http';
 import { CoreV1Api } from '@kubernetes/client-node';
-import { deployWeb, labKtctl, webLeftovers, type CliRun } from './helpers/ktctl.js';
-import { eventually, fileNamespace, kubeConfig, labExec, waitForReadyPods } from './lab/fixture.js';
+import { closeServer, deployWeb, labKtctl, laptopServer, podCurl, webLeftovers, type CliRun } from './helpers/ktctl.js';
+import { eventually, fileNamespace, kubeConfig, waitForReadyPods } from './lab/fixture.js';
 
 const ns = fileNamespace(test, 'kt-recov');
 const ktctl = labKtctl(test, 'kt-recov');
@@ -17,10 +16,7 @@ const ktctl = labKtctl(test, 'kt-recov');
 let laptop: http.Server;
 let laptopPort = 0;
 
-async function curl(url: string): Promise<{ code: number; body: string }> {
-  const r = await labExec({ namespace: ns, name: 'client' }, ['curl', '-s', '-m', '5', url]);
-  return { code: r.exitCode, body: r.stdout };
-}
+const curl = (url: string): ReturnType<typeof podCurl> => podCurl({ namespace: ns, name: 'client' }, [url]);
 
 /** Everything ktctl may leave: its objects, annotations on web, a changed selector or replica count. */
 const leftovers = (): Promise<string[]> => webLeftovers(ns, 2);
@@ -28,17 +24,12 @@ const leftovers = (): Promise<string[]> => webLeftovers(ns, 2);
 test.before(async () => {
   const core = kubeConfig().makeApiClient(CoreV1Api);
   await core.createNamespacedPod({ namespace: ns, body: { metadata: { name: 'client', labels: { app: 'client' } }, spec: { containers: [{ name: 'main', image: 'ktlab/echo' }] } } });
-  laptop = http.createServer((req, res) => res.end(`laptop ${req.url ?? ''}`));
-  await new Promise<void>((resolve) => laptop.listen(0, '127.0.0.1', resolve));
-  laptopPort = (laptop.address() as AddressInfo).port;
+  ({ server: laptop, port: laptopPort } = await laptopServer());
   await deployWeb(ns, 2);
   await waitForReadyPods(ns, 'app=client', 1);
 });
 
-test.after.always(() => {
-  laptop?.closeAllConnections();
-  laptop?.close();
-});
+test.after.always(() => (laptop ? closeServer(laptop) : undefined));
 
 /** Starts an exchange and checks web answers from the laptop; the test kills it with -9. */
 async function killedExchange(t: ExecutionContext, mode: 'selector' | 'scale'): Promise<CliRun> {

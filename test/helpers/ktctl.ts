@@ -12,11 +12,13 @@
  * exchange tests take over, with what an exchange may leave on them.
  */
 import { execFile } from 'node:child_process';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AppsV1Api, CoreV1Api } from '@kubernetes/client-node';
-import { kubeConfig, lab, waitForReadyPods } from '../lab/fixture.js';
+import { kubeConfig, lab, labExec, waitForReadyPods } from '../lab/fixture.js';
 import { CLI, startCli, type CliRun } from './cli-process.js';
 import type { Teardown } from './netns.js';
 
@@ -124,4 +126,28 @@ export async function webLeftovers(namespace: string, replicas: number): Promise
   if (JSON.stringify(svc.spec?.selector) !== JSON.stringify({ app: 'web' })) out.push(`selector ${JSON.stringify(svc.spec?.selector)}`);
   if (dep.spec?.replicas !== replicas) out.push(`replicas ${dep.spec?.replicas}`);
   return out;
+}
+
+/** curl from a pod of the lab (5 s at most): its exit code, body and error text. */
+export async function podCurl(pod: { namespace: string; name: string }, args: string[]): Promise<{ code: number; body: string; stderr: string }> {
+  const r = await labExec(pod, ['curl', '-s', '-m', '5', ...args]);
+  return { code: r.exitCode, body: r.stdout, stderr: r.stderr };
+}
+
+/**
+ * The laptop's own server that the cluster's traffic is sent to: HTTP on 127.0.0.1 (`port` 0: any
+ * free one), answering `laptop <path>` unless given a handler. Close it with `closeServer`.
+ */
+export async function laptopServer(handler: http.RequestListener = (req, res) => res.end(`laptop ${req.url ?? ''}`), port = 0): Promise<{ server: http.Server; port: number }> {
+  const server = http.createServer(handler);
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  return { server, port: (server.address() as AddressInfo).port };
+}
+
+/** Closes a server and every connection it still has. */
+export function closeServer(s: http.Server): Promise<void> {
+  return new Promise((resolve) => {
+    s.closeAllConnections();
+    s.close(() => resolve());
+  });
 }
