@@ -11,7 +11,7 @@
  * Every command is printed as it runs, so a person can repeat it by hand. Needs root.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { labDown, labUp, stateDirFromEnv } from './lab/cli.js';
 import { createLabNet } from './lab/net/index.js';
@@ -83,7 +83,10 @@ async function main(cleanup: TeardownList): Promise<void> {
   cleanup.teardown(() => net.deleteLaptop(laptop));
   const resolvConf = `/etc/netns/${laptop}/resolv.conf`;
   const before = existsSync(resolvConf) ? readFileSync(resolvConf) : undefined;
-  const tun = await startKtctl(['connect'], { ...env, KTCTL_STATE_DIR: join(stateDir, `ktctl-${laptop}`) }, /press Ctrl-C to disconnect/, laptop);
+  const tunState = join(stateDir, `ktctl-${laptop}`);
+  // ktctl's records go when it stops; the folder is the demo's to remove (else lab down keeps .lab).
+  cleanup.teardown(() => rmSync(tunState, { recursive: true, force: true }));
+  const tun = await startKtctl(['connect'], { ...env, KTCTL_STATE_DIR: tunState }, /press Ctrl-C to disconnect/, laptop);
   cleanup.teardown(() => tun.kill('SIGKILL'));
   await new Promise((r) => setTimeout(r, 500));
   for (const url of ['http://web/from-the-laptop', 'http://web.default.svc.cluster.local/', 'http://www.example.test/']) {
