@@ -22,7 +22,7 @@ import { isIP } from 'node:net';
 import { hostname as osHostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { DnsConfigError } from '../errors.js';
-import { defaultStateDir, listStateRecords, processStartTime, recordOwnerAlive } from '../tun/state.js';
+import { defaultStateDir, listStateRecords, processStartTime, recordOwnerAlive, type StateRecordBase } from '../tun/state.js';
 
 export const DEFAULT_RESOLV_CONF = '/etc/resolv.conf';
 export const DEFAULT_HOSTS = '/etc/hosts';
@@ -114,13 +114,7 @@ export function composeResolvConf(original: ResolvConf, options: { nameserver: s
 
 type Original = { type: 'file'; data: string; mode: number } | { type: 'symlink'; target: string } | { type: 'absent' };
 
-interface RecordBase {
-  version: 1;
-  kind: 'dns';
-  pid: number;
-  pidStart: string | null;
-  createdAt: string;
-}
+type RecordBase = StateRecordBase<'dns'>;
 
 export interface ResolvConfRecord extends RecordBase {
   mode: 'resolv.conf';
@@ -674,17 +668,7 @@ function removeHostsBlock(rec: HostsRecord): RestoreReport {
 // ---------------------------------------------------------------------------------------------
 // crash recovery
 
-function parseRecord(text: string): DnsRecord | undefined {
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-  if (typeof v !== 'object' || v === null) return undefined;
-  const r = v as Record<string, unknown>;
-  if (r.kind !== 'dns' || typeof r.pid !== 'number') return undefined;
-  const base: RecordBase = { version: 1, kind: 'dns', pid: r.pid, pidStart: typeof r.pidStart === 'string' ? r.pidStart : null, createdAt: typeof r.createdAt === 'string' ? r.createdAt : '' };
+function parseRecord(r: Record<string, unknown>, base: RecordBase): DnsRecord | undefined {
   if (r.mode === 'resolv.conf' && typeof r.path === 'string' && typeof r.written === 'string' && typeof r.original === 'object' && r.original !== null) {
     const o = r.original as Record<string, unknown>;
     let original: Original;
@@ -707,7 +691,7 @@ export interface StoredDnsRecord {
 }
 
 export function listDnsRecords(dir: string = defaultStateDir()): StoredDnsRecord[] {
-  return listStateRecords(dir, 'dns-', parseRecord);
+  return listStateRecords(dir, 'dns-', 'dns', parseRecord);
 }
 
 export interface DnsCleanReport extends RestoreReport {

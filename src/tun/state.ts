@@ -23,13 +23,7 @@ import { join } from 'node:path';
 import { formatCidr, tryParseCidr, type Cidr } from './cidr.js';
 import { deleteLink, deleteRoutes, linkInfo } from './ip.js';
 
-export interface TunRecord {
-  version: 1;
-  kind: 'tun';
-  pid: number;
-  /** field 22 of /proc/PID/stat: tells a reused pid from the original process */
-  pidStart: string | null;
-  createdAt: string;
+export interface TunRecord extends StateRecordBase<'tun'> {
   device: string;
   addresses: string[];
   routes: string[];
@@ -125,27 +119,10 @@ export class TunStateRecord {
   }
 }
 
-function parseRecord(text: string): TunRecord | undefined {
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-  if (typeof v !== 'object' || v === null) return undefined;
-  const r = v as Record<string, unknown>;
-  if (r.kind !== 'tun' || typeof r.pid !== 'number' || typeof r.device !== 'string') return undefined;
+function parseRecord(r: Record<string, unknown>, base: StateRecordBase<'tun'>): TunRecord | undefined {
+  if (typeof r.device !== 'string') return undefined;
   const strings = (x: unknown): string[] => (Array.isArray(x) ? x.filter((s): s is string => typeof s === 'string') : []);
-  return {
-    version: 1,
-    kind: 'tun',
-    pid: r.pid,
-    pidStart: typeof r.pidStart === 'string' ? r.pidStart : null,
-    createdAt: typeof r.createdAt === 'string' ? r.createdAt : '',
-    device: r.device,
-    addresses: strings(r.addresses),
-    routes: strings(r.routes),
-  };
+  return { ...base, device: r.device, addresses: strings(r.addresses), routes: strings(r.routes) };
 }
 
 export interface StoredRecord {
@@ -153,11 +130,27 @@ export interface StoredRecord {
   record: TunRecord;
 }
 
+/** What every state record starts with: whose it is (pid and its start time) and since when. */
+export interface StateRecordBase<K extends string> {
+  version: 1;
+  kind: K;
+  pid: number;
+  /** field 22 of /proc/PID/stat: tells a reused pid from the original process */
+  pidStart: string | null;
+  createdAt: string;
+}
+
 /**
- * The records named `<prefix>*.json` in a state directory that `parse` accepts (unreadable and
- * malformed files are skipped). Shared by the TUN records here and the DNS records of src/dns.
+ * The records named `<prefix>*.json` in a state directory whose `kind` is `kind`: each file's JSON
+ * and common fields are read here, the rest by `parse` (unreadable and malformed files are
+ * skipped). Shared by the TUN records here and the DNS records of src/dns.
  */
-export function listStateRecords<T>(dir: string, prefix: string, parse: (text: string) => T | undefined): Array<{ path: string; record: T }> {
+export function listStateRecords<K extends string, T>(
+  dir: string,
+  prefix: string,
+  kind: K,
+  parse: (fields: Record<string, unknown>, base: StateRecordBase<K>) => T | undefined,
+): Array<{ path: string; record: T }> {
   let names: string[];
   try {
     names = readdirSync(dir);
@@ -168,19 +161,25 @@ export function listStateRecords<T>(dir: string, prefix: string, parse: (text: s
   for (const n of names) {
     if (!n.startsWith(prefix) || !n.endsWith('.json')) continue;
     const path = join(dir, n);
+    let v: unknown;
     try {
-      const rec = parse(readFileSync(path, 'utf8'));
-      if (rec) out.push({ path, record: rec });
+      v = JSON.parse(readFileSync(path, 'utf8'));
     } catch {
-      /* removed meanwhile */
+      continue; // removed meanwhile, or not JSON
     }
+    if (typeof v !== 'object' || v === null) continue;
+    const r = v as Record<string, unknown>;
+    if (r.kind !== kind || typeof r.pid !== 'number') continue;
+    const base: StateRecordBase<K> = { version: 1, kind, pid: r.pid, pidStart: typeof r.pidStart === 'string' ? r.pidStart : null, createdAt: typeof r.createdAt === 'string' ? r.createdAt : '' };
+    const rec = parse(r, base);
+    if (rec) out.push({ path, record: rec });
   }
   return out;
 }
 
 /** All TUN records in the state directory. */
 export function listRecords(dir: string = defaultStateDir()): StoredRecord[] {
-  return listStateRecords(dir, 'tun-', parseRecord);
+  return listStateRecords(dir, 'tun-', 'tun', parseRecord);
 }
 
 export interface CleanReport {
