@@ -152,8 +152,16 @@ export function splitLabels(name: string): string[] {
   return out;
 }
 
-/** Offsets of the TTL fields of every record (all sections) but OPT, or undefined if malformed. */
-export function ttlOffsets(msg: Buffer): number[] | undefined {
+/** Where one resource record sits: its owner name [start, end), then type, class, TTL, rdata. */
+interface RecordSpan {
+  owner: number;
+  /** the byte after the owner name: TYPE is here, the TTL at +4, RDLENGTH at +8 */
+  fields: number;
+  type: number;
+}
+
+/** The records of every section after the questions, or undefined if the message is malformed. */
+function recordSpans(msg: Buffer): RecordSpan[] | undefined {
   if (msg.length < HEADER_LENGTH) return undefined;
   let off = HEADER_LENGTH;
   for (let i = 0; i < count(msg, 'qdcount'); i++) {
@@ -162,39 +170,27 @@ export function ttlOffsets(msg: Buffer): number[] | undefined {
     off = n + 4;
   }
   const rrs = count(msg, 'ancount') + count(msg, 'nscount') + count(msg, 'arcount');
-  const out: number[] = [];
+  const out: RecordSpan[] = [];
   for (let i = 0; i < rrs; i++) {
     const n = skipName(msg, off);
     if (n === undefined || n + 10 > msg.length) return undefined;
-    const type = msg.readUInt16BE(n);
-    const rdlen = msg.readUInt16BE(n + 8);
-    if (n + 10 + rdlen > msg.length) return undefined;
-    // RFC 6891 §6.1.3: the TTL field of OPT holds the extended rcode and flags, not a TTL.
-    if (type !== Type.OPT) out.push(n + 4);
-    off = n + 10 + rdlen;
+    const end = n + 10 + msg.readUInt16BE(n + 8);
+    if (end > msg.length) return undefined;
+    out.push({ owner: off, fields: n, type: msg.readUInt16BE(n) });
+    off = end;
   }
   return out;
 }
 
+/** Offsets of the TTL fields of every record (all sections) but OPT, or undefined if malformed. */
+export function ttlOffsets(msg: Buffer): number[] | undefined {
+  // RFC 6891 §6.1.3: the TTL field of OPT holds the extended rcode and flags, not a TTL.
+  return recordSpans(msg)?.filter((r) => r.type !== Type.OPT).map((r) => r.fields + 4);
+}
+
 /** Byte ranges of the owner names of every record, as they are in the message (maybe pointers). */
 export function ownerRanges(msg: Buffer): Array<[number, number]> | undefined {
-  if (msg.length < HEADER_LENGTH) return undefined;
-  let off = HEADER_LENGTH;
-  for (let i = 0; i < count(msg, 'qdcount'); i++) {
-    const n = skipName(msg, off);
-    if (n === undefined || n + 4 > msg.length) return undefined;
-    off = n + 4;
-  }
-  const rrs = count(msg, 'ancount') + count(msg, 'nscount') + count(msg, 'arcount');
-  const out: Array<[number, number]> = [];
-  for (let i = 0; i < rrs; i++) {
-    const n = skipName(msg, off);
-    if (n === undefined || n + 10 > msg.length) return undefined;
-    out.push([off, n]);
-    off = n + 10 + msg.readUInt16BE(n + 8);
-    if (off > msg.length) return undefined;
-  }
-  return out;
+  return recordSpans(msg)?.map((r): [number, number] => [r.owner, r.fields]);
 }
 
 /** Smallest TTL of the message's records (OPT excluded); undefined when it has none or is malformed. */
