@@ -28,6 +28,7 @@ import { UdpPacket, UdpRepr } from '../src/netstack/wire/udp.js';
 import { VIRTIO_NET_HDR_LEN, VirtioNetHdr, VirtioRepr } from '../src/netstack/wire/virtio.js';
 import { formatIpv4 } from '../src/netstack/wire/ipv4.js';
 import { DirectDialer, type DirectDialerOptions } from './helpers/direct-dialer.js';
+import { closedPort } from './helpers/netns.js';
 
 /** Maps every routed address to loopback (v4 -> 127.0.0.1, v6 -> ::1), same port, and records what was asked. */
 class LoopbackDialer implements Dialer {
@@ -432,15 +433,6 @@ async function server(t: ExecutionContext, onConn: (s: Socket) => void, host = '
   return a.port;
 }
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const a = srv.address();
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  if (!a || typeof a === 'string') throw new Error('no address');
-  return a.port;
-}
-
 function harness(
   t: ExecutionContext, opts: Partial<Omit<NetStackOptions, 'emit'>> = {}, dialerOpts: DirectDialerOptions = {},
 ): { h: Harness; dialer: LoopbackDialer } {
@@ -494,7 +486,7 @@ test('engine_synDialsFirstAndAbsorbsRepeatedSyn', async (t) => {
 
 test('engine_refusedPortGivesRstAck', async (t) => {
   const { h } = harness(t);
-  const c = client(t, h, await freePort());
+  const c = client(t, h, await closedPort());
   t.is(await c.connect(), 'reset');
   // RFC 9293 §3.10.7.1 for a SYN: <SEQ=0><ACK=SEG.SEQ+1><CTL=RST,ACK> - curl: "Connection refused".
   t.like(c.rst, { control: 'rst', seqNumber: seq(0), ackNumber: seqAdd(c.isn, 1) });
@@ -884,7 +876,7 @@ test('engine_manyParallelFlows', async (t) => {
 
 test('engine_dialProbeAnswersEchoForRefusingOrAcceptingHosts', async (t) => {
   const open = await server(t, () => {});
-  const closed = await freePort();
+  const closed = await closedPort();
   const dialer = new LoopbackDialer();
   const { dialProbe } = await import('../src/netstack/probe.js');
   t.true(await dialProbe(dialer, { port: open })('198.18.191.30'));

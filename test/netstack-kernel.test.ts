@@ -17,7 +17,7 @@ import type { Duplex } from 'node:stream';
 import type { DialOptions, Dialer } from '../src/dialer.js';
 import { NetStack } from '../src/netstack/stack.js';
 import { DirectDialer } from './helpers/direct-dialer.js';
-import { allocateBlock, createNetns, type Netns } from './helpers/netns.js';
+import { allocateBlock, closedPort, createNetns, type Netns } from './helpers/netns.js';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -152,15 +152,6 @@ async function httpServer(t: ExecutionContext, body: Buffer): Promise<number> {
     srv.close();
   });
   const a = srv.address();
-  if (!a || typeof a === 'string') throw new Error('no address');
-  return a.port;
-}
-
-async function closedPort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const a = srv.address();
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
   if (!a || typeof a === 'string') throw new Error('no address');
   return a.port;
 }

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { ListenError } from '../src/errors.js';
 import { ProxyServer, type ProxyEvent } from '../src/proxy/index.js';
 import { DirectDialer, type DirectDialerOptions } from './helpers/direct-dialer.js';
+import { closedPort } from './helpers/netns.js';
 
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
@@ -122,15 +123,6 @@ async function readAll(socket: Socket): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-async function freePort(): Promise<number> {
-  const s = createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const { port } = s.address() as AddressInfo;
-  s.close();
-  await once(s, 'close');
-  return port;
-}
-
 // ---- SOCKS5 -------------------------------------------------------------------------------------
 
 test('socks5h: curl reaches an origin by a name only the dialer knows; the name is dialed unresolved', async (t) => {
@@ -166,7 +158,7 @@ test('socks5: IPv4 and IPv6 literals are passed through as addresses', async (t)
 });
 
 test('socks5: refused target -> reply 5 (curl 7.88: exit 97 "(5)"), full 10-byte reply', async (t) => {
-  const closed = await freePort();
+  const closed = await closedPort();
   const { port, proxy } = await startProxy(t);
   const r = await curl('-x', `socks5h://127.0.0.1:${port}`, `http://127.0.0.1:${closed}/`);
   // curl 7.88 maps every SOCKS5 reply != 0 to CURLE_PROXY (97) and prints the code, not a word.
@@ -308,7 +300,7 @@ test('http: CONNECT (curl -p) tunnels to the origin', async (t) => {
 });
 
 test('http: dial failures are 502 with a one-line reason, for requests and CONNECT', async (t) => {
-  const closed = await freePort();
+  const closed = await closedPort();
   const { port } = await startProxy(t);
   const refused = await curl('-i', '-x', `http://127.0.0.1:${port}`, `http://web.test:${closed}/`);
   t.is(refused.code, 0);
