@@ -10,7 +10,7 @@ import { LocalPortError, UsageError } from '../errors.js';
 import { splice } from '../proxy/splice.js';
 import type { ReconnectingTunnel } from '../ssh/reconnect.js';
 import { ShadowCommand } from './connect-transport.js';
-import type { Undo } from './lifecycle.js';
+import type { Undo } from '../undo.js';
 import type { ExposePort } from '../kube/target.js';
 
 export type { ExposePort } from '../kube/target.js';

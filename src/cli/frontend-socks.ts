@@ -1,7 +1,7 @@
 import type { Writable } from 'node:stream';
 import { ProxyServer } from '../proxy/index.js';
 import type { Transport } from './connect-transport.js';
-import type { Undo } from './lifecycle.js';
+import type { Undo } from '../undo.js';
 import { urlHost } from './transport-via.js';
 
 export interface SocksFrontEndOptions {

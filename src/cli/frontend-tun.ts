@@ -54,7 +54,7 @@ import {
   type RouteEntry,
 } from '../tun/index.js';
 import { serveTransport, type ServiceWatch, type Transport, type TransportContext } from './connect-transport.js';
-import type { Logger, Undo } from './lifecycle.js';
+import type { Logger, Undo } from '../undo.js';
 
 /**
  * The TUN device's MTU. With TSO offloads both directions move 64 KiB super-segments whatever the

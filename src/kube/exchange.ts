@@ -6,7 +6,7 @@
  * ready. `recover` and `clean` use the same restore.
  */
 import type { V1Deployment } from '@kubernetes/client-node';
-import type { Undo } from '../cli/lifecycle.js';
+import type { Undo } from '../undo.js';
 import type { Kube } from './api.js';
 import { rfc3339 } from './api.js';
 import { isConflict, isNotFound, kubeCall } from './errors.js';

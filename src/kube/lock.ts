@@ -15,7 +15,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { V1Service } from '@kubernetes/client-node';
 import { LockedError } from '../errors.js';
-import type { Undo } from '../cli/lifecycle.js';
+import type { Undo } from '../undo.js';
 import type { Kube } from './api.js';
 import { rfc3339 } from './api.js';
 import { isConflict, isNotFound, kubeCall } from './errors.js';

@@ -21,7 +21,7 @@ import { randomBytes } from 'node:crypto';
 import type { V1Pod, V1Service, V1ServicePort } from '@kubernetes/client-node';
 import { MeshMarkError, TargetError } from '../errors.js';
 import { ROUTER_ENV, formatRouterPorts, parseRouterPorts, type MeshMark, type RouterPortProtocol, type RouterPortSpec } from '../protocol/index.js';
-import type { Undo } from '../cli/lifecycle.js';
+import type { Undo } from '../undo.js';
 import type { Kube } from './api.js';
 import { rfc3339 } from './api.js';
 import { deleteObject } from './clean.js';

@@ -4,7 +4,7 @@
  */
 import type { V1Service } from '@kubernetes/client-node';
 import { TargetError } from '../errors.js';
-import type { Undo } from '../cli/lifecycle.js';
+import type { Undo } from '../undo.js';
 import type { Kube } from './api.js';
 import { rfc3339 } from './api.js';
 import { isConflict, isNotFound, kubeCall, KubeApiError, KubeUnreachableError } from './errors.js';

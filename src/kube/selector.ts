@@ -7,7 +7,7 @@
  * selector in place instead of restoring over it.
  */
 import { Watch, type V1Service } from '@kubernetes/client-node';
-import type { Undo } from '../cli/lifecycle.js';
+import type { Undo } from '../undo.js';
 import type { Kube } from './api.js';
 import { isConflict, isNotFound, kubeCall } from './errors.js';
 import { patchAnnotations } from './heartbeat.js';

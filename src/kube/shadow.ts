@@ -7,7 +7,7 @@
 import type { V1Pod, V1Secret } from '@kubernetes/client-node';
 import { generateEd25519 } from '../ssh/keys.js';
 import { SHADOW_ENV, SHADOW_PORT, SHADOW_SECRET_KEYS, SHADOW_SECRET_MOUNT } from '../protocol/index.js';
-import type { Undo } from '../cli/lifecycle.js';
+import type { Undo } from '../undo.js';
 import type { Kube } from './api.js';
 import { rfc3339 } from './api.js';
 import { KubeError } from '../errors.js';

@@ -19,7 +19,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { V1Pod } from '@kubernetes/client-node';
-import { Undo } from '../cli/lifecycle.js';
+import { Undo } from '../undo.js';
 import type { Kube } from './api.js';
 import { isConflict, isNotFound, kubeCall, KubeConfigError } from './errors.js';
 import { patchAnnotations } from './heartbeat.js';

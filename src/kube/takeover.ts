@@ -9,7 +9,7 @@ import type { Writable } from 'node:stream';
 import type { V1Deployment } from '@kubernetes/client-node';
 import { TargetError } from '../errors.js';
 import type { MeshMark } from '../protocol/index.js';
-import type { Undo } from '../cli/lifecycle.js';
+import type { Undo } from '../undo.js';
 import { firstDenied, NEEDS } from './access.js';
 import type { Kube } from './api.js';
 import { KubeForbiddenError } from './errors.js';
