@@ -8,7 +8,7 @@
  */
 import test from 'ava';
 import { AppsV1Api, CoreV1Api } from '@kubernetes/client-node';
-import { closeServer, deployWeb, labKtctl, laptopServer, MANAGED, podCurl, webLeftovers } from './helpers/ktctl.js';
+import { closeServer, deployWeb, labKtctl, laptopServer, MANAGED, podCurl, webLeftovers, webPodsAnswer } from './helpers/ktctl.js';
 import { eventually, fileNamespace, kubeConfig, lab, waitForReadyPods } from './lab/fixture.js';
 
 const ns = fileNamespace(test, 'kt-exch');
@@ -76,7 +76,7 @@ test.serial('selector mode: web answers from the laptop, a second exchange names
 
   await run.stop(t);
   t.regex(run.log(), /removed the selector of service/);
-  t.regex((await curl('http://web/after')).body, /"pod":"web-/);
+  t.regex(await webPodsAnswer(async () => (await curl('http://web/after')).body), /"pod":"web-/);
   t.deepEqual(await leftovers(), []);
 });
 
@@ -119,7 +119,7 @@ test.serial('scale mode: the deployment goes to 0 and comes back to 2 ready repl
   const back = await apps.readNamespacedDeployment({ name: 'web', namespace: ns });
   t.is(back.spec?.replicas, 2);
   t.is(back.status?.readyReplicas, 2);
-  t.regex((await curl('http://web/after')).body, /"pod":"web-/);
+  t.regex(await webPodsAnswer(async () => (await curl('http://web/after')).body), /"pod":"web-/);
   t.deepEqual(await leftovers(), []);
 });
 

@@ -10,7 +10,7 @@ import test from 'ava';
 import { CoreV1Api } from '@kubernetes/client-node';
 import { WebSocketServer } from 'ws';
 import { startCli } from './helpers/cli-process.js';
-import { closeServer, laptopServer, podCurl } from './helpers/ktctl.js';
+import { closeServer, laptopServer, podCurl, webPodsAnswer } from './helpers/ktctl.js';
 import { deployEcho, ECHO_LABELS } from './helpers/lab-echo.js';
 import { REPO, TeardownList } from './helpers/ssh-fixtures.js';
 import { eventually, fileNamespace, kubeConfig, lab, labExec, waitForReadyPods } from './lab/fixture.js';
@@ -109,7 +109,7 @@ test.serial('auto: two developers with different marks at once, WebSocket throug
   await b.stop(t);
   t.regex(b.log(), /deleted the mesh router .* \(last user\)/);
   t.deepEqual(await leftovers(), []);
-  t.regex(await curl([url]), /"pod":"echo-/);
+  t.regex(await webPodsAnswer(() => curl([url]), 'echo-'), /"pod":"echo-/);
 });
 
 test.serial('manual: a shadow with the service labels and version=<mark>, the Istio objects printed, no selector change', async (t) => {

@@ -7,7 +7,7 @@
 import test, { type ExecutionContext } from 'ava';
 import type http from 'node:http';
 import { CoreV1Api } from '@kubernetes/client-node';
-import { closeServer, deployWeb, labKtctl, laptopServer, podCurl, webLeftovers, type CliRun } from './helpers/ktctl.js';
+import { closeServer, deployWeb, labKtctl, laptopServer, podCurl, webLeftovers, webPodsAnswer, type CliRun } from './helpers/ktctl.js';
 import { eventually, fileNamespace, kubeConfig, waitForReadyPods } from './lab/fixture.js';
 
 const ns = fileNamespace(test, 'kt-recov');
@@ -59,7 +59,7 @@ test.serial('kill -9 during a selector exchange: recover refuses while it lives,
   t.regex(r.log, /deleted secret \S+\/ktctl-/);
   t.regex(r.log, /removed the exchange lock of \S+ \d+ from service/);
   t.deepEqual(await leftovers(), []);
-  t.regex((await curl('http://web/after')).body, /"pod":"web-/);
+  t.regex(await webPodsAnswer(async () => (await curl('http://web/after')).body), /"pod":"web-/);
   // Nothing left to do the second time.
   const again = await ktctl.run(['recover', 'web', '-n', ns]);
   t.is(again.code, 0, again.log);
@@ -112,5 +112,5 @@ test.serial('kill -9, then the next exchange takes the dead owner\'s lock over; 
   t.regex(c.log, /deleted pod \S+\/ktctl-/);
   t.deepEqual(await leftovers(), []);
   await waitForReadyPods(ns, 'app=web', 2);
-  t.regex((await curl('http://web/after')).body, /"pod":"web-/);
+  t.regex(await webPodsAnswer(async () => (await curl('http://web/after')).body), /"pod":"web-/);
 });

@@ -18,7 +18,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AppsV1Api, CoreV1Api } from '@kubernetes/client-node';
-import { kubeConfig, lab, labExec, waitForReadyPods } from '../lab/fixture.js';
+import { eventually, kubeConfig, lab, labExec, waitForReadyPods } from '../lab/fixture.js';
 import { CLI, startCli, type CliRun } from './cli-process.js';
 import type { Teardown } from './netns.js';
 
@@ -132,6 +132,19 @@ export async function webLeftovers(namespace: string, replicas: number): Promise
 export async function podCurl(pod: { namespace: string; name: string }, args: string[]): Promise<{ code: number; body: string; stderr: string }> {
   const r = await labExec(pod, ['curl', '-s', '-m', '5', ...args]);
   return { code: r.exitCode, body: r.stdout, stderr: r.stderr };
+}
+
+/**
+ * Waits until `web`'s own pods (or those named `podPrefix`*) answer again (the echo's JSON names its
+ * pod) and returns that body.
+ * After a selector is restored or replicas are back, the endpoints and the lab's service rules follow
+ * a moment later, as in any cluster; a request in that moment may find no endpoint.
+ */
+export function webPodsAnswer(get: () => Promise<string>, podPrefix = 'web-'): Promise<string> {
+  return eventually(async () => {
+    const body = await get();
+    return body.includes(`"pod":"${podPrefix}`) ? body : undefined;
+  }, `the pods ${podPrefix}* answering again`);
 }
 
 /**
