@@ -20,12 +20,14 @@
  *                         (beside the same pod talking to the service's own pods)
  *   mesh router           HTTP request latency (keep-alive) from a pod through `ktctl mesh`'s router,
  *                         marked (-> laptop) and unmarked (-> original pods), beside exchange
- * Columns: bulk download and upload (Mbit/s, best of BENCH_REPEAT runs of BENCH_BYTES), request/
+ * Columns: bulk download and upload (Mbit/s, best of BENCH_REPEAT runs of BENCH_BYTES; ktctl's SOCKS
+ * and TUN rows through the same server take turns run by run), request/
  * response latency p50/p99 for 64-byte messages on one connection, new connections per second
  * (4 workers, connect + 1-byte echo + close). Same cipher everywhere it can be set (BENCH_CIPHER).
  *
  * Environment: BENCH_BYTES (default 268435456), BENCH_REPEAT (2), BENCH_CIPHER
- * (aes128-gcm@openssh.com), BENCH_ONLY (comma-separated row ids to run).
+ * (aes128-gcm@openssh.com), BENCH_ONLY (comma-separated row ids to run), BENCH_NODE_ARGS (node flags
+ * for ktctl's own processes in the socks and tun rows, e.g. a CPU profile).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, readFileSync, mkdirSync, existsSync } from 'node:fs';
@@ -46,6 +48,8 @@ const BYTES = Number(process.env.BENCH_BYTES ?? 256 * 1024 * 1024);
 const REPEAT = Number(process.env.BENCH_REPEAT ?? 2);
 const CIPHER = process.env.BENCH_CIPHER ?? 'aes128-gcm@openssh.com';
 const ONLY = process.env.BENCH_ONLY?.split(',').map((s) => s.trim());
+/** Extra node flags for the ktctl processes of the socks and tun rows (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"). */
+const NODE_ARGS = process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
 const LAT_COUNT = 2000;
 const CONN_SECONDS = 3;
 
@@ -144,27 +148,58 @@ async function probe(ns: Netns, args: string[]): Promise<Record<string, number>>
 
 type Via = { kind: 'tcp'; host: string; httpPort: number; echoPort: number } | { kind: 'socks'; port: number } | { kind: 'direct' };
 
-async function measure(ns: Netns, row: Row, via: Via, target: string, uploadFile: string, pid?: number): Promise<void> {
+interface Measured {
+  row: Row;
+  via: Via;
+  /** the tunnel's own process, for its CPU time per GiB downloaded */
+  pid?: number;
+}
+
+/**
+ * Measures several paths, interleaved: every download run of each path, then every upload run,
+ * then latency and connection rate per path. Paths compared with each other (ktctl's SOCKS and TUN
+ * through the same server) thus see the same moments of this machine, not one the first minute
+ * and the other the next.
+ */
+async function measureInterleaved(ns: Netns, paths: Measured[], target: string, uploadFile: string): Promise<void> {
   const url = (host: string, port: number, path: string): string => `http://${host}:${port}${path}`;
-  const curlVia = (path: string): string[] => {
+  const curlVia = (via: Via, path: string): string[] => {
     if (via.kind === 'tcp') return [url(via.host, via.httpPort, path)];
     if (via.kind === 'socks') return ['-x', `socks5h://127.0.0.1:${via.port}`, url(target, 8080, path)];
     return [url(target, 8080, path)];
   };
-  const probeVia = (): string[] => {
+  const probeVia = (via: Via): string[] => {
     if (via.kind === 'tcp') return ['tcp', via.host, String(via.echoPort)];
     if (via.kind === 'socks') return ['socks', '127.0.0.1', String(via.port), target, '7007'];
     return ['tcp', target, '7007'];
   };
-  const cpu0 = pid ? cpuMs(pid) : 0;
-  row.downloadMbit = await best(REPEAT, () => curlSpeed(ns, ['-w', '%{speed_download}', ...curlVia(`/bytes/${BYTES}`)]));
-  if (pid) row.cpuMsPerGiB = (cpuMs(pid) - cpu0) / ((REPEAT * BYTES) / 2 ** 30);
-  row.uploadMbit = await best(REPEAT, () => curlSpeed(ns, ['-w', '%{speed_upload}', '-T', uploadFile, ...curlVia('/sink')]));
-  const lat = await probe(ns, ['latency', ...probeVia(), String(LAT_COUNT)]);
-  row.p50us = lat.p50_us;
-  row.p99us = lat.p99_us;
-  const conn = await probe(ns, ['connrate', ...probeVia(), String(CONN_SECONDS)]);
-  row.connPerSec = conn.per_second;
+  const cpu = new Map<Measured, number>(paths.map((m) => [m, 0]));
+  for (let i = 0; i < REPEAT; i++) {
+    for (const m of paths) {
+      const cpu0 = m.pid ? cpuMs(m.pid) : 0;
+      const mbit = await curlSpeed(ns, ['-w', '%{speed_download}', ...curlVia(m.via, `/bytes/${BYTES}`)]);
+      if (m.pid) cpu.set(m, cpu.get(m)! + cpuMs(m.pid) - cpu0);
+      m.row.downloadMbit = Math.max(m.row.downloadMbit ?? 0, mbit);
+    }
+  }
+  for (const m of paths) if (m.pid) m.row.cpuMsPerGiB = cpu.get(m)! / ((REPEAT * BYTES) / 2 ** 30);
+  for (let i = 0; i < REPEAT; i++) {
+    for (const m of paths) {
+      const mbit = await curlSpeed(ns, ['-w', '%{speed_upload}', '-T', uploadFile, ...curlVia(m.via, '/sink')]);
+      m.row.uploadMbit = Math.max(m.row.uploadMbit ?? 0, mbit);
+    }
+  }
+  for (const m of paths) {
+    const lat = await probe(ns, ['latency', ...probeVia(m.via), String(LAT_COUNT)]);
+    m.row.p50us = lat.p50_us;
+    m.row.p99us = lat.p99_us;
+  }
+  for (const m of paths) m.row.connPerSec = (await probe(ns, ['connrate', ...probeVia(m.via), String(CONN_SECONDS)])).per_second;
+}
+
+/** One path on its own: download and upload best of REPEAT, latency, connection rate. */
+function measure(ns: Netns, row: Row, via: Via, target: string, uploadFile: string, pid?: number): Promise<void> {
+  return measureInterleaved(ns, [{ row, via, ...(pid !== undefined ? { pid } : {}) }], target, uploadFile);
 }
 
 function fmt(n: number | undefined, digits = 0): string {
@@ -183,7 +218,6 @@ function printTable(rows: Row[]): void {
 
 async function main(): Promise<void> {
   const want = (id: string): boolean => !ONLY || ONLY.includes(id);
-  if ((want('ktctl-socks-sshd') || want('ktctl-socks-shadow')) && !existsSync(join(ROOT, 'dist/cli/main.js'))) throw new Error('run npm run build first (npm run bench does)');
   const server = await createNetns(cleanup, 'ktb');
   const client = await createNetns(cleanup, 'ktb');
   const link = await linkNetns(cleanup, client, server);
@@ -314,24 +348,7 @@ async function main(): Promise<void> {
     row.connPerSec = (await bare(['connrate', String(CONN_SECONDS)])).per_second;
     rows.push(row);
   }
-  const ktctl = async (id: string, label: string, port: number, proxyPort: number): Promise<void> => {
-    if (!want(id)) return;
-    const row: Row = { id, path: label };
-    log(row.path);
-    const p = await startIn(
-      client,
-      'node',
-      [join(ROOT, 'dist/cli/main.js'), 'connect', '--mode', 'socks', '--via', `root@${serverIp}:${port}`, '--identity', join(work, 'client'), '--knownHosts', join(work, 'known_hosts'), '--proxyPort', String(proxyPort), '--sshCipher', CIPHER],
-      (o) => o.includes('ALL_PROXY='),
-      label,
-    );
-    await measure(client, row, { kind: 'socks', port: proxyPort }, target, uploadFile, p.pid);
-    await stop(p);
-    rows.push(row);
-  };
-  await ktctl('ktctl-socks-sshd', 'ktctl socks via sshd', sshdPort, 12223);
-  await ktctl('ktctl-socks-shadow', 'ktctl socks via shadow', shadowPort, 12224);
-  await tunRows({ want, client, serverIp, target, uploadFile, rows, sshdPort, shadowPort });
+  await ktctlRows({ want, client, serverIp, target, uploadFile, rows, sshdPort, shadowPort });
 
   // Rows that need the lab: the forward path through the port-forward, and the reverse direction
   // (cluster -> laptop through exchange, and the mesh router's cost).
@@ -388,11 +405,12 @@ async function main(): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// TUN mode (`ktctl connect --via ... --includeIps TARGET/32`): curl and the probes go straight to
-// the target address, which the client namespace routes into ktctl's TUN device. Rows
-// ktctl-tun-sshd, ktctl-tun-shadow, and ktctl-tun-idle (VmRSS of the ktctl process holding 1000
-// concurrent idle flows to the echo target through the shadow). BENCH_TUN_NODE_ARGS: extra node
-// flags for the ktctl process of these rows (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
+// ktctl's own rows. SOCKS mode (`ktctl connect --mode socks --via ...`): curl and the probes use the
+// proxy. TUN mode (`ktctl connect --via ... --includeIps TARGET/32`): they go straight to the target
+// address, which the client namespace routes into ktctl's TUN device. Rows ktctl-socks-sshd/-shadow
+// and ktctl-tun-sshd/-shadow (SOCKS and TUN through the same server run at once and are measured
+// interleaved), and ktctl-tun-idle (VmRSS of the ktctl process holding 1000 concurrent idle flows to
+// the echo target through the shadow).
 
 const IDLE_FLOWS = 1000;
 
@@ -418,35 +436,53 @@ function vmRss(pid: number): number {
   return m ? Number(m[1]) / 1024 : NaN;
 }
 
-async function tunRows(o: { want: (id: string) => boolean; client: Netns; serverIp: string; target: string; uploadFile: string; rows: Row[]; sshdPort: number; shadowPort: number }): Promise<void> {
-  const ids = ['ktctl-tun-sshd', 'ktctl-tun-shadow', 'ktctl-tun-idle'];
+async function ktctlRows(o: { want: (id: string) => boolean; client: Netns; serverIp: string; target: string; uploadFile: string; rows: Row[]; sshdPort: number; shadowPort: number }): Promise<void> {
+  const ids = ['ktctl-socks-sshd', 'ktctl-socks-shadow', 'ktctl-tun-sshd', 'ktctl-tun-shadow', 'ktctl-tun-idle'];
   if (!ids.some(o.want)) return;
+  if (!existsSync(join(ROOT, 'dist/cli/main.js'))) throw new Error('run npm run build first (npm run bench does)');
+  const ktctlArgs = (port: number): string[] => [...NODE_ARGS, join(ROOT, 'dist/cli/main.js'), 'connect', '--via', `root@${o.serverIp}:${port}`, '--identity', join(work, 'client'), '--knownHosts', join(work, 'known_hosts'), '--sshCipher', CIPHER];
+  const startSocks = (label: string, port: number, proxyPort: number): Promise<ChildProcess> =>
+    startIn(o.client, 'node', [...ktctlArgs(port), '--mode', 'socks', '--proxyPort', String(proxyPort)], (out) => out.includes('ALL_PROXY='), label);
+  const startTun = (label: string, port: number): Promise<ChildProcess> =>
+    startIn(o.client, 'node', [...ktctlArgs(port), '--includeIps', `${o.target}/32`], (out) => out.includes('connected through'), label, { KTCTL_STATE_DIR: join(work, 'tun-state') });
   // The client namespace routes the target over the veth for the other rows; the TUN takes that
-  // route over while these rows run.
-  await runOk('ip', ['-n', o.client.name, 'route', 'del', `${o.target}/32`]);
+  // route over while these rows run (the SOCKS path does not use it: its ssh goes to the server).
+  const tunWanted = ids.slice(2).some(o.want);
+  if (tunWanted) await runOk('ip', ['-n', o.client.name, 'route', 'del', `${o.target}/32`]);
   try {
-    const start = async (label: string, port: number): Promise<ChildProcess> => startIn(
-      o.client,
-      'node',
-      [...(process.env.BENCH_TUN_NODE_ARGS?.split(' ').filter(Boolean) ?? []), join(ROOT, 'dist/cli/main.js'), 'connect', '--via', `root@${o.serverIp}:${port}`, '--identity', join(work, 'client'), '--knownHosts', join(work, 'known_hosts'), '--includeIps', `${o.target}/32`, '--sshCipher', CIPHER],
-      (out) => out.includes('connected through'),
-      label,
-      { KTCTL_STATE_DIR: join(work, 'tun-state') },
-    );
-    for (const [id, label, port] of [['ktctl-tun-sshd', 'ktctl tun via sshd', o.sshdPort], ['ktctl-tun-shadow', 'ktctl tun via shadow', o.shadowPort]] as const) {
-      if (!o.want(id)) continue;
-      const row: Row = { id, path: label };
-      log(row.path);
-      const p = await start(label, port);
-      await measure(o.client, row, { kind: 'direct' }, o.target, o.uploadFile, p.pid);
-      row.note = `ktctl RSS after the row ${vmRss(p.pid!).toFixed(0)} MiB`;
-      await stop(p);
-      o.rows.push(row);
+    // ktctl's SOCKS and TUN through the same server run side by side, measured interleaved.
+    const socksRows: Row[] = [];
+    const tunRowsOut: Row[] = [];
+    for (const [via, port, proxyPort] of [['sshd', o.sshdPort, 12223], ['shadow', o.shadowPort, 12224]] as const) {
+      const paths: Measured[] = [];
+      const procs: ChildProcess[] = [];
+      if (o.want(`ktctl-socks-${via}`)) {
+        const row: Row = { id: `ktctl-socks-${via}`, path: `ktctl socks via ${via}` };
+        const p = await startSocks(row.path, port, proxyPort);
+        procs.push(p);
+        paths.push({ row, via: { kind: 'socks', port: proxyPort }, pid: p.pid! });
+        socksRows.push(row);
+      }
+      let tun: { row: Row; p: ChildProcess } | undefined;
+      if (o.want(`ktctl-tun-${via}`)) {
+        const row: Row = { id: `ktctl-tun-${via}`, path: `ktctl tun via ${via}` };
+        const p = await startTun(row.path, port);
+        procs.push(p);
+        paths.push({ row, via: { kind: 'direct' }, pid: p.pid! });
+        tunRowsOut.push(row);
+        tun = { row, p };
+      }
+      if (paths.length === 0) continue;
+      log(paths.map((m) => m.row.path).join(' + ') + (paths.length > 1 ? ' (interleaved)' : ''));
+      await measureInterleaved(o.client, paths, o.target, o.uploadFile);
+      if (tun) tun.row.note = `ktctl RSS after the row ${vmRss(tun.p.pid!).toFixed(0)} MiB`;
+      for (const p of procs) await stop(p);
     }
+    o.rows.push(...socksRows, ...tunRowsOut);
     if (o.want('ktctl-tun-idle')) {
       const row: Row = { id: 'ktctl-tun-idle', path: `ktctl tun: ${IDLE_FLOWS} idle flows` };
       log(row.path);
-      const p = await start('ktctl tun (idle flows)', o.shadowPort);
+      const p = await startTun('ktctl tun (idle flows)', o.shadowPort);
       const before = vmRss(p.pid!);
       const holder = o.client.spawn('node', ['-e', IDLE_CLIENT, o.target, '7007', String(IDLE_FLOWS)], { stdio: ['pipe', 'pipe', 'pipe'] });
       cleanup.teardown(() => stop(holder));
@@ -467,7 +503,7 @@ async function tunRows(o: { want: (id: string) => boolean; client: Netns; server
       o.rows.push(row);
     }
   } finally {
-    await runOk('ip', ['-n', o.client.name, 'route', 'replace', `${o.target}/32`, 'via', o.serverIp]);
+    if (tunWanted) await runOk('ip', ['-n', o.client.name, 'route', 'replace', `${o.target}/32`, 'via', o.serverIp]);
   }
 }
 
