@@ -134,21 +134,34 @@ class Harness {
   readonly vnet: boolean;
   readonly builder: PacketBuilder;
   badChecksums = 0;
+  /** Packets that went out through `emitGather` (headers and payload apart). */
+  gathered = 0;
   private readonly listeners = new Set<(p: OutPacket) => void>();
   keepPackets = true;
 
-  constructor(opts: Omit<NetStackOptions, 'emit' | 'mtu'> & { mtu?: number }) {
+  /** `gather`: data segments come through `emitGather` (the pieces are joined, then checked alike). */
+  constructor(opts: Omit<NetStackOptions, 'emit' | 'emitGather' | 'mtu'> & { mtu?: number; gather?: boolean }) {
     this.vnet = opts.offload !== undefined && opts.offload !== false;
     this.builder = new PacketBuilder({ vnetHdr: this.vnet });
+    const { gather, ...rest } = opts;
+    const emit = (p: Buffer): void => {
+      const o = parseOut(p, this.vnet);
+      if (!o.checksumOk) this.badChecksums++;
+      if (this.keepPackets) this.out.push(o);
+      for (const l of this.listeners) l(o);
+    };
     this.stack = new NetStack({
       mtu: 1500,
-      ...opts,
-      emit: (p) => {
-        const o = parseOut(p, this.vnet);
-        if (!o.checksumOk) this.badChecksums++;
-        if (this.keepPackets) this.out.push(o);
-        for (const l of this.listeners) l(o);
-      },
+      ...rest,
+      emit,
+      ...(gather === true
+        ? {
+            emitGather: (head: Buffer, payload: Buffer) => {
+              this.gathered++;
+              emit(Buffer.concat([head, payload]));
+            },
+          }
+        : {}),
     });
   }
 
@@ -286,6 +299,11 @@ class Client {
 
   get unsent(): number {
     return this.pendingLen - this.pendingOff;
+  }
+
+  /** An ACK is due and not yet sent (it goes into the engine, synchronously, on the next tick). */
+  get ackOwed(): boolean {
+    return this.ackDue;
   }
 
   get inFlight(): number {
@@ -434,7 +452,7 @@ async function server(t: ExecutionContext, onConn: (s: Socket) => void, host = '
 }
 
 function harness(
-  t: ExecutionContext, opts: Partial<Omit<NetStackOptions, 'emit'>> = {}, dialerOpts: DirectDialerOptions = {},
+  t: ExecutionContext, opts: Partial<Omit<NetStackOptions, 'emit' | 'emitGather'>> & { gather?: boolean } = {}, dialerOpts: DirectDialerOptions = {},
 ): { h: Harness; dialer: LoopbackDialer } {
   const dialer = new LoopbackDialer(dialerOpts);
   const h = new Harness({ dialer, ...opts });
@@ -523,6 +541,35 @@ test('engine_dataBothWaysChecksumsVerified', async (t) => {
   t.is(st.bytesBuffered, 0);
 });
 
+for (const [name, offload] of [['offload', true], ['full checksums', false]] as const) {
+  test(`engine_gatherWritesSendDataSegmentsAsHeadersAndPayload (${name})`, async (t) => {
+    // emitGather gets the headers (lengths and checksum covering the payload) and the payload
+    // apart; joined, they are the very packet emit would have had: same bytes, valid checksums.
+    const down = randomBytes(3 << 20);
+    const up = randomBytes(200_000);
+    let serverGot: Promise<Buffer> | null = null;
+    const p = await server(t, (s) => {
+      serverGot = readAll(s);
+      s.end(down);
+    });
+    const { h } = harness(t, { offload, gather: true, emitConsumes: true });
+    const c = client(t, h, p);
+    await c.connect();
+    c.write(up);
+    c.end();
+    await c.until(() => c.finReceived, 20_000);
+    t.is(sha(c.received), sha(down));
+    await until(() => serverGot !== null);
+    t.is(sha(await serverGot!), sha(up));
+    const data = h.out.filter((o) => (o.tcp?.payload.length ?? 0) > 0);
+    t.true(data.length > 0);
+    t.is(h.gathered, data.length, 'every data segment went out gathered');
+    t.true(h.out.length > h.gathered, 'segments without data (SYN-ACK, ACKs) still go through emit');
+    t.is(h.badChecksums, 0);
+    if (offload) t.true(data.some((o) => o.vnet?.gso), 'super-segments too');
+  });
+}
+
 test('engine_pooledCopiesForFarStreamsThatCopyOnWrite', async (t) => {
   // Sockets are done with a chunk once its write called back: received bytes go out in reused
   // blocks, and none is reused while the far side may still read it.
@@ -561,7 +608,7 @@ test('engine_replyWithNothingInFlightGoesOutWithinTheFarEvent', async (t) => {
   const c = client(t, h, 80);
   t.is(await c.connect(), 'established');
   await until(() => far !== null);
-  await new Promise((r) => setTimeout(r, 20)); // the client's ACK of our SYN-ACK has gone in
+  await c.until(() => !c.ackOwed); // the client's ACK of our SYN-ACK has gone in: nothing in flight
   const sent = (from: number): string[] => h.out.slice(from).filter((p) => p.tcp && p.tcp.payload.length > 0).map((p) => p.tcp!.payload.toString());
   const before = h.out.length;
   far!.push(Buffer.from('reply'));

@@ -172,7 +172,7 @@ function writeBack() {
   const got = [];
   sock.on('message', (m, r) => {
     got.push({ payload: m.toString(), from: r.address + ':' + r.port });
-    if (got.length === (A.offload ? 2 : 1)) {
+    if (got.length === (A.offload ? 3 : 2)) {
       emit({ ev: 'udp', got, stats: d.stats });
       sock.close();
       client.destroy();
@@ -187,7 +187,10 @@ function writeBack() {
       const p2 = udp(A.target, 5556, A.tunIp, A.udpPort, Buffer.from('partial-csum'), true);
       d.write(Buffer.concat([vnet([20, 6]), p2]));
     }
-    emit({ ev: 'written', n });
+    // One packet from two pieces (writev): the headers, and the payload where it lies.
+    const p3 = d.vnetHdr ? Buffer.concat([vnet(), udp(A.target, 5557, A.tunIp, A.udpPort, Buffer.from('gathered'), false)]) : udp(A.target, 5557, A.tunIp, A.udpPort, Buffer.from('gathered'), false);
+    const nv = d.writev(p3.subarray(0, h + 28), p3.subarray(h + 28));
+    emit({ ev: 'written', n, nv });
   });
 }
 `;
@@ -196,7 +199,7 @@ for (const mode of [
   { title: 'with virtio_net_hdr and offloads', vnetHdr: true, offload: true },
   { title: 'without virtio_net_hdr', vnetHdr: false, offload: false },
 ]) {
-  test(`open ${mode.title}: a routed SYN is read, a written UDP packet is delivered`, async (t) => {
+  test(`open ${mode.title}: a routed SYN is read, written UDP packets (one from two pieces) are delivered`, async (t) => {
     const ns = await createNetns(t);
     const a = addresses(t);
     const s = runScript(t, ns, READ_WRITE, { ...a, name: 'ktrw0', port: 8080, udpPort: 9999, ...mode });
@@ -217,11 +220,12 @@ for (const mode of [
     if (mode.vnetHdr) t.is((syn.vnet as string).slice(2, 4), '00', 'gso_type NONE for a SYN');
     const written = await expectEvent(s, 'written');
     t.is(written.n, 28 + 9 + h);
+    t.is(written.nv, 28 + 8 + h);
     const udp = await expectEvent(s, 'udp');
     const got = udp.got as Array<{ payload: string; from: string }>;
     t.deepEqual(
       got.map((g) => g.payload).sort(),
-      (mode.offload ? ['hello-tun', 'partial-csum'] : ['hello-tun']).sort(),
+      (mode.offload ? ['hello-tun', 'partial-csum', 'gathered'] : ['hello-tun', 'gathered']).sort(),
     );
     t.is(got[0]!.from.split(':')[0], a.target);
     t.is(await s.exit, 0, s.stderr());

@@ -9,6 +9,7 @@
 //   Tun.stop()                                             stop polling (fd stays open)
 //   Tun.write(buf) -> bytes | 0 on EAGAIN
 //   Tun.writeBatch(bufs[]) -> packets written (stops at the first EAGAIN)
+//   Tun.writev(head, payload) -> bytes | 0 on EAGAIN   one packet from two pieces (writev(2))
 //   Tun.ref() / Tun.unref()                                keep / do not keep the loop alive
 //   Tun.close()                                            idempotent
 //
@@ -100,6 +101,7 @@ class Tun : public Napi::ObjectWrap<Tun> {
                            InstanceMethod<&Tun::Stop>("stop"),
                            InstanceMethod<&Tun::Write>("write"),
                            InstanceMethod<&Tun::WriteBatch>("writeBatch"),
+                           InstanceMethod<&Tun::Writev>("writev"),
                            InstanceMethod<&Tun::DoRef>("ref"),
                            InstanceMethod<&Tun::DoUnref>("unref"),
                            InstanceMethod<&Tun::Close>("close"),
@@ -355,6 +357,33 @@ class Tun : public Napi::ObjectWrap<Tun> {
       int err = errno;
       throw ErrnoError(env, err, "write", std::string("writing a packet of ") + std::to_string(buf.ByteLength()) +
                                               " bytes to " + name_ + " failed: " + strerror(err));
+    }
+  }
+
+  // One packet whose headers and payload lie in two buffers: the kernel gathers them (writev),
+  // so the payload is not copied into a packet buffer first.
+  Napi::Value Writev(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (fd_ < 0) throw Napi::Error::New(env, "the TUN device is closed");
+    if (!info[0].IsTypedArray() || !info[1].IsTypedArray()) {
+      throw Napi::TypeError::New(env, "writev(head, payload) needs two Buffers or Uint8Arrays");
+    }
+    Napi::Uint8Array head = info[0].As<Napi::Uint8Array>();
+    Napi::Uint8Array payload = info[1].As<Napi::Uint8Array>();
+    struct iovec iov[2];
+    iov[0].iov_base = head.Data();
+    iov[0].iov_len = head.ByteLength();
+    iov[1].iov_base = payload.Data();
+    iov[1].iov_len = payload.ByteLength();
+    for (;;) {
+      ssize_t n = ::writev(fd_, iov, 2);
+      if (n >= 0) return Napi::Number::New(env, static_cast<double>(n));
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return Napi::Number::New(env, 0);
+      int err = errno;
+      throw ErrnoError(env, err, "writev",
+                       std::string("writing a packet of ") + std::to_string(head.ByteLength() + payload.ByteLength()) +
+                           " bytes to " + name_ + " failed: " + strerror(err));
     }
   }
 

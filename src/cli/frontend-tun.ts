@@ -343,6 +343,8 @@ export async function serveTun(o: TunFrontEndOptions, transport: Transport): Pro
     emit: (packet) => device.write(packet) > 0,
     // write(2) copies the packet into the kernel before it returns.
     emitConsumes: true,
+    // Data segments: headers and payload in one writev(2), the payload never copied in between.
+    emitGather: (head, payload) => device.writev(head, payload) > 0,
     // The far streams are ssh2 channels, which copy what they are given into ssh packets.
     farCopiesOnWrite: true,
     dnsAddresses: dnsAddress !== undefined && resolveDns !== undefined ? [dnsAddress] : [],

@@ -49,11 +49,24 @@ export class PacketBuilder {
    * longer payload at (needs `vnetHdr`).
    */
   tcp(src: Buffer, dst: Buffer, seg: TcpRepr, gsoSize: number): Buffer {
+    return this.buildTcp(src, dst, seg, gsoSize, false);
+  }
+
+  /**
+   * The headers of that segment alone (virtio header, IP, TCP; lengths and checksum as if the
+   * payload followed): the payload goes out beside it in a gather write, never copied.
+   */
+  tcpHeader(src: Buffer, dst: Buffer, seg: TcpRepr, gsoSize: number): Buffer {
+    return this.buildTcp(src, dst, seg, gsoSize, true);
+  }
+
+  private buildTcp(src: Buffer, dst: Buffer, seg: TcpRepr, gsoSize: number, headerOnly: boolean): Buffer {
     const v6 = src.length === 16;
     const ipHl = v6 ? IPV6_HEADER_LEN : IPV4_HEADER_LEN;
-    const tcpLen = TcpRepr.bufferLen(seg);
+    const tcpHl = TcpRepr.headerLen(seg);
+    const tcpLen = tcpHl + seg.payload.length;
     const head = this.headroom;
-    const len = head + ipHl + tcpLen;
+    const len = head + ipHl + (headerOnly ? tcpHl : tcpLen);
     // A fresh buffer per packet costs an ArrayBuffer of up to 64 KiB each: at a few Gbit/s that
     // external memory alone keeps V8's mark-compact running every ~100 ms.
     const buf = this.scratch !== null && len <= this.scratch.length ? this.scratch.subarray(0, len) : Buffer.allocUnsafe(len);
@@ -65,11 +78,14 @@ export class PacketBuilder {
     // A GSO packet always needs NEEDS_CSUM: the device computes each segment's checksum.
     const gso = this.tso && seg.payload.length > gsoSize;
     const partial = this.partial || gso;
-    TcpRepr.emit(seg, TcpPacket.newUnchecked(ip.subarray(ipHl)), pseudo, partial ? CHECKSUM_OFFLOADED : CHECKSUM_FULL);
+    const tcp = TcpPacket.newUnchecked(ip.subarray(ipHl));
+    const policy = partial ? CHECKSUM_OFFLOADED : CHECKSUM_FULL;
+    if (headerOnly) TcpRepr.emitHeaderOnly(seg, tcp, pseudo, policy);
+    else TcpRepr.emit(seg, tcp, pseudo, policy);
     if (this.vnetHdr) {
       VirtioRepr.emit({
         csum: partial ? { start: ipHl, offset: TCP_CHECKSUM_OFFSET } : null,
-        gso: gso ? { type: v6 ? VirtioGso.TcpV6 : VirtioGso.TcpV4, size: gsoSize, hdrLen: ipHl + TcpRepr.headerLen(seg) } : null,
+        gso: gso ? { type: v6 ? VirtioGso.TcpV6 : VirtioGso.TcpV4, size: gsoSize, hdrLen: ipHl + tcpHl } : null,
       }, VirtioNetHdr.newUnchecked(buf));
     }
     return buf;

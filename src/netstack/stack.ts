@@ -75,6 +75,13 @@ export interface NetStackOptions {
    */
   emitConsumes?: boolean;
   /**
+   * Writes one TCP packet given as its headers and its payload apart (a gather write, writev(2)),
+   * like `emit` otherwise. When given, segments that carry data go out this way: their payload,
+   * a view of what the far side sent, is never copied into a packet. `head` is reused after the
+   * call returns (as with `emitConsumes`).
+   */
+  emitGather?: (head: Buffer, payload: Buffer) => boolean | void;
+  /**
    * True when every far stream the dialer returns is done with a written chunk once that write
    * called back (ssh2 channels copy it into a packet, sockets into the kernel): bytes from the
    * device then reach the far side in reused blocks instead of a fresh Buffer per segment.
@@ -207,6 +214,7 @@ class Flow implements TcpSocketHost {
 export class NetStack {
   private readonly dialer: Dialer;
   private readonly emitFn: (packet: Buffer) => boolean | void;
+  private readonly emitGatherFn: ((head: Buffer, payload: Buffer) => boolean | void) | null;
   private readonly nowFn: () => number;
   private readonly vnet: boolean;
   private readonly limits: NetStackLimits;
@@ -250,6 +258,7 @@ export class NetStack {
   constructor(opts: NetStackOptions) {
     this.dialer = opts.dialer;
     this.emitFn = opts.emit;
+    this.emitGatherFn = opts.emitGather ?? null;
     this.nowFn = opts.now ?? (() => performance.now());
     this.vnet = opts.offload !== undefined && opts.offload !== false;
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
@@ -956,9 +965,11 @@ export class NetStack {
   emitTcp(flow: Flow, seg: TcpRepr): boolean {
     const s = flow.socket;
     const mss = s ? s.sendMss : (flow.v6 ? this.tcpV6 : this.tcpV4).mss;
-    const pkt = this.builder.tcp(flow.ourAddr, flow.peerAddr, seg, mss);
     if (seg.control === 'rst') this.counters.resetsSent++;
-    return this.send(pkt);
+    if (this.emitGatherFn !== null && seg.payload.length > 0) {
+      return this.sendGather(this.builder.tcpHeader(flow.ourAddr, flow.peerAddr, seg, mss), seg.payload);
+    }
+    return this.send(this.builder.tcp(flow.ourAddr, flow.peerAddr, seg, mss));
   }
 
   /** A TCP segment outside any flow (RSTs). */
@@ -974,12 +985,26 @@ export class NetStack {
     } catch {
       ok = false;
     }
+    return this.sent(ok, packet.length);
+  }
+
+  private sendGather(head: Buffer, payload: Buffer): boolean {
+    let ok: boolean | void;
+    try {
+      ok = this.emitGatherFn!(head, payload);
+    } catch {
+      ok = false;
+    }
+    return this.sent(ok, head.length + payload.length);
+  }
+
+  private sent(ok: boolean | void, bytes: number): boolean {
     if (ok === false) {
       this.drop('emitFailed');
       return false;
     }
     this.counters.packetsOut++;
-    this.counters.bytesOut += packet.length;
+    this.counters.bytesOut += bytes;
     return true;
   }
 

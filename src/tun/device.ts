@@ -49,6 +49,7 @@ interface NativeTun {
   stop(): void;
   write(packet: Uint8Array): number;
   writeBatch(packets: readonly Uint8Array[]): number;
+  writev(head: Uint8Array, payload: Uint8Array): number;
   ref(): void;
   unref(): void;
   close(): void;
@@ -232,6 +233,25 @@ export class TunDevice {
     } catch (e) {
       throw this.#ioError(e);
     }
+    return this.#counted(n);
+  }
+
+  /**
+   * Writes one packet given as two pieces, its headers and its payload (one writev(2): the kernel
+   * gathers them). Returns and counts like `write`.
+   */
+  writev(head: Uint8Array, payload: Uint8Array): number {
+    if (this.#closed) throw new TunError(`the TUN device ${this.name} is closed`);
+    let n: number;
+    try {
+      n = this.#tun.writev(head, payload);
+    } catch (e) {
+      throw this.#ioError(e);
+    }
+    return this.#counted(n);
+  }
+
+  #counted(n: number): number {
     if (n === 0) this.stats.writeDropped++;
     else {
       this.stats.writePackets++;

@@ -268,58 +268,82 @@ export const TcpRepr = {
    * already is the buffer's tail.
    */
   emit(repr: TcpRepr, packet: TcpPacket, pseudo: number, policy: ChecksumPolicy): void {
-    const hl = TcpRepr.headerLen(repr);
-    packet.srcPort = repr.srcPort;
-    packet.dstPort = repr.dstPort;
-    packet.seqNumber = repr.seqNumber;
-    packet.ackNumber = repr.ackNumber ?? seq(0);
-    let flags = 0;
-    switch (repr.control) {
-      case 'syn':
-        flags = FLG_SYN;
-        break;
-      case 'fin':
-        flags = FLG_FIN;
-        break;
-      case 'rst':
-        flags = FLG_RST;
-        break;
-      case 'psh':
-        flags = FLG_PSH;
-        break;
-      case 'none':
-        break;
-    }
-    if (repr.ackNumber !== null) flags |= FLG_ACK;
-    packet.setHeaderLenAndFlags(hl, flags);
-    packet.windowLen = repr.windowLen;
-    packet.urgentAt = 0;
+    const hl = emitHeader(repr, packet);
     const b = packet.buffer;
-    let o = TCP_HEADER_LEN;
-    if (repr.maxSegSize !== null) {
-      b[o] = OPT_MSS;
-      b[o + 1] = 4;
-      b.writeUInt16BE(repr.maxSegSize, o + 2);
-      o += 4;
-    }
-    if (repr.sackPermitted) {
-      b[o] = OPT_SACK_PERM;
-      b[o + 1] = 2;
-      o += 2;
-    }
-    if (repr.windowScale !== null) {
-      b[o] = OPT_NOP; // keeps the three-byte option from ending on an odd boundary
-      b[o + 1] = OPT_WS;
-      b[o + 2] = 3;
-      b[o + 3] = repr.windowScale;
-      o += 4;
-    }
-    while (o < hl) b[o++] = OPT_END;
     const p = repr.payload;
     if (p.length > 0 && !(p.buffer === b.buffer && p.byteOffset === b.byteOffset + hl)) b.set(p, hl);
     packet.fillChecksum(pseudo, policy);
   },
+
+  /**
+   * Writes the header alone into `packet`, whose buffer is exactly `headerLen(repr)` long: the
+   * payload stays where it is, for a gather write that sends both. The checksum (per `policy`)
+   * still covers the payload; `pseudo` is the pseudo-header sum for the whole segment's length.
+   */
+  emitHeaderOnly(repr: TcpRepr, packet: TcpPacket, pseudo: number, policy: ChecksumPolicy): void {
+    emitHeader(repr, packet);
+    if (policy.tx === 'partial') {
+      packet.checksum = fold(pseudo);
+      return;
+    }
+    packet.checksum = 0;
+    // The header is a multiple of 4 bytes long: the payload's 16-bit words keep their alignment.
+    const p = repr.payload;
+    packet.checksum = finish(sum(p, 0, p.length, sum(packet.buffer, 0, packet.buffer.length, pseudo)));
+  },
 };
+
+/** Every header field and option of `repr` into `packet`; returns the header length. */
+function emitHeader(repr: TcpRepr, packet: TcpPacket): number {
+  const hl = TcpRepr.headerLen(repr);
+  packet.srcPort = repr.srcPort;
+  packet.dstPort = repr.dstPort;
+  packet.seqNumber = repr.seqNumber;
+  packet.ackNumber = repr.ackNumber ?? seq(0);
+  let flags = 0;
+  switch (repr.control) {
+    case 'syn':
+      flags = FLG_SYN;
+      break;
+    case 'fin':
+      flags = FLG_FIN;
+      break;
+    case 'rst':
+      flags = FLG_RST;
+      break;
+    case 'psh':
+      flags = FLG_PSH;
+      break;
+    case 'none':
+      break;
+  }
+  if (repr.ackNumber !== null) flags |= FLG_ACK;
+  packet.setHeaderLenAndFlags(hl, flags);
+  packet.windowLen = repr.windowLen;
+  packet.urgentAt = 0;
+  const b = packet.buffer;
+  let o = TCP_HEADER_LEN;
+  if (repr.maxSegSize !== null) {
+    b[o] = OPT_MSS;
+    b[o + 1] = 4;
+    b.writeUInt16BE(repr.maxSegSize, o + 2);
+    o += 4;
+  }
+  if (repr.sackPermitted) {
+    b[o] = OPT_SACK_PERM;
+    b[o + 1] = 2;
+    o += 2;
+  }
+  if (repr.windowScale !== null) {
+    b[o] = OPT_NOP; // keeps the three-byte option from ending on an odd boundary
+    b[o + 1] = OPT_WS;
+    b[o + 2] = 3;
+    b[o + 3] = repr.windowScale;
+    o += 4;
+  }
+  while (o < hl) b[o++] = OPT_END;
+  return hl;
+}
 
 /** Total option length emitted for a repr: `headerLen` must agree (NOP + WS = 4 bytes). */
 export function tcpOptionsLen(repr: Pick<TcpRepr, 'maxSegSize' | 'windowScale' | 'sackPermitted'>): number {
