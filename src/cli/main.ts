@@ -10,6 +10,9 @@ import { RecoverCommand } from './recover.js';
 import { ForwardCommand } from './forward.js';
 import { StatusCommand } from './status.js';
 import { VERSION } from './version.js';
+import { tuneHeapForStreaming } from '../protocol/heap.js';
+
+tuneHeapForStreaming();
 
 const cli = new Cli({
   binaryLabel: 'ktctl',

@@ -11,6 +11,9 @@ import { ROUTER_ENV, SHADOW_ENV, SHADOW_PORT, SHADOW_SECRET_KEYS, SHADOW_SECRET_
 import { jsonLineLogger } from './log.js';
 import { MeshRouter, RoutePortError } from './router.js';
 import { KeyError, ShadowServer } from './server.js';
+import { tuneHeapForStreaming } from '../protocol/heap.js';
+
+tuneHeapForStreaming();
 
 /** Test hook: a resolv.conf for the DNS subsystem other than /etc/resolv.conf. */
 const DNS_RESOLV_CONF_ENV = 'KTCTL_DNS_RESOLV_CONF';
