@@ -93,6 +93,11 @@ export async function exchangeRows(log: (line: string) => void = (l) => process.
     await core.createNamespacedPod({ namespace: ns, body: { metadata: { name: 'client', labels: { app: 'client' } }, spec: { containers: [{ name: 'main', image: 'ktlab/echo' }] } } });
     await waitForReadyPods(ns, 'app=web', 1);
     await waitForReadyPods(ns, 'app=client', 1);
+    // The service's endpoints and the lab's rules follow the ready pods a moment later, as in any cluster.
+    await eventually(async () => {
+      const r = await labExec({ namespace: ns, name: 'client' }, ['curl', '-s', '-m', '5', 'http://web/ready']);
+      return r.exitCode === 0 ? true : undefined;
+    }, 'the service web answering from its own pods', 60_000);
     const note = `${BYTES >> 20} MiB each way, best of ${REPEAT}; ${LAT_COUNT} requests`;
     const rows = [await measure(ns, 'lab-service-direct', 'lab pod -> service (its own pods)', note)];
     log('exchange bench: baseline done');

@@ -82,6 +82,7 @@ export async function meshRows(log: (line: string) => void = (l) => process.stde
     await deployEcho(ns, { web: [{ name: 'http', port: 80, targetPort: 8080 }] });
     await core.createNamespacedPod({ namespace: ns, body: { metadata: { name: 'client', labels: { app: 'client' } }, spec: { containers: [{ name: 'main', image: 'ktlab/echo' }] } } });
     await waitForReadyPods(ns, 'app=client', 1);
+    await reaches(ns, '"pod":"echo-');
     const rows = [await latency(ns, 'lab-http-direct', 'lab pod -> service (its own pods)')];
     log('mesh bench: baseline done');
 
