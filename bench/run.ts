@@ -22,7 +22,8 @@
  *                         marked (-> laptop) and unmarked (-> original pods), beside exchange
  * Columns: bulk download and upload (Mbit/s, best of BENCH_REPEAT runs of BENCH_BYTES; ktctl's SOCKS
  * and TUN rows through the same server take turns run by run), request/
- * response latency p50/p99 for 64-byte messages on one connection, new connections per second
+ * response latency p50/p99 for 64-byte messages on one connection (after a second of untimed round
+ * trips), new connections per second
  * (4 workers, connect + 1-byte echo + close). Same cipher everywhere it can be set (BENCH_CIPHER).
  *
  * Environment: BENCH_BYTES (default 268435456), BENCH_REPEAT (2), BENCH_CIPHER
