@@ -35,6 +35,7 @@ import { mkdtempSync, rmSync, writeFileSync, readFileSync, mkdirSync, existsSync
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createNetns, linkNetns, waitForTcp, runOk, type Netns, type Teardown } from '../test/helpers/netns.js';
+import { sshdConfig } from '../test/helpers/ssh-fixtures.js';
 import { labDown, labUp } from '../test/lab/cli.js';
 import { exchangeRows } from './exchange.js';
 import { kubeRows } from './kube-connect.js';
@@ -242,24 +243,7 @@ async function main(): Promise<void> {
     `[${serverIp}]:${sshdPort} ${readFileSync(join(work, 'sshd_host.pub'), 'utf8').trim()}\n` +
       `[${serverIp}]:${shadowPort} ${readFileSync(join(work, 'shadow_host.pub'), 'utf8').trim()}\n`,
   );
-  writeFileSync(
-    join(work, 'sshd_config'),
-    [
-      `Port ${sshdPort}`,
-      `ListenAddress ${serverIp}`,
-      `HostKey ${join(work, 'sshd_host')}`,
-      `AuthorizedKeysFile ${join(work, 'authorized_keys')}`,
-      `PidFile ${join(work, 'sshd.pid')}`,
-      'PermitRootLogin prohibit-password',
-      'PasswordAuthentication no',
-      'KbdInteractiveAuthentication no',
-      'UsePAM no',
-      'StrictModes no',
-      'AllowTcpForwarding yes',
-      `Ciphers ${CIPHER}`,
-      'LogLevel ERROR',
-    ].join('\n') + '\n',
-  );
+  writeFileSync(join(work, 'sshd_config'), sshdConfig(work, sshdPort, [`ListenAddress ${serverIp}`, `Ciphers ${CIPHER}`]));
   mkdirSync('/run/sshd', { recursive: true });
   const sshd = server.spawn('/usr/sbin/sshd', ['-D', '-e', '-f', join(work, 'sshd_config')], { stdio: 'ignore' });
   cleanup.teardown(() => stop(sshd));

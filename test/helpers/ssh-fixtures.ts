@@ -243,6 +243,28 @@ export async function eventually(check: () => Promise<boolean>, timeoutMs = 10_0
   }
 }
 
+/**
+ * An sshd_config for Debian's sshd run by a test or the bench: port `port`, host key, authorized
+ * keys and pid file in `dir` (`sshd_host`, `authorized_keys`, `sshd.pid`), key login only (root
+ * too), TCP forwarding on; `extra` lines go before the log level.
+ */
+export function sshdConfig(dir: string, port: number, extra: readonly string[] = []): string {
+  return [
+    `Port ${port}`,
+    `HostKey ${join(dir, 'sshd_host')}`,
+    `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
+    `PidFile ${join(dir, 'sshd.pid')}`,
+    'PermitRootLogin prohibit-password',
+    'PasswordAuthentication no',
+    'KbdInteractiveAuthentication no',
+    'UsePAM no',
+    'StrictModes no',
+    'AllowTcpForwarding yes',
+    ...extra,
+    'LogLevel ERROR',
+  ].join('\n') + '\n';
+}
+
 /** What `startSshServers` made: the folder with keys and configs, and the three key pairs. */
 export interface SshServers {
   /** holds id_ed25519 (the client's private key), client.pub, sshd_config, the host keys */
@@ -271,23 +293,7 @@ export async function startSshServers(
   writeFileSync(join(dir, 'sshd_host'), sshdHost.private, { mode: 0o600 });
   writeFileSync(join(dir, 'shadow_host'), shadowHost.private, { mode: 0o600 });
   writeFileSync(join(dir, 'client.pub'), client.public + '\n');
-  writeFileSync(
-    join(dir, 'sshd_config'),
-    [
-      `Port ${o.sshdPort}`,
-      `HostKey ${join(dir, 'sshd_host')}`,
-      `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
-      `PidFile ${join(dir, 'sshd.pid')}`,
-      'PermitRootLogin prohibit-password',
-      'PasswordAuthentication no',
-      'KbdInteractiveAuthentication no',
-      'UsePAM no',
-      'StrictModes no',
-      'AllowTcpForwarding yes',
-      ...(o.sshdOptions ?? []),
-      'LogLevel ERROR',
-    ].join('\n') + '\n',
-  );
+  writeFileSync(join(dir, 'sshd_config'), sshdConfig(dir, o.sshdPort, o.sshdOptions));
   mkdirSync('/run/sshd', { recursive: true, mode: 0o755 }); // sshd's privilege separation directory
   ns.spawn('/usr/sbin/sshd', ['-D', '-e', '-f', join(dir, 'sshd_config')]);
   ns.spawn('node', shadowCommand(), {
