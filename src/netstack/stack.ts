@@ -77,8 +77,9 @@ export interface NetStackOptions {
   /**
    * Writes one TCP packet given as its headers and its payload apart (a gather write, writev(2)),
    * like `emit` otherwise. When given, segments that carry data go out this way: their payload,
-   * a view of what the far side sent, is never copied into a packet. `head` is reused after the
-   * call returns (as with `emitConsumes`).
+   * a view of what the far side sent, is never copied into a packet. Both pieces are valid only
+   * during the call (the headers' buffer is reused, and so is the payload when it had to be
+   * joined from several chunks with `emitConsumes`): write them, or copy what you keep.
    */
   emitGather?: (head: Buffer, payload: Buffer) => boolean | void;
   /**
