@@ -80,7 +80,7 @@ function ktctl(ns: Netns, args: string[]): Running {
   let err = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
   return { child, stdout: () => out, stderr: () => err, exited };
 }
 
@@ -185,7 +185,7 @@ test('a key the server refuses, an unreachable server, a taken proxy port, a mal
   const malformed = spawn('node', [CLI, 'connect', '--mode', 'socks', '--via', 'no-user-here'], { stdio: 'pipe' });
   let err = '';
   malformed.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const code = await new Promise<number | null>((r) => malformed.once('exit', r));
+  const code = await new Promise<number | null>((r) => malformed.once('close', r));
   t.is(code, 1);
   t.is(err.trim(), 'ktctl: --via must look like user@host or user@host:port (got "no-user-here")');
 });

@@ -164,7 +164,7 @@ function ktctl(l: Laptop, args: string[], wrap: string[] = []): Running {
   let err = '';
   child.stdout?.on('data', (d: Buffer) => (err += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
   return { child, stderr: () => err, exited };
 }
 

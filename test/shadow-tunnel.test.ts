@@ -380,7 +380,7 @@ test('the shadow process: a missing or bad key is one line on stderr and exit 1'
       const child = spawn('node', shadowCommand(), { cwd: REPO, env: { ...clean, KTCTL_PORT: '0', KTCTL_LISTEN_ADDRESS: '127.0.0.1', ...env } });
       let stderr = '';
       child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-      child.on('exit', (code) => resolve({ code, stderr }));
+      child.on('close', (code) => resolve({ code, stderr }));
     });
   const missing = await run({ KTCTL_HOST_KEY_FILE: '/nonexistent/ktctl-test/host_key', KTCTL_AUTHORIZED_KEY: userKey.public });
   t.is(missing.code, 1);

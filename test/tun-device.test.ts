@@ -109,7 +109,9 @@ function runScript(t: ExecutionContext, ns: Netns, body: string, args: Record<st
     err += d.toString();
   });
   const exit = new Promise<number | null>((resolve) => {
-    child.once('exit', (code) => {
+    // 'close', not 'exit': it comes after the last of stdout, so a line printed just before
+    // process.exit() is never overtaken by the exit (CI caught that once).
+    child.once('close', (code) => {
       exited = true;
       resolve(code);
       for (const w of waiters.splice(0)) w({ ev: 'exited', code, stderr: err });
@@ -269,8 +271,9 @@ d.onPackets((arena, meta, count) => {
     done = true;
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
     emit({ ev: 'tso', bytes, packets, maxLen, over, maxGso, ms, stats: d.stats });
+    // No process.exit(): closing both ends lets the process end once stdout is flushed.
     d.close();
-    process.exit(0);
+    c.destroy();
   }
 });
 const c = net.connect(A.port, A.target, () => { c.write(Buffer.alloc(total, 7)); });
@@ -287,6 +290,7 @@ test('offloads: a bulk TCP send arrives as super-segments larger than the MTU', 
   t.true((r.maxLen as number) > 1500 + 10, 'a read larger than the MTU');
   t.true((r.over as number) > 0);
   t.true((r.maxGso as number) > 0 && (r.maxGso as number) <= 1460, 'gso_size is the MSS');
+  t.is(await s.exit, 0, s.stderr());
 });
 
 test('without offloads every read fits the MTU', async (t) => {
@@ -298,6 +302,7 @@ test('without offloads every read fits the MTU', async (t) => {
   t.is(r.bytes, 4 << 20);
   t.true((r.maxLen as number) <= 1500 + 10);
   t.is(r.over, 0);
+  t.is(await s.exit, 0, s.stderr());
 });
 
 const BATCH = `

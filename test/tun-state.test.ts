@@ -50,7 +50,7 @@ function start(t: ExecutionContext, ns: Netns, body: string, args: Record<string
   });
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const exit = new Promise<number | null>((resolve) => child.once('exit', resolve));
+  const exit = new Promise<number | null>((resolve) => child.once('close', resolve));
   const first = new Promise<Record<string, unknown>>((resolve, reject) => {
     let buf = '';
     child.stdout!.on('data', (d: Buffer) => {

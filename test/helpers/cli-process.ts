@@ -34,7 +34,14 @@ export function startCli(hooks: Teardown, args: string[], o: { netns?: string; e
     log += d.toString();
   });
   child.stderr!.on('data', (d: Buffer) => (log += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  // 'close' comes after the process's last output, so log() is complete when `exited` resolves.
+  let closed = false;
+  const exited = new Promise<number | null>((resolve) =>
+    child.once('close', (code) => {
+      closed = true;
+      resolve(code);
+    }),
+  );
   return {
     child,
     stdout: () => out,
@@ -45,7 +52,7 @@ export function startCli(hooks: Teardown, args: string[], o: { netns?: string; e
       for (;;) {
         const m = re.exec(log);
         if (m) return m;
-        if (child.exitCode !== null) throw new Error(`ktctl ${args[0]} exited with ${child.exitCode} before ${re}: ${log}`);
+        if (closed) throw new Error(`ktctl ${args[0]} exited with ${child.exitCode} before ${re}: ${log}`);
         if (Date.now() > deadline) throw new Error(`no ${re} from ktctl ${args[0]} after ${ms} ms: ${log}`);
         await new Promise((r) => setTimeout(r, 50));
       }
