@@ -1,5 +1,6 @@
 import { Command, Option } from 'clipanion';
 import { KtctlError } from '../errors.js';
+import type { KubeFlags } from '../kube/session.js';
 
 /**
  * What every ktctl command shares: `--debug`, and turning a failure into one sentence on stderr
@@ -27,6 +28,20 @@ export abstract class KtctlCommand extends Command {
 
   debugLog(line: string): void {
     if (this.debug) this.context.stderr.write(`debug: ${line}\n`);
+  }
+}
+
+/**
+ * The kubeconfig flags of every command that talks to a cluster (KT Connect's global flags); the
+ * subclasses that scope `-n` differently (check, clean, status) declare `namespace` again with their wording.
+ */
+export abstract class KubeCommand extends KtctlCommand {
+  kubeconfig = Option.String('--kubeconfig,-c', { description: 'kubeconfig file(s) (default $KUBECONFIG, then ~/.kube/config)' });
+  kubeContext = Option.String('--context', { description: 'kubeconfig context (default: the current one)' });
+  namespace = Option.String('--namespace,-n', { description: 'namespace to work in: of the shadow and of the names you give (default: the context\'s, else default)' });
+
+  protected kubeFlags(): KubeFlags {
+    return { kubeconfig: this.kubeconfig, context: this.kubeContext, namespace: this.namespace };
   }
 }
 

@@ -3,7 +3,7 @@ import { Command, Option } from 'clipanion';
 import type { Permission } from '../kube/access.js';
 import type { Kube } from '../kube/api.js';
 import type { KubeTarget } from '../kube/config.js';
-import { describeError, KtctlCommand } from './base.js';
+import { describeError, KubeCommand } from './base.js';
 
 /** The Kubernetes layer, loaded when a command needs it (it carries @kubernetes/client-node). */
 async function kubeLayer() {
@@ -35,7 +35,7 @@ function hasNetAdmin(): boolean {
   }
 }
 
-export class CheckCommand extends KtctlCommand {
+export class CheckCommand extends KubeCommand {
   static override paths = [['check']];
 
   static override usage = Command.Usage({
@@ -49,9 +49,7 @@ export class CheckCommand extends KtctlCommand {
     examples: [['Check the current context', '$0 check'], ['Check another context and namespace', '$0 check --context lab-readonly -n default']],
   });
 
-  kubeconfig = Option.String('--kubeconfig,-c', { description: 'kubeconfig file (default $KUBECONFIG, then ~/.kube/config)' });
-  kubeContext = Option.String('--context', { description: 'kubeconfig context (default: the current one)' });
-  namespace = Option.String('--namespace,-n', { description: 'namespace to check (default: the context\'s, else default)' });
+  override namespace = Option.String('--namespace,-n', { description: 'namespace to check (default: the context\'s, else default)' });
 
   async run(): Promise<number> {
     const lines: Line[] = [];
@@ -62,7 +60,7 @@ export class CheckCommand extends KtctlCommand {
     const k = await kubeLayer();
     let target: KubeTarget | undefined;
     try {
-      target = k.loadKubeConfig({ kubeconfig: this.kubeconfig, context: this.kubeContext, namespace: this.namespace });
+      target = k.loadKubeConfig(this.kubeFlags());
       print({ level: 'ok', what: `kubeconfig ${target.files.join(':')}, context ${target.context}, namespace ${target.namespace}` });
     } catch (error) {
       print({ level: 'fail', what: 'kubeconfig', fix: describeError(error) });

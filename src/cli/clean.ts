@@ -1,10 +1,10 @@
 import { Command, Option } from 'clipanion';
 import { UsageError } from '../errors.js';
 import { STALE_AFTER_MINUTES } from '../kube/names.js';
-import { KtctlCommand } from './base.js';
+import { KubeCommand } from './base.js';
 import { cleanLocalLeftovers } from './frontend-tun.js';
 
-export class CleanCommand extends KtctlCommand {
+export class CleanCommand extends KubeCommand {
   static override paths = [['clean']];
 
   static override usage = Command.Usage({
@@ -28,9 +28,7 @@ export class CleanCommand extends KtctlCommand {
     description: `minutes since the last heartbeat after which an object is a leftover (default ${STALE_AFTER_MINUTES})`,
   });
   dryRun = Option.Boolean('--dryRun,--dry-run', false, { description: 'list what would be removed or restored, change nothing' });
-  kubeconfig = Option.String('--kubeconfig,-c', { description: 'kubeconfig file (default $KUBECONFIG, then ~/.kube/config)' });
-  kubeContext = Option.String('--context', { description: 'kubeconfig context (default: the current one)' });
-  namespace = Option.String('--namespace,-n', { description: 'only this namespace (default: all namespaces you may list)' });
+  override namespace = Option.String('--namespace,-n', { description: 'only this namespace (default: all namespaces you may list)' });
 
   async run(): Promise<number> {
     const minutes = Number(this.thresholdInMinus);
@@ -46,7 +44,7 @@ export class CleanCommand extends KtctlCommand {
       import('../kube/session.js'),
       import('../kube/state.js'),
     ]);
-    const kube = openKube({ kubeconfig: this.kubeconfig, context: this.kubeContext, namespace: this.namespace });
+    const kube = openKube(this.kubeFlags());
     const actions = await cleanStale(kube, { thresholdMinutes: minutes, dryRun: this.dryRun, namespace: this.namespace, log: out });
     if (!this.dryRun) {
       for (const r of removeStaleProcessRecords()) out(`removed the local record of ktctl process ${r.pid} (no longer running)`);

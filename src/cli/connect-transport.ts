@@ -4,10 +4,9 @@ import { UsageError } from '../errors.js';
 import { DEFAULT_SHADOW_IMAGE, parseKeyValues } from '../kube/names.js';
 import type { ReconnectingTunnel } from '../ssh/reconnect.js';
 import { CIPHERS } from '../ssh/tunnel.js';
-import { KtctlCommand } from './base.js';
+import { KubeCommand } from './base.js';
 import { Undo, type Logger } from '../undo.js';
 import { untilSignal } from './lifecycle.js';
-import type { KubeFlags } from '../kube/session.js';
 import type { KubeTransportOptions } from './transport-kube.js';
 import { viaTransport } from './transport-via.js';
 import { defaultKnownHosts, loadIdentity, parseVia } from './via.js';
@@ -65,17 +64,6 @@ export interface TransportContext {
   debug: (line: string) => void;
   /** Aborted when the user asked to stop (SIGINT/SIGTERM) while the transport is being built. */
   signal: AbortSignal;
-}
-
-/** The kubeconfig flags of every command that talks to a cluster (KT Connect's global flags). */
-export abstract class KubeCommand extends KtctlCommand {
-  kubeconfig = Option.String('--kubeconfig,-c', { description: 'kubeconfig file(s) (default $KUBECONFIG, then ~/.kube/config)' });
-  kubeContext = Option.String('--context', { description: 'kubeconfig context (default: the current one)' });
-  namespace = Option.String('--namespace,-n', { description: 'namespace to work in: of the shadow and of the names you give (default: the context\'s, else default)' });
-
-  protected kubeFlags(): KubeFlags {
-    return { kubeconfig: this.kubeconfig, context: this.kubeContext, namespace: this.namespace };
-  }
 }
 
 /** What a command adds to the shadow's options: its mode (`ktctl status`), role, labels and ports. */

@@ -1,10 +1,9 @@
 import { Command, Option } from 'clipanion';
-import { describeError } from './base.js';
 import type { KtctlObject } from '../kube/clean.js';
 import { LABEL_ROLE } from '../kube/names.js';
-import { KtctlCommand } from './base.js';
+import { describeError, KubeCommand } from './base.js';
 
-export class StatusCommand extends KtctlCommand {
+export class StatusCommand extends KubeCommand {
   static override paths = [['status']];
 
   static override usage = Command.Usage({
@@ -21,9 +20,7 @@ export class StatusCommand extends KtctlCommand {
   });
 
   json = Option.Boolean('--json', false, { description: 'print one JSON document' });
-  kubeconfig = Option.String('--kubeconfig,-c', { description: 'kubeconfig file (default $KUBECONFIG, then ~/.kube/config)' });
-  kubeContext = Option.String('--context', { description: 'kubeconfig context (default: the current one)' });
-  namespace = Option.String('--namespace,-n', { description: 'only this namespace (default: all namespaces you may list)' });
+  override namespace = Option.String('--namespace,-n', { description: 'only this namespace (default: all namespaces you may list)' });
 
   async run(): Promise<number> {
     const [{ listKtctlObjects }, { openKube }, { listProcessRecords }] = await Promise.all([
@@ -36,7 +33,7 @@ export class StatusCommand extends KtctlCommand {
     let clusterError: string | undefined;
     let scope = '';
     try {
-      const kube = openKube({ kubeconfig: this.kubeconfig, context: this.kubeContext, namespace: this.namespace });
+      const kube = openKube(this.kubeFlags());
       const listed = await listKtctlObjects(kube, this.namespace);
       objects = listed.objects;
       scope = listed.scope;
