@@ -30,7 +30,7 @@
  * (aes128-gcm@openssh.com), BENCH_ONLY (comma-separated row ids to run), BENCH_NODE_ARGS (node flags
  * for ktctl's own processes in the socks and tun rows, e.g. a CPU profile).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, readFileSync, mkdirSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';

@@ -8,7 +8,6 @@
  * tested alone on loopback / in a test namespace.
  */
 import test from 'ava';
-import type { ExecutionContext } from 'ava';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
 import http from 'node:http';

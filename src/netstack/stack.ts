@@ -17,7 +17,7 @@ import { IPV4_HEADER_LEN, IpProtocol, Ipv4Packet, parseIpv4 } from './wire/ipv4.
 import { IPV6_HEADER_LEN, Ipv6Packet, ipv6UpperLayer, parseIpv6 } from './wire/ipv6.js';
 import { TcpPacket, TcpRepr } from './wire/tcp.js';
 import { UdpPacket, UdpRepr } from './wire/udp.js';
-import { VIRTIO_NET_HDR_LEN, VirtioNetHdr, VirtioRepr } from './wire/virtio.js';
+import { VirtioNetHdr, VirtioRepr } from './wire/virtio.js';
 
 /** Bounds that keep a hostile or overloaded peer from growing memory without end. */
 export interface NetStackLimits {
