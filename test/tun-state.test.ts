@@ -16,6 +16,7 @@ const PRELUDE = `
 import { TunDevice } from ${src('device.ts')};
 import * as ipm from ${src('ip.ts')};
 import * as state from ${src('state.ts')};
+import { recordOwnerAlive } from ${src('../state.ts')};
 import { parseCidr, formatCidr } from ${src('cidr.ts')};
 const emit = (o) => process.stdout.write(JSON.stringify(o) + '\\n');
 const A = JSON.parse(process.argv[2]);
@@ -221,8 +222,8 @@ test('a clean exit removes the record; a pid reused by another process does not 
   const r = await runOnce(t, ns, `
 const rec = state.TunStateRecord.create('ktrec0', { dir: A.dir });
 const listed = state.listRecords(A.dir).map((x) => x.record.device);
-const alive = state.recordOwnerAlive(rec.record);
-const reused = state.recordOwnerAlive({ pid: process.pid, pidStart: '1' });
+const alive = recordOwnerAlive(rec.record);
+const reused = recordOwnerAlive({ pid: process.pid, pidStart: '1' });
 const untouched = (await state.cleanStale({ dir: A.dir })).length;
 rec.remove();
 rec.remove();

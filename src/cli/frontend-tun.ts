@@ -35,7 +35,6 @@ import {
   cleanStale,
   configureInterface,
   containsCidr,
-  defaultStateDir,
   deleteRoutes,
   formatCidr,
   linkInfo,
@@ -46,13 +45,13 @@ import {
   overlaps,
   parseIp,
   planRoutes,
-  recordOwnerAlive,
   tryParseCidr,
   TunDevice,
   TunStateRecord,
   type Cidr,
   type RouteEntry,
 } from '../tun/index.js';
+import { defaultStateDir, recordOwnerAlive } from '../state.js';
 import { serveTransport, type ServiceWatch, type Transport, type TransportContext } from './connect-transport.js';
 import type { Logger, Undo } from '../undo.js';
 

@@ -17,12 +17,12 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { hostname as osHostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { DnsConfigError } from '../errors.js';
-import { defaultStateDir, listStateRecords, processStartTime, recordOwnerAlive, type StateRecordBase } from '../tun/state.js';
+import { defaultStateDir, listStateRecords, newRecordBase, recordOwnerAlive, StateRecordFile, type StateRecordBase } from '../state.js';
 
 export const DEFAULT_RESOLV_CONF = '/etc/resolv.conf';
 export const DEFAULT_HOSTS = '/etc/hosts';
@@ -148,42 +148,6 @@ export interface RestoreReport {
   note?: string;
 }
 
-class RecordFile<R extends DnsRecord> {
-  readonly path: string;
-  #rec: R;
-  #removed = false;
-
-  constructor(dir: string, rec: R) {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    this.path = join(dir, `dns-${rec.pid}-${Date.now().toString(36)}${randomBytes(2).toString('hex')}.json`);
-    this.#rec = rec;
-    this.#write();
-  }
-
-  get record(): Readonly<R> {
-    return this.#rec;
-  }
-
-  update(patch: Partial<R>): void {
-    if (this.#removed) return;
-    this.#rec = { ...this.#rec, ...patch };
-    this.#write();
-  }
-
-  remove(): void {
-    if (this.#removed) return;
-    this.#removed = true;
-    rmSync(this.path, { force: true });
-  }
-
-  #write(): void {
-    writeAtomic(this.path, `${JSON.stringify(this.#rec, null, 2)}\n`, 0o600);
-  }
-}
-
-function recordBase(): RecordBase {
-  return { version: 1, kind: 'dns', pid: process.pid, pidStart: processStartTime(process.pid), createdAt: new Date().toISOString() };
-}
 
 /**
  * Writes `data` to `path` through a temporary file and a rename, so readers never see half a
@@ -247,10 +211,10 @@ export class ResolvConfChange {
   /** the machine's configuration before the change: its nameservers are the upstream */
   readonly original: ResolvConf;
   readonly path: string;
-  readonly #record: RecordFile<ResolvConfRecord>;
+  readonly #record: StateRecordFile<ResolvConfRecord>;
   #restored: RestoreReport | undefined;
 
-  private constructor(path: string, original: ResolvConf, record: RecordFile<ResolvConfRecord>) {
+  private constructor(path: string, original: ResolvConf, record: StateRecordFile<ResolvConfRecord>) {
     this.path = path;
     this.original = original;
     this.#record = record;
@@ -267,9 +231,9 @@ export class ResolvConfChange {
     const conf = readResolvConf(path); // through a symlink, when there is one
     const text = composeResolvConf(conf, { nameserver: options.nameserver, namespace: options.namespace, clusterDomain: options.clusterDomain ?? 'cluster.local' });
     const written = Buffer.from(text);
-    let record: RecordFile<ResolvConfRecord>;
+    let record: StateRecordFile<ResolvConfRecord>;
     try {
-      record = new RecordFile(options.stateDir ?? defaultStateDir(), { ...recordBase(), mode: 'resolv.conf', path, original, written: written.toString('base64') });
+      record = new StateRecordFile<ResolvConfRecord>(options.stateDir ?? defaultStateDir(), 'dns-', { ...newRecordBase('dns'), mode: 'resolv.conf', path, original, written: written.toString('base64') });
     } catch (e) {
       throw new DnsConfigError(`cannot write ktctl's undo record before changing ${path}: ${describe(e)}`, { cause: e });
     }
@@ -382,10 +346,10 @@ export function resolvedCommands(options: Pick<ResolvedOptions, 'link' | 'server
 export class ResolvedChange {
   readonly link: string;
   readonly #runner: CommandRunner;
-  readonly #record: RecordFile<ResolvedRecord>;
+  readonly #record: StateRecordFile<ResolvedRecord>;
   #reverted: Promise<RestoreReport> | undefined;
 
-  private constructor(link: string, runner: CommandRunner, record: RecordFile<ResolvedRecord>) {
+  private constructor(link: string, runner: CommandRunner, record: StateRecordFile<ResolvedRecord>) {
     this.link = link;
     this.#runner = runner;
     this.#record = record;
@@ -393,7 +357,7 @@ export class ResolvedChange {
 
   static async apply(options: ResolvedOptions): Promise<ResolvedChange> {
     const runner = options.runner ?? execRunner;
-    const record = new RecordFile<ResolvedRecord>(options.stateDir ?? defaultStateDir(), { ...recordBase(), mode: 'resolved', link: options.link });
+    const record = new StateRecordFile<ResolvedRecord>(options.stateDir ?? defaultStateDir(), 'dns-', { ...newRecordBase('dns'), mode: 'resolved', link: options.link });
     const change = new ResolvedChange(options.link, runner, record);
     const cmds = resolvedCommands(options);
     for (const [i, args] of cmds.entries()) {
@@ -549,10 +513,10 @@ export class HostsBlock {
   readonly path: string;
   /** what the block must leave to the machine: `machineHostNames` of the file as it was at `open` */
   readonly machineNames: ReadonlySet<string>;
-  readonly #record: RecordFile<HostsRecord>;
+  readonly #record: StateRecordFile<HostsRecord>;
   #removed: RestoreReport | undefined;
 
-  private constructor(path: string, record: RecordFile<HostsRecord>, machineNames: ReadonlySet<string>) {
+  private constructor(path: string, record: StateRecordFile<HostsRecord>, machineNames: ReadonlySet<string>) {
     this.path = path;
     this.machineNames = machineNames;
     this.#record = record;
@@ -569,7 +533,7 @@ export class HostsBlock {
       original = Buffer.alloc(0);
     }
     const tag = `${process.pid}-${randomBytes(3).toString('hex')}`;
-    const record = new RecordFile<HostsRecord>(options.stateDir ?? defaultStateDir(), { ...recordBase(), mode: 'hosts', path, original: original.toString('base64'), block: '', tag });
+    const record = new StateRecordFile<HostsRecord>(options.stateDir ?? defaultStateDir(), 'dns-', { ...newRecordBase('dns'), mode: 'hosts', path, original: original.toString('base64'), block: '', tag });
     return new HostsBlock(path, record, machineHostNames(original.toString('latin1')));
   }
 

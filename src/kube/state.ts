@@ -6,9 +6,9 @@
  * Also where --shareShadow keeps the shared client key (0600, keyed by namespace and shadow), so
  * that the user's other processes can use the shadow without the key ever being in the cluster.
  */
-import { chmodSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { defaultStateDir, processStartTime, recordOwnerAlive } from '../tun/state.js';
+import { defaultStateDir, processStartTime, recordOwnerAlive, StateRecordFile, writeStateFile } from '../state.js';
 
 export { defaultStateDir };
 
@@ -33,20 +33,12 @@ export interface StoredProcessRecord {
   alive: boolean;
 }
 
-function writeAtomic(path: string, data: string): void {
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, data, { mode: 0o600 });
-  renameSync(tmp, path);
-}
-
-/** Writes this process's record; returns a function that updates it and one that removes it. */
+/** Writes this process's record (`connect-<pid>.json`); update it with `update`, remove it on exit. */
 export function writeProcessRecord(
   fields: Omit<ProcessRecord, 'version' | 'kind' | 'pid' | 'pidStart' | 'startedAt'>,
   dir: string = defaultStateDir(),
-): { update(patch: Partial<ProcessRecord>): void; remove(): void; path: string } {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const path = join(dir, `connect-${process.pid}.json`);
-  let record: ProcessRecord = {
+): StateRecordFile<ProcessRecord> {
+  const record: ProcessRecord = {
     version: 1,
     kind: 'connect',
     pid: process.pid,
@@ -54,17 +46,7 @@ export function writeProcessRecord(
     startedAt: new Date().toISOString(),
     ...fields,
   };
-  writeAtomic(path, JSON.stringify(record));
-  return {
-    path,
-    update(patch) {
-      record = { ...record, ...patch };
-      writeAtomic(path, JSON.stringify(record));
-    },
-    remove() {
-      rmSync(path, { force: true });
-    },
-  };
+  return new StateRecordFile(dir, 'connect-', record, { path: join(dir, `connect-${process.pid}.json`) });
 }
 
 export function listProcessRecords(dir: string = defaultStateDir()): StoredProcessRecord[] {
@@ -123,7 +105,7 @@ export function readSharedKey(namespace: string, shadow: string, dir: string = d
 export function writeSharedKey(namespace: string, shadow: string, key: SharedKeyFile, dir: string = defaultStateDir()): string {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const path = sharedKeyPath(dir, namespace, shadow);
-  writeAtomic(path, JSON.stringify(key));
+  writeStateFile(path, JSON.stringify(key));
   chmodSync(path, 0o600);
   return path;
 }
