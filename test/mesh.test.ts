@@ -10,15 +10,15 @@ import test from 'ava';
 import { CoreV1Api } from '@kubernetes/client-node';
 import { WebSocketServer } from 'ws';
 import { startCli } from './helpers/cli-process.js';
-import { closeServer, laptopServer, podCurl, webPodsAnswer } from './helpers/ktctl.js';
+import { closeServer, labKtctl, laptopServer, MANAGED, podCurl, webPodsAnswer } from './helpers/ktctl.js';
 import { deployEcho, ECHO_LABELS } from './helpers/lab-echo.js';
 import { REPO, TeardownList } from './helpers/ssh-fixtures.js';
-import { eventually, fileNamespace, kubeConfig, lab, labExec, waitForReadyPods } from './lab/fixture.js';
+import { eventually, fileNamespace, kubeConfig, labExec, waitForReadyPods } from './lab/fixture.js';
 
 const ns = fileNamespace(test, 'kt-mesh');
 const hooks = new TeardownList();
-const env = { KUBECONFIG: lab().kubeconfig };
-const MANAGED = 'app.kubernetes.io/managed-by=ktctl';
+// The lab's kubeconfig and a state directory of this file's own (never the machine's /run/ktctl).
+const env = labKtctl(test, 'kt-mesh').env;
 
 /** A laptop server: `laptop-<who> <path>` over HTTP, `<who>:<message>` over WebSocket on /ws. */
 async function laptop(who: string): Promise<number> {
