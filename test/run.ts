@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { labDown, labUp } from './lab/cli.js';
 import { sysBin } from './lab/net/run.js';
 import { FILES } from './lab/api/pki.js';
+import { defaultStateDir } from '../src/state.js';
 
 const REPO = fileURLToPath(new URL('../', import.meta.url));
 
@@ -57,6 +58,15 @@ export async function labLeftovers(): Promise<string[]> {
     if (/test\/lab\/(daemon\.ts|net\/agent\.ts)|test\/lab\/images\//.test(cmdline)) left.push(`process ${pid}: ${cmdline.trim().slice(0, 160)}`);
   }
   return left;
+}
+
+/** The files in this machine's own ktctl state directory (tests must use directories of their own). */
+function machineStateFiles(): Set<string> {
+  try {
+    return new Set(fs.readdirSync(defaultStateDir()));
+  } catch {
+    return new Set();
+  }
 }
 
 interface AvaCounts {
@@ -124,6 +134,7 @@ async function main(): Promise<number> {
   let extraFailures = 0;
   let counts: AvaCounts = { passed: 0, failed: 0, skipped: 0, exitCode: 0 };
   let interrupted = false;
+  const machineStateBefore = machineStateFiles();
   const onSignal = (): void => {
     interrupted = true;
   };
@@ -161,11 +172,12 @@ async function main(): Promise<number> {
     fs.rmSync(stateDir, { recursive: true, force: true });
   }
   const left = await labLeftovers();
+  for (const f of machineStateFiles()) if (!machineStateBefore.has(f)) left.push(`${path.join(defaultStateDir(), f)} (a test ran ktctl without a state directory of its own)`);
   if (left.length > 0) {
-    log(`the lab LEFT THINGS BEHIND after down:\n  ${left.join('\n  ')}`);
+    log(`the suite LEFT THINGS BEHIND (after lab down):\n  ${left.join('\n  ')}`);
     extraFailures++;
   } else {
-    log('lab down: no namespace, interface, nft table, /etc/netns entry or process left');
+    log(`lab down: no namespace, interface, nft table, /etc/netns entry or process left, nothing new in ${defaultStateDir()}`);
   }
   const failed = counts.failed + extraFailures;
   process.stdout.write(`${counts.passed} passed, ${failed} failed\n`);
