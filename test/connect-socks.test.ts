@@ -8,42 +8,16 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createNetns, linkNetns, run, runOk, waitForTcp, type Netns } from './helpers/netns.js';
-import { ed25519, REPO, startSshServers, startTargets, TeardownList, ZONE, type KeyPair } from './helpers/ssh-fixtures.js';
+import { ed25519, REPO, startViaServer, TeardownList, VIA_PORTS, viaKnownHosts, ZONE, type ViaServer } from './helpers/ssh-fixtures.js';
 
 const CLI = join(REPO, 'dist/cli/main.js');
-const SSHD_PORT = 2022;
-const SHADOW_PORT = 2222;
-const HTTP_PORT = 8080;
-
-interface Lab {
-  server: Netns;
-  target: string;
-  dir: string;
-  client: KeyPair;
-  sshdHost: KeyPair;
-  shadowHost: KeyPair;
-}
+const { sshd: SSHD_PORT, shadow: SHADOW_PORT, http: HTTP_PORT } = VIA_PORTS;
 
 const hooks = new TeardownList();
-let lab: Lab;
-
-const HTTP_SCRIPT = `
-const http = require('node:http');
-http.createServer((req, res) => res.end('hello ' + req.method + ' ' + req.url + ' host=' + req.headers.host)).listen(${HTTP_PORT}, process.argv[1], () => process.stdout.write('ready\\n'));
-`;
+let lab: ViaServer;
 
 test.before(async () => {
-  const server = await createNetns(hooks);
-  const target = await server.addTargetAddress();
-  // The far side's resolver knows ZONE (served by the targets' DNS); `web` alone works by search.
-  server.setResolvConf(`nameserver ${target}\nsearch ${ZONE}\n`);
-  await startTargets(server, target);
-  const http = server.spawn('node', ['-e', HTTP_SCRIPT, target]);
-  await waitForTcp(server, target, HTTP_PORT);
-  void http;
-
-  const { dir, client, sshdHost, shadowHost } = await startSshServers(hooks, server, { sshdPort: SSHD_PORT, shadowPort: SHADOW_PORT, prefix: 'ktt-connect-' });
-  lab = { server, target, dir, client, sshdHost, shadowHost };
+  lab = await startViaServer(hooks, { prefix: 'ktt-connect-' });
 });
 
 test.after.always(() => hooks.run());
@@ -58,13 +32,7 @@ interface Client {
 async function clientNs(t: Parameters<typeof createNetns>[0]): Promise<Client> {
   const ns = await createNetns(t);
   const { bIp: serverIp } = await linkNetns(t, ns, lab.server);
-  const knownHosts = join(lab.dir, `known_hosts_${ns.name}`);
-  writeFileSync(
-    knownHosts,
-    `[${serverIp}]:${SSHD_PORT} ${lab.sshdHost.public}\n[${serverIp}]:${SHADOW_PORT} ${lab.shadowHost.public}\n`,
-  );
-  t.teardown(() => rmSync(knownHosts, { force: true }));
-  return { ns, serverIp, knownHosts };
+  return { ns, serverIp, knownHosts: viaKnownHosts(t, lab, ns.name, serverIp) };
 }
 
 interface Running {

@@ -9,36 +9,20 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { createNetns, linkNetns, waitForTcp, type Netns } from './helpers/netns.js';
-import { REPO, startSshServers, startTargets, TeardownList, ZONE, type KeyPair } from './helpers/ssh-fixtures.js';
+import { REPO, startViaServer, TeardownList, VIA_PORTS, viaKnownHosts, ZONE, type ViaServer } from './helpers/ssh-fixtures.js';
 
 const CLI = join(REPO, 'dist/cli/main.js');
-const SSHD_PORT = 2022;
-const SHADOW_PORT = 2222;
-const HTTP_PORT = 8080;
+const { sshd: SSHD_PORT, shadow: SHADOW_PORT, http: HTTP_PORT } = VIA_PORTS;
 const BOTHWAYS_PORT = 9100;
 const SLOW_PORT = 9101;
 const isRoot = process.getuid?.() === 0;
 const HOST_RESOLV = readFileSync('/etc/resolv.conf');
 
-interface Lab {
-  server: Netns;
-  target: string;
-  dir: string;
-  client: KeyPair;
-  sshdHost: KeyPair;
-  shadowHost: KeyPair;
-}
-
 const hooks = new TeardownList();
-let lab: Lab;
-
-const HTTP_SCRIPT = `
-const http = require('node:http');
-http.createServer((req, res) => res.end('hello ' + req.method + ' ' + req.url + ' host=' + req.headers.host)).listen(${HTTP_PORT}, process.argv[1], () => process.stdout.write('ready\\n'));
-`;
+let lab: ViaServer;
 
 /**
  * Two services on the target address:
@@ -104,18 +88,10 @@ u.bind(53, '127.0.0.1', () => process.stdout.write('ready\n'));
 
 test.before(async () => {
   if (!isRoot) return;
-  const server = await createNetns(hooks);
-  const target = await server.addTargetAddress();
-  server.setResolvConf(`nameserver ${target}\nsearch ${ZONE}\n`);
-  await startTargets(server, target);
-  server.spawn('node', ['-e', HTTP_SCRIPT, target]);
-  server.spawn('node', ['-e', SERVICES_SCRIPT, target, String(4 << 20), '4000'], { cwd: REPO });
-  await waitForTcp(server, target, HTTP_PORT);
-  await waitForTcp(server, target, BOTHWAYS_PORT);
-  await waitForTcp(server, target, SLOW_PORT);
-
-  const { dir, client, sshdHost, shadowHost } = await startSshServers(hooks, server, { sshdPort: SSHD_PORT, shadowPort: SHADOW_PORT, prefix: 'ktt-tun-', sshdOptions: ['MaxSessions 1000'] });
-  lab = { server, target, dir, client, sshdHost, shadowHost };
+  lab = await startViaServer(hooks, { prefix: 'ktt-tun-', sshdOptions: ['MaxSessions 1000'] });
+  lab.server.spawn('node', ['-e', SERVICES_SCRIPT, lab.target, String(4 << 20), '4000'], { cwd: REPO });
+  await waitForTcp(lab.server, lab.target, BOTHWAYS_PORT);
+  await waitForTcp(lab.server, lab.target, SLOW_PORT);
 });
 
 test.after.always(() => hooks.run());
@@ -140,13 +116,9 @@ async function laptop(t: ExecutionContext): Promise<Laptop> {
     dns.stdout!.once('data', () => resolve());
     dns.once('exit', (code) => reject(new Error(`the laptop's resolver exited with ${code}`)));
   });
-  const knownHosts = join(lab.dir, `known_hosts_${ns.name}`);
-  writeFileSync(knownHosts, `[${serverIp}]:${SSHD_PORT} ${lab.sshdHost.public}\n[${serverIp}]:${SHADOW_PORT} ${lab.shadowHost.public}\n`);
+  const knownHosts = viaKnownHosts(t, lab, ns.name, serverIp);
   const stateDir = join(lab.dir, `state_${ns.name}`);
-  t.teardown(() => {
-    rmSync(knownHosts, { force: true });
-    rmSync(stateDir, { recursive: true, force: true });
-  });
+  t.teardown(() => rmSync(stateDir, { recursive: true, force: true }));
   return { ns, serverIp, knownHosts, stateDir, resolvPath: join('/etc/netns', ns.name, 'resolv.conf') };
 }
 

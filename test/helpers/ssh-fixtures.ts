@@ -1,7 +1,7 @@
 /**
- * Shared pieces of the ssh tests (test/shadow-tunnel.test.ts, test/ssh-*.test.ts): targets that
- * live only inside a test namespace (TCP services and a DNS server), keys, and a teardown list
- * usable from `test.before` hooks.
+ * Shared pieces of the ssh tests (test/shadow-tunnel.test.ts, test/ssh-*.test.ts, the --via
+ * connect tests): targets that live only inside a test namespace (TCP services and a DNS server),
+ * keys, sshd and the shadow, and a teardown list usable from `test.before` hooks.
  */
 import type { ChildProcess } from 'node:child_process';
 import { createCipheriv, createHash } from 'node:crypto';
@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generateEd25519 } from '../../src/ssh/keys.js';
-import { waitForTcp, type Netns, type Teardown } from './netns.js';
+import { createNetns, waitForTcp, type Netns, type Teardown } from './netns.js';
 
 export const REPO = join(dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -302,4 +302,44 @@ export async function startSshServers(
   await waitForTcp(ns, '127.0.0.1', o.sshdPort);
   await waitForTcp(ns, '127.0.0.1', o.shadowPort);
   return { dir, client, sshdHost, shadowHost };
+}
+
+/** Ports of the far side `startViaServer` makes: OpenSSH, the shadow, and an HTTP server. */
+export const VIA_PORTS = { sshd: 2022, shadow: 2222, http: 8080 } as const;
+
+/** Answers `hello <method> <url> host=<Host header>`. */
+const VIA_HTTP_SCRIPT = `
+const http = require('node:http');
+http.createServer((req, res) => res.end('hello ' + req.method + ' ' + req.url + ' host=' + req.headers.host)).listen(${VIA_PORTS.http}, process.argv[1], () => process.stdout.write('ready\\n'));
+`;
+
+/** What `startViaServer` made: the server namespace, its target address, the ssh servers' keys. */
+export interface ViaServer extends SshServers {
+  server: Netns;
+  /** an address only the server namespace has, where the targets and the HTTP server listen */
+  target: string;
+}
+
+/**
+ * The far side of the `ktctl connect --via` tests: a server namespace with a target address,
+ * `startTargets` and an HTTP server on it, a resolver that knows ZONE (`web` alone works by
+ * search), and sshd and the shadow on VIA_PORTS; removed with `hooks`.
+ */
+export async function startViaServer(hooks: Teardown, o: { prefix: string; sshdOptions?: string[] }): Promise<ViaServer> {
+  const server = await createNetns(hooks);
+  const target = await server.addTargetAddress();
+  server.setResolvConf(`nameserver ${target}\nsearch ${ZONE}\n`);
+  await startTargets(server, target);
+  server.spawn('node', ['-e', VIA_HTTP_SCRIPT, target]);
+  await waitForTcp(server, target, VIA_PORTS.http);
+  const ssh = await startSshServers(hooks, server, { sshdPort: VIA_PORTS.sshd, shadowPort: VIA_PORTS.shadow, prefix: o.prefix, sshdOptions: o.sshdOptions });
+  return { ...ssh, server, target };
+}
+
+/** A known_hosts for a client that reaches `via` at `serverIp`: both servers' host keys; removed with `t`. */
+export function viaKnownHosts(t: Teardown, via: ViaServer, clientName: string, serverIp: string): string {
+  const path = join(via.dir, `known_hosts_${clientName}`);
+  writeFileSync(path, `[${serverIp}]:${VIA_PORTS.sshd} ${via.sshdHost.public}\n[${serverIp}]:${VIA_PORTS.shadow} ${via.shadowHost.public}\n`);
+  t.teardown(() => rmSync(path, { force: true }));
+  return path;
 }
