@@ -38,7 +38,7 @@ import { createNetns, linkNetns, waitForTcp, runOk, type Netns, type Teardown } 
 import { sshdConfig } from '../test/helpers/ssh-fixtures.js';
 import { labDown, labUp } from '../test/lab/cli.js';
 import { exchangeRows } from './exchange.js';
-import { kubeRows } from './kube-connect.js';
+import { best, kubeRows, type KubeRow } from './kube-connect.js';
 import { meshRows } from './mesh.js';
 import { benchPortForward } from './lab-portforward.js';
 
@@ -55,17 +55,9 @@ const NODE_ARGS = process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
 const LAT_COUNT = 2000;
 const CONN_SECONDS = 3;
 
-interface Row {
-  id: string;
-  path: string;
-  downloadMbit?: number;
-  uploadMbit?: number;
-  p50us?: number;
-  p99us?: number;
-  connPerSec?: number;
+interface Row extends KubeRow {
   /** CPU time of the tunnel's own process per GiB moved (download), where there is one process */
   cpuMsPerGiB?: number;
-  note?: string;
 }
 
 /** utime + stime of a process, in milliseconds (USER_HZ = 100 on Linux). */
@@ -135,12 +127,6 @@ async function stop(child: ChildProcess): Promise<void> {
 async function curlSpeed(ns: Netns, args: string[]): Promise<number> {
   const out = await ns.execOk('curl', ['-sS', '--fail', '-o', '/dev/null', ...args], { timeoutMs: 300_000 });
   return (Number(out.trim()) * 8) / 1e6;
-}
-
-async function best(n: number, fn: () => Promise<number>): Promise<number> {
-  let top = 0;
-  for (let i = 0; i < n; i++) top = Math.max(top, await fn());
-  return top;
 }
 
 async function probe(ns: Netns, args: string[]): Promise<Record<string, number>> {
