@@ -11,7 +11,7 @@ import { firstDenied, NEEDS } from '../kube/access.js';
 import { Kube } from '../kube/api.js';
 import { cleanStale } from '../kube/clean.js';
 import { loadKubeConfig } from '../kube/config.js';
-import { isNotFound, kubeCall, KubeForbiddenError, KubeNotFoundError, KubeUnauthorizedError, ShadowPodError } from '../kube/errors.js';
+import { isNotFound, kubeCall, KubeForbiddenError, KubeNotFoundError, KubeUnauthorizedError, ShadowPodError, unlessNotFound } from '../kube/errors.js';
 import { Heartbeat } from '../kube/heartbeat.js';
 import { discoverNetwork } from '../kube/network.js';
 import { openPortForward } from '../kube/portforward.js';
@@ -137,12 +137,7 @@ export async function kubeTransport(o: KubeTransportOptions, ctx: TransportConte
 
   /** Before each (re)connection: the pod exists and is ready, or is made again. */
   const ensurePod = async (): Promise<void> => {
-    let pod;
-    try {
-      pod = await kubeCall({ verb: 'get', resource: 'pods', namespace, name: podName, server: kube.server }, () => kube.core.readNamespacedPod({ name: podName, namespace }));
-    } catch (error) {
-      if (!isNotFound(error)) throw error;
-    }
+    const pod = await unlessNotFound(kubeCall({ verb: 'get', resource: 'pods', namespace, name: podName, server: kube.server }, () => kube.core.readNamespacedPod({ name: podName, namespace })));
     const gone = !pod || pod.metadata?.deletionTimestamp !== undefined || pod.status?.phase === 'Failed' || pod.status?.phase === 'Succeeded';
     if (gone) {
       if (o.attach) throw new ShadowPodError('lost', `${o.attach.what} (pod ${namespace}/${podName}) is gone; start again`);

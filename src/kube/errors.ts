@@ -192,6 +192,19 @@ export function isNotFound(error: unknown): boolean {
   return error instanceof KubeNotFoundError || (error instanceof ApiException && Number(error.code) === 404);
 }
 
+/**
+ * The call's result, or `undefined` when what it reads or deletes does not exist (404): for the
+ * many places where "not there" is an answer, not a failure. Other errors pass through.
+ */
+export async function unlessNotFound<T>(call: Promise<T>): Promise<T | undefined> {
+  try {
+    return await call;
+  } catch (error) {
+    if (isNotFound(error)) return undefined;
+    throw error;
+  }
+}
+
 export function isConflict(error: unknown): boolean {
   return error instanceof KubeConflictError || (error instanceof ApiException && Number(error.code) === 409);
 }

@@ -9,7 +9,7 @@ import type { V1Deployment } from '@kubernetes/client-node';
 import type { Undo } from '../undo.js';
 import type { Kube } from './api.js';
 import { rfc3339 } from './api.js';
-import { isConflict, isNotFound, kubeCall } from './errors.js';
+import { isConflict, kubeCall, unlessNotFound } from './errors.js';
 import { patchAnnotations, type Heartbeat } from './heartbeat.js';
 import { ANNOTATION_HEARTBEAT, ANNOTATION_ORIGINAL_REPLICAS, ANNOTATION_OWNER, LABEL_SERVICE, ownerOf } from './names.js';
 import type { Progress } from './progress.js';
@@ -88,13 +88,8 @@ export async function scaleDownForExchange(kube: Kube, o: ScaleDownOptions): Pro
  * it. Returns the count, or undefined when nothing was saved (or the deployment is gone).
  */
 export async function restoreReplicas(kube: Kube, namespace: string, name: string): Promise<number | undefined> {
-  let d: V1Deployment;
-  try {
-    d = await kubeCall({ verb: 'get', resource: 'deployments', namespace, name, server: kube.server }, () => kube.apps.readNamespacedDeployment({ name, namespace }));
-  } catch (error) {
-    if (isNotFound(error)) return undefined;
-    throw error;
-  }
+  const d = await unlessNotFound(kubeCall({ verb: 'get', resource: 'deployments', namespace, name, server: kube.server }, () => kube.apps.readNamespacedDeployment({ name, namespace })));
+  if (d === undefined) return undefined;
   const replicas = originalReplicasOf(d);
   if (replicas !== undefined) {
     await kubeCall({ verb: 'patch', resource: 'deployments/scale', namespace, name, server: kube.server }, () =>

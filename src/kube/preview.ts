@@ -7,7 +7,7 @@ import { TargetError } from '../errors.js';
 import type { Undo } from '../undo.js';
 import type { Kube } from './api.js';
 import { rfc3339 } from './api.js';
-import { isConflict, isNotFound, kubeCall, KubeApiError, KubeUnreachableError } from './errors.js';
+import { isConflict, KubeApiError, kubeCall, KubeUnreachableError, unlessNotFound } from './errors.js';
 import type { Heartbeat } from './heartbeat.js';
 import { ANNOTATION_HEARTBEAT, ANNOTATION_OWNER, LABEL_MANAGED_BY, LABEL_ROLE, LABEL_SERVICE, MANAGED_BY, ownerOf } from './names.js';
 import type { ExposePort } from './target.js';
@@ -18,13 +18,8 @@ function exists(namespace: string, name: string, cause?: unknown): TargetError {
 
 /** Fails with TargetError('exists') when the Service is there already (checked before a shadow is made). */
 export async function assertNoService(kube: Kube, namespace: string, name: string): Promise<void> {
-  try {
-    await kubeCall({ verb: 'get', resource: 'services', namespace, name, server: kube.server }, () => kube.core.readNamespacedService({ name, namespace }));
-  } catch (error) {
-    if (isNotFound(error)) return;
-    throw error;
-  }
-  throw exists(namespace, name);
+  const svc = await unlessNotFound(kubeCall({ verb: 'get', resource: 'services', namespace, name, server: kube.server }, () => kube.core.readNamespacedService({ name, namespace })));
+  if (svc !== undefined) throw exists(namespace, name);
 }
 
 export function previewServiceManifest(o: {
@@ -65,11 +60,7 @@ export async function createPreviewService(
   const remove = o.undo.add(`service ${namespace}/${name}`, async () => {
     o.heartbeatOf?.remove(ref);
     if (!created) return;
-    try {
-      await kubeCall({ verb: 'delete', resource: 'services', namespace, name, server: kube.server }, () => kube.core.deleteNamespacedService({ name, namespace }));
-    } catch (error) {
-      if (!isNotFound(error)) throw error;
-    }
+    await unlessNotFound(kubeCall({ verb: 'delete', resource: 'services', namespace, name, server: kube.server }, () => kube.core.deleteNamespacedService({ name, namespace })));
   });
   try {
     const svc = await kubeCall({ verb: 'create', resource: 'services', namespace, name, server: kube.server }, () =>

@@ -10,11 +10,11 @@
  * fresh (younger than STALE_AFTER_MINUTES). `--force` recovers anyway; the live process then finds
  * its objects gone and stops.
  */
-import type { V1ObjectMeta, V1Service } from '@kubernetes/client-node';
+import type { V1ObjectMeta } from '@kubernetes/client-node';
 import { LockedError, TargetError } from '../errors.js';
 import type { Kube } from './api.js';
 import { deleteObject } from './clean.js';
-import { isNotFound, kubeCall } from './errors.js';
+import { isNotFound, kubeCall, unlessNotFound } from './errors.js';
 import { restoreReplicas, originalReplicasOf } from './exchange.js';
 import { breakLock, describeBeat, holderAge, holderAlive, lockOf } from './lock.js';
 import { ANNOTATION_MESH_MARKS, marksOf } from './mesh.js';
@@ -54,12 +54,7 @@ export async function recoverService(kube: Kube, namespace: string, name: string
     const beat = Date.parse(meta?.annotations?.[ANNOTATION_HEARTBEAT] ?? '');
     return Number.isNaN(beat) ? Number.POSITIVE_INFINITY : now - beat;
   };
-  let service: V1Service | undefined;
-  try {
-    service = await kubeCall({ verb: 'get', resource: 'services', namespace, name, server: kube.server }, () => kube.core.readNamespacedService({ name, namespace }));
-  } catch (error) {
-    if (!isNotFound(error)) throw error;
-  }
+  const service = await unlessNotFound(kubeCall({ verb: 'get', resource: 'services', namespace, name, server: kube.server }, () => kube.core.readNamespacedService({ name, namespace })));
   const labelSelector = `${LABEL_MANAGED_BY}=${MANAGED_BY},${LABEL_SERVICE}=${name}`;
   const list = { verb: 'list', namespace, server: kube.server };
   const [pods, secrets, services, configmaps, deployments] = await Promise.all([

@@ -9,7 +9,7 @@
 import { Watch, type V1Service } from '@kubernetes/client-node';
 import type { Undo } from '../undo.js';
 import type { Kube } from './api.js';
-import { isConflict, isNotFound, kubeCall } from './errors.js';
+import { isConflict, isNotFound, kubeCall, unlessNotFound } from './errors.js';
 import { patchAnnotations } from './heartbeat.js';
 import { ANNOTATION_ORIGINAL_SELECTOR } from './names.js';
 import { asString, jsonAnnotation, recordOf, sleep } from './util.js';
@@ -119,13 +119,8 @@ export async function takeOverSelector(kube: Kube, o: TakeOverOptions): Promise<
  */
 export async function restoreSelector(kube: Kube, namespace: string, name: string, o: { expected?: Selector; log?: (line: string) => void } = {}): Promise<Selector | undefined> {
   for (let attempt = 0; attempt < 20; attempt++) {
-    let svc: V1Service;
-    try {
-      svc = await kubeCall({ verb: 'get', resource: 'services', namespace, name, server: kube.server }, () => kube.core.readNamespacedService({ name, namespace }));
-    } catch (error) {
-      if (isNotFound(error)) return undefined;
-      throw error;
-    }
+    const svc = await unlessNotFound(kubeCall({ verb: 'get', resource: 'services', namespace, name, server: kube.server }, () => kube.core.readNamespacedService({ name, namespace })));
+    if (svc === undefined) return undefined;
     const hasAnnotation = svc.metadata?.annotations?.[ANNOTATION_ORIGINAL_SELECTOR] !== undefined;
     if (!hasAnnotation) return undefined;
     const original = originalSelectorOf(svc);

@@ -21,7 +21,7 @@ import { createHash } from 'node:crypto';
 import type { V1Pod } from '@kubernetes/client-node';
 import { Undo } from '../undo.js';
 import type { Kube } from './api.js';
-import { isConflict, isNotFound, kubeCall, KubeConfigError } from './errors.js';
+import { isConflict, isNotFound, kubeCall, KubeConfigError, unlessNotFound } from './errors.js';
 import { patchAnnotations } from './heartbeat.js';
 import { ANNOTATION_SHARED_BY, ANNOTATION_USERS, dnsLabel, ownerOf, userAtHost } from './names.js';
 import { createPod, createSecret, deleteAndWait, makeShadowKeys, type ShadowKeys, type ShadowSpec } from './shadow.js';
@@ -109,12 +109,7 @@ export async function joinSharedPod(kube: Kube, namespace: string, name: string,
   };
   const goneBy = Date.now() + GONE_WAIT_MS;
   for (let attempt = 0; attempt < ATTEMPTS; ) {
-    let pod: V1Pod | undefined;
-    try {
-      pod = await kubeCall(pods, () => kube.core.readNamespacedPod({ name, namespace }));
-    } catch (error) {
-      if (!isNotFound(error)) throw error;
-    }
+    const pod = await unlessNotFound(kubeCall(pods, () => kube.core.readNamespacedPod({ name, namespace })));
     if (pod) {
       const closing = pod.metadata?.annotations?.[ANNOTATION_CLOSING];
       if (pod.metadata?.deletionTimestamp || closing !== undefined) {
@@ -191,12 +186,7 @@ export async function leaveSharedPod(kube: Kube, namespace: string, name: string
   const ref = { kind: 'pod' as const, namespace, name };
   let last = false;
   for (let attempt = 0; attempt < ATTEMPTS && !last; attempt++) {
-    let pod: V1Pod | undefined;
-    try {
-      pod = await kubeCall({ verb: 'get', resource: 'pods', namespace, name, server: kube.server }, () => kube.core.readNamespacedPod({ name, namespace }));
-    } catch (error) {
-      if (!isNotFound(error)) throw error;
-    }
+    const pod = await unlessNotFound(kubeCall({ verb: 'get', resource: 'pods', namespace, name, server: kube.server }, () => kube.core.readNamespacedPod({ name, namespace })));
     if (!pod || pod.metadata?.deletionTimestamp) {
       last = true; // gone anyway: what belongs to it goes too
       break;
