@@ -6,11 +6,9 @@
  * Also where --shareShadow keeps the shared client key (0600, keyed by namespace and shadow), so
  * that the user's other processes can use the shadow without the key ever being in the cluster.
  */
-import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { defaultStateDir, processStartTime, recordOwnerAlive, StateRecordFile, writeStateFile } from '../state.js';
-
-export { defaultStateDir };
 
 export interface ProcessRecord {
   version: 1;
@@ -106,7 +104,6 @@ export function writeSharedKey(namespace: string, shadow: string, key: SharedKey
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const path = sharedKeyPath(dir, namespace, shadow);
   writeStateFile(path, JSON.stringify(key));
-  chmodSync(path, 0o600);
   return path;
 }
 
