@@ -142,8 +142,9 @@ async function upstreamServer(t: ExecutionContext, options: { truncateUdp?: (nam
   return { server: `127.0.0.1:${port}`, log };
 }
 
+/** Upstream timeout 3 s: an answering upstream must beat it also on a loaded machine. */
 function resolverWith(cluster: ReturnType<typeof fakeCluster>, upstream: string[], extra: Partial<ConstructorParameters<typeof ClusterResolver>[0]> = {}) {
-  return new ClusterResolver({ dialer: cluster.dialer, namespace: 'default', upstream: { servers: upstream, timeoutMs: 1000, attempts: 1 }, ...extra });
+  return new ClusterResolver({ dialer: cluster.dialer, namespace: 'default', upstream: { servers: upstream, timeoutMs: 3000, attempts: 1 }, ...extra });
 }
 
 function decodeAnswer(buf: Buffer | undefined): dnsPacket.DecodedPacket {
