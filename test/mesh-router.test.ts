@@ -210,7 +210,8 @@ test.before(async () => {
     { port: P3, protocol: 'sniff' },
     { port: P5, protocol: 'http' },
   ] as const;
-  router = new MeshRouter({ ports, host: ROUTER_HOST, upstream: ORIGINAL_HOST, sniffTimeoutMs: 300, log: (event, fields) => logLines.push({ event, ...fields }) });
+  // 1 s to sniff: a client's first bytes must beat it also when the machine is loaded.
+  router = new MeshRouter({ ports, host: ROUTER_HOST, upstream: ORIGINAL_HOST, sniffTimeoutMs: 1000, log: (event, fields) => logLines.push({ event, ...fields }) });
   hooks.teardown(() => router.close());
   await router.listen();
   const quiet = new MeshRouter({ ports: [{ port: P4, protocol: 'tcp' }], host: ROUTER_HOST, upstream: ORIGINAL_HOST, sniffTimeoutMs: 3_600_000, httpWaitMs: 3_600_000 });
