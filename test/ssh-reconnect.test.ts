@@ -2,7 +2,7 @@
  * ReconnectingTunnel: the shadow goes away and comes back; dials made meanwhile wait and then
  * succeed, remote forwards are asked for again, and a changed host key ends it with 'fatal'.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import net from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -30,15 +30,20 @@ async function stopShadow(child: ChildProcess): Promise<void> {
   await gone;
 }
 
-function echoOnce(stream: NodeJS.ReadWriteStream & { end(data?: string): unknown }, text: string): Promise<string> {
-  stream.end(text);
-  return readAll(stream).then((b) => b.toString());
+/** A shadow in a namespace of the test's own, reached from the host through a Unix socket at `path`. */
+interface ShadowFixture {
+  ns: Netns;
+  host: KeyPair;
+  client: KeyPair;
+  path: string;
+  /** SIGKILL, resolved once it is gone */
+  stop(): Promise<void>;
+  /** a new shadow process, with `hostKey` (default: the same host key) */
+  start(hostKey?: KeyPair): void;
 }
 
-test('the shadow restarts: a dial made while it is down waits and succeeds, forwards come back', async (t) => {
+async function shadowFixture(t: ExecutionContext): Promise<ShadowFixture> {
   const ns = await createNetns(t);
-  const target = await ns.addTargetAddress();
-  await startTargets(ns, target);
   const dir = mkdtempSync(join(tmpdir(), 'ktt-reconnect-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const host = ed25519('host');
@@ -47,11 +52,32 @@ test('the shadow restarts: a dial made while it is down waits and succeeds, forw
   t.teardown(() => shadow.kill('SIGKILL'));
   await waitForTcp(ns, '127.0.0.1', SHADOW_PORT);
   const path = await bridgeToHost(t, ns, SHADOW_PORT);
+  return {
+    ns,
+    host,
+    client,
+    path,
+    stop: () => stopShadow(shadow),
+    start: (hostKey = host) => {
+      shadow = startShadow(ns, dir, hostKey, client);
+    },
+  };
+}
+
+function echoOnce(stream: NodeJS.ReadWriteStream & { end(data?: string): unknown }, text: string): Promise<string> {
+  stream.end(text);
+  return readAll(stream).then((b) => b.toString());
+}
+
+test('the shadow restarts: a dial made while it is down waits and succeeds, forwards come back', async (t) => {
+  const f = await shadowFixture(t);
+  const target = await f.ns.addTargetAddress();
+  await startTargets(f.ns, target);
 
   const logs: string[] = [];
   const tunnel = new ReconnectingTunnel({
     label: 'the test shadow',
-    connect: () => SshTunnel.open({ sock: net.connect(path), username: 'ktctl', privateKey: client.private, hostKey: { pinned: host.public }, keepaliveInterval: 1000 }),
+    connect: () => SshTunnel.open({ sock: net.connect(f.path), username: 'ktctl', privateKey: f.client.private, hostKey: { pinned: f.host.public }, keepaliveInterval: 1000 }),
   });
   tunnel.on('log', (l) => logs.push(l));
   t.teardown(() => tunnel.close());
@@ -65,42 +91,34 @@ test('the shadow restarts: a dial made while it is down waits and succeeds, forw
   t.true(fwd.port > 0);
   t.is(await echoOnce(await tunnel.dial(target, PORTS.echo), 'before'), 'before');
 
-  await stopShadow(shadow);
+  await f.stop();
   // A dial while the shadow is down waits for the reconnect instead of failing.
   const pending = tunnel.dial(target, PORTS.echo);
   await new Promise((r) => setTimeout(r, 500));
-  shadow = startShadow(ns, dir, host, client);
+  f.start();
   const stream = await pending;
   t.is(await echoOnce(stream, 'after'), 'after');
   t.true(logs.some((l) => l.includes('dropped')), logs.join('\n'));
   t.true(logs.some((l) => l.includes('reconnected')), logs.join('\n'));
 
   // The remote forward was asked for again, on the same port.
-  const r = await ns.exec('bash', ['-c', `echo -n hi >/dev/tcp/127.0.0.1/${fwd.port}`]);
+  const r = await f.ns.exec('bash', ['-c', `echo -n hi >/dev/tcp/127.0.0.1/${fwd.port}`]);
   t.is(r.code, 0, r.stderr);
-  await new Promise((res) => setTimeout(res, 300));
+  for (const deadline = Date.now() + 10_000; forwarded.length === 0 && Date.now() < deadline; ) await new Promise((res) => setTimeout(res, 20));
   t.deepEqual(forwarded, ['hi']);
 });
 
 test('a changed host key on reconnect is fatal: the tunnel gives up and says why', async (t) => {
-  const ns = await createNetns(t);
-  const dir = mkdtempSync(join(tmpdir(), 'ktt-reconnect-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const host = ed25519('host');
-  const client = ed25519('client');
-  let shadow = startShadow(ns, dir, host, client);
-  t.teardown(() => shadow.kill('SIGKILL'));
-  await waitForTcp(ns, '127.0.0.1', SHADOW_PORT);
-  const path = await bridgeToHost(t, ns, SHADOW_PORT);
+  const f = await shadowFixture(t);
   const tunnel = new ReconnectingTunnel({
     label: 'the test shadow',
-    connect: () => SshTunnel.open({ sock: net.connect(path), username: 'ktctl', privateKey: client.private, hostKey: { pinned: host.public } }),
+    connect: () => SshTunnel.open({ sock: net.connect(f.path), username: 'ktctl', privateKey: f.client.private, hostKey: { pinned: f.host.public } }),
   });
   t.teardown(() => tunnel.close());
   await tunnel.start();
   const fatal = new Promise<Error>((r) => tunnel.once('fatal', r));
-  await stopShadow(shadow);
-  shadow = startShadow(ns, dir, ed25519('impostor'), client);
+  await f.stop();
+  f.start(ed25519('impostor'));
   const error = await fatal;
   t.true(error instanceof HostKeyError);
   await t.throwsAsync(tunnel.dial('127.0.0.1', 1), { message: /tunnel is closed/ });
