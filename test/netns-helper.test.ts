@@ -37,6 +37,8 @@ test('destroy removes the namespace and kills what runs inside', async (t) => {
   await ns.destroy();
   const list = await run('ip', ['netns', 'list']);
   t.false(list.stdout.includes(ns.name));
-  await new Promise((r) => setTimeout(r, 100));
-  t.true(child.exitCode !== null || child.signalCode !== null, 'the process inside must be gone');
+  // Its exit reaches this process as an event: wait for it (up to 10 s), not a fixed 100 ms.
+  const ended = (): boolean => child.exitCode !== null || child.signalCode !== null;
+  if (!ended()) await Promise.race([new Promise((r) => child.once('exit', r)), new Promise((r) => setTimeout(r, 10_000))]);
+  t.true(ended(), 'the process inside must be gone');
 });
