@@ -64,3 +64,13 @@ export function startCli(hooks: Teardown, args: string[], o: { netns?: string; e
     },
   };
 }
+
+/**
+ * The one `ktctl: ...` error sentence in a run's output (lines above it may log what was undone);
+ * the test fails unless there is exactly one.
+ */
+export function errorSentence(t: ExecutionContext, output: string): string {
+  const lines = output.split('\n').filter((l) => l.startsWith('ktctl: '));
+  t.is(lines.length, 1, output);
+  return lines[0] ?? '';
+}

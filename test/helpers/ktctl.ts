@@ -23,6 +23,7 @@ import { CLI, startCli, type CliRun } from './cli-process.js';
 import type { Teardown } from './netns.js';
 
 export type { CliRun } from './cli-process.js';
+export { errorSentence } from './cli-process.js';
 
 /** The label selector of everything ktctl makes. */
 export const MANAGED = 'app.kubernetes.io/managed-by=ktctl';
