@@ -12,6 +12,7 @@ import { Store, metaOf, type StoreEvent } from './store.js';
 import { applyDefaults, validate } from './validate.js';
 import { jsonPatch, mergePatch, strategicMergePatch } from './patch.js';
 import { now, timestamp } from './clock.js';
+import { admitPod, admitPodTemplate, isSignificantPodUpdate, namespaceLabelErrors, namespaceUpdateWarnings, type PodMeta } from './podsecurity.js';
 
 export const R = {
   namespaces: res('', 'namespaces'),
@@ -35,6 +36,12 @@ function res(group: string, name: string): ResourceInfo {
 }
 
 export type PatchType = 'merge' | 'strategic' | 'json';
+
+/** Options of the writing verbs; `warnings` collects what the server sends as Warning headers. */
+export interface WriteOptions {
+  dryRun?: boolean;
+  warnings?: string[];
+}
 
 export interface DeleteOptions {
   gracePeriodSeconds?: number;
@@ -105,7 +112,7 @@ export class Registry {
     }
   }
 
-  create(info: ResourceInfo, namespace: string, input: JsonObject, opts: { dryRun?: boolean } = {}): JsonObject {
+  create(info: ResourceInfo, namespace: string, input: JsonObject, opts: WriteOptions = {}): JsonObject {
     this.#checkKind(info, input);
     const body = clone(input);
     body.kind = info.kind;
@@ -128,6 +135,7 @@ export class Registry {
     this.#checkNamespace(info, namespace, true);
     applyDefaults(info, body);
     if (info.kind === 'Service') this.#allocateService(body, undefined);
+    this.#podSecurity(info, namespace, body, undefined, opts.warnings);
     if (opts.dryRun) {
       const out = clone(body);
       const m = out.metadata as JsonObject;
@@ -142,7 +150,7 @@ export class Registry {
    * PUT. For kinds with a status subresource, the main resource keeps the stored status and
    * `subresource: 'status'` changes only the status.
    */
-  update(info: ResourceInfo, namespace: string, name: string, input: JsonObject, opts: { subresource?: 'status'; dryRun?: boolean } = {}): JsonObject {
+  update(info: ResourceInfo, namespace: string, name: string, input: JsonObject, opts: WriteOptions & { subresource?: 'status' } = {}): JsonObject {
     this.#checkKind(info, input);
     const body = clone(input);
     const meta = (isObject(body.metadata) ? body.metadata : {}) as JsonObject;
@@ -183,6 +191,7 @@ export class Registry {
       if (cm.deletionTimestamp) nm.deletionTimestamp = cm.deletionTimestamp;
       else delete nm.deletionTimestamp;
       if (!nm.resourceVersion) delete nm.resourceVersion;
+      this.#podSecurity(info, namespace, next, cur, opts.warnings);
     }
     if (opts.dryRun) return next;
     const bump = info.hasSpec && !deepEqual(cur.spec, next.spec);
@@ -191,7 +200,7 @@ export class Registry {
     return stored;
   }
 
-  patch(info: ResourceInfo, namespace: string, name: string, type: PatchType, patch: Json, opts: { subresource?: 'status'; dryRun?: boolean } = {}): JsonObject {
+  patch(info: ResourceInfo, namespace: string, name: string, type: PatchType, patch: Json, opts: WriteOptions & { subresource?: 'status' } = {}): JsonObject {
     const cur = this.get(info, namespace, name);
     let next: Json;
     if (type === 'json') next = jsonPatch(cur, patch);
@@ -206,6 +215,48 @@ export class Registry {
     if (nm.resourceVersion === undefined) nm.resourceVersion = (cur.metadata as JsonObject).resourceVersion;
     next.metadata = nm;
     return this.update(info, namespace, name, next, opts);
+  }
+
+  /**
+   * The PodSecurity admission plugin, after validation like kube-apiserver's validating admission
+   * (podsecurity.ts has the policy). Pods are refused with 403 when the namespace's enforce level
+   * refuses them (on create, and on updates that change images); pods and pod templates of
+   * deployments and replica sets get the warn level's Warning. Namespaces: labels that do not
+   * parse are refused with 422, and a stricter enforce level warns about the pods already there.
+   * Everything the lab's controllers write goes through here too, as their requests do.
+   */
+  #podSecurity(info: ResourceInfo, namespace: string, obj: JsonObject, cur: JsonObject | undefined, warnings: string[] | undefined): void {
+    const meta = obj.metadata as ObjectMeta;
+    if (info.kind === 'Namespace') {
+      const name = meta.name ?? '';
+      const errors = namespaceLabelErrors(meta.labels, cur ? metaOf(cur).labels : undefined, cur !== undefined);
+      if (errors.length > 0) {
+        throw invalid('', 'Namespace', name, errors.map((e) => ({ field: `metadata.labels[${e.label}]`, type: 'Invalid' as const, value: e.value, detail: e.detail })));
+      }
+      if (cur) {
+        const pods = this.store.list(R.pods, name).map((p) => ({ name: metaOf(p).name ?? '', controllerUid: metaOf(p).ownerReferences?.find((r) => r.controller)?.uid, meta: podMeta(metaOf(p)), spec: isObject(p.spec) ? p.spec : {} }));
+        warnings?.push(...namespaceUpdateWarnings(name, metaOf(cur).labels, meta.labels, pods));
+      }
+      return;
+    }
+    if (info.kind !== 'Pod' && info.kind !== 'Deployment' && info.kind !== 'ReplicaSet') return;
+    const ns = this.store.get(R.namespaces, '', namespace);
+    const labels = ns ? metaOf(ns).labels : undefined;
+    const spec = isObject(obj.spec) ? obj.spec : {};
+    if (info.kind === 'Pod') {
+      if (cur && !isSignificantPodUpdate(spec, isObject(cur.spec) ? cur.spec : {})) return;
+      const decision = admitPod(labels, podMeta(meta), spec);
+      if (decision.violation !== undefined) {
+        throw new ApiError(403, 'Forbidden', `pods "${meta.name ?? ''}" is forbidden: ${decision.violation}`, { name: meta.name ?? '', kind: 'pods' });
+      }
+      warnings?.push(...decision.warnings);
+      return;
+    }
+    const template = isObject(spec.template) ? spec.template : undefined;
+    if (!template) return;
+    const tmeta = (isObject(template.metadata) ? template.metadata : {}) as ObjectMeta;
+    const decision = admitPodTemplate(labels, podMeta(tmeta), isObject(template.spec) ? template.spec : {});
+    warnings?.push(...decision.warnings);
   }
 
   #checkImmutable(info: ResourceInfo, cur: JsonObject, next: JsonObject): void {
@@ -456,6 +507,10 @@ export class Registry {
       }
     }
   }
+}
+
+function podMeta(m: ObjectMeta): PodMeta {
+  return { annotations: m.annotations };
 }
 
 export function findResourceOrThrow(group: string, version: string, name: string): ResourceInfo {

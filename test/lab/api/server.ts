@@ -21,6 +21,7 @@ import { handleExec, handlePortForward, handleLog } from './streams.js';
 import { toTable, wantsTable } from './table.js';
 import { decodeK8sProtobuf, isProtobuf } from './proto.js';
 import { openApiDocument, openApiIndex } from './openapi.js';
+import { warningHeader } from './podsecurity.js';
 
 export interface ApiServerOptions {
   registry: Registry;
@@ -99,19 +100,22 @@ export class ApiServer {
     return this.#opts.users.get(h.slice(7).trim());
   }
 
-  #send(res: http.ServerResponse, code: number, body: Json): void {
+  /** `warnings` become Warning headers (`299 - "..."`), as admission warnings do in kube-apiserver. */
+  #send(res: http.ServerResponse, code: number, body: Json, warnings: string[] = []): void {
     if (res.headersSent) {
       res.end();
       return;
     }
     const text = JSON.stringify(body);
-    res.writeHead(code, {
+    const headers: http.OutgoingHttpHeaders = {
       'Content-Type': 'application/json',
       'Content-Length': Buffer.byteLength(text),
       'Cache-Control': 'no-cache, private',
       Date: now().toUTCString(),
       'Audit-Id': crypto.randomUUID(),
-    });
+    };
+    if (warnings.length > 0) headers.Warning = [...new Set(warnings)].map(warningHeader);
+    res.writeHead(code, headers);
     res.end(text);
   }
 
@@ -305,8 +309,9 @@ export class ApiServer {
         case 'POST': {
           const body = await this.#readJson(req, info);
           if (!isObject(body)) throw badRequest(`the object provided is unrecognized (must be of type ${info.kind})`);
-          const created = reg.create(info, ns, body, { dryRun });
-          return this.#send(res, 201, created);
+          const warnings: string[] = [];
+          const created = reg.create(info, ns, body, { dryRun, warnings });
+          return this.#send(res, 201, created, warnings);
         }
         case 'DELETE': {
           const opts = await this.#deleteOptions(req, q);
@@ -321,6 +326,7 @@ export class ApiServer {
 
     const name = route.name;
     const sub = route.subresource === 'status' ? ('status' as const) : undefined;
+    const warnings: string[] = [];
     if (route.subresource !== undefined && route.subresource !== 'status') throw methodNotAllowed();
     switch (method) {
       case 'GET': {
@@ -330,7 +336,7 @@ export class ApiServer {
       case 'PUT': {
         const body = await this.#readJson(req, info);
         if (!isObject(body)) throw badRequest(`the object provided is unrecognized (must be of type ${info.kind})`);
-        return this.#send(res, 200, reg.update(info, ns, name, body, { subresource: sub, dryRun }));
+        return this.#send(res, 200, reg.update(info, ns, name, body, { subresource: sub, dryRun, warnings }), warnings);
       }
       case 'PATCH': {
         const type = this.#patchType(req, info);
@@ -339,11 +345,14 @@ export class ApiServer {
           if (!isObject(body)) throw badRequest('apply patches must be objects');
           if (!reg.tryGet(info, ns, name)) {
             const withName = { ...body, metadata: { ...(isObject(body.metadata) ? body.metadata : {}), name } };
-            return this.#send(res, 201, reg.create(info, ns, withName, { dryRun }));
+            const created = reg.create(info, ns, withName, { dryRun, warnings });
+            return this.#send(res, 201, created, warnings);
           }
-          return this.#send(res, 200, reg.patch(info, ns, name, info.group === 'networking.istio.io' ? 'merge' : 'strategic', body, { subresource: sub, dryRun }));
+          const patched = reg.patch(info, ns, name, info.group === 'networking.istio.io' ? 'merge' : 'strategic', body, { subresource: sub, dryRun, warnings });
+          return this.#send(res, 200, patched, warnings);
         }
-        return this.#send(res, 200, reg.patch(info, ns, name, type, body, { subresource: sub, dryRun }));
+        const patched = reg.patch(info, ns, name, type, body, { subresource: sub, dryRun, warnings });
+        return this.#send(res, 200, patched, warnings);
       }
       case 'DELETE': {
         const opts = await this.#deleteOptions(req, q);
