@@ -161,6 +161,8 @@ export class Controllers {
   #lastServices = '';
   #lastDns = '';
   #retryTimer: NodeJS.Timeout | undefined;
+  /** replica sets whose last pod create was refused: uid -> next delay and the retry timer */
+  readonly #createBackoff = new Map<string, { delayMs: number; timer: NodeJS.Timeout; error: string; due: boolean }>();
   #stopped = false;
   readonly #onStoreEvent = (ev: StoreEvent): void => this.#route(ev);
 
@@ -197,6 +199,8 @@ export class Controllers {
     this.#net.events.off('containerWaiting', this.#onWaiting);
     if (this.#retryTimer) clearInterval(this.#retryTimer);
     if (this.#syncTimer) clearTimeout(this.#syncTimer);
+    for (const b of this.#createBackoff.values()) clearTimeout(b.timer);
+    this.#createBackoff.clear();
     const all = [...this.#pods.values()];
     for (const p of all) if (p.backoffTimer) clearTimeout(p.backoffTimer);
     await Promise.allSettled(all.filter((p) => p.created || p.creating).map((p) => this.#net.deletePod(p.uid)));
@@ -425,6 +429,9 @@ export class Controllers {
           : cond('Progressing', 'True', 'ReplicaSetUpdated', `ReplicaSet "${rsName}" is progressing.`),
       ],
     };
+    // deployment sync.go calculateStatus: the replica sets' ReplicaFailure is the deployment's too
+    const failure = [...(cur ? [cur] : []), ...all].flatMap((rs) => rs.status?.conditions ?? []).find((c) => c.type === 'ReplicaFailure');
+    if (failure) status.conditions!.push(cond('ReplicaFailure', 'True', failure.reason ?? 'FailedCreate', failure.message ?? ''));
     if (replicas - available > 0) status.unavailableReplicas = replicas - available;
     for (const k of ['replicas', 'updatedReplicas', 'readyReplicas', 'availableReplicas'] as const) if (status[k] === 0) delete status[k];
     const fresh = asT<Deployment>(this.#reg.get(R.deployments, ns, name));
@@ -459,18 +466,46 @@ export class Controllers {
       .map((x) => asT<Pod>(x))
       .filter((p) => controllerOf(p) === rs.metadata.uid);
     const active = pods.filter((p) => !isTerminating(p) && p.status?.phase !== 'Succeeded' && p.status?.phase !== 'Failed');
-    if (active.length < desired) {
+    const uid = rs.metadata.uid;
+    // the error of the last refused create while its backoff runs (manageReplicasErr)
+    const backoff = this.#createBackoff.get(uid);
+    let createError = backoff?.error;
+    if (active.length >= desired && backoff) {
+      clearTimeout(backoff.timer);
+      this.#createBackoff.delete(uid);
+      createError = undefined;
+    }
+    if (active.length < desired && (!backoff || backoff.due)) {
       for (let i = active.length; i < desired; i++) {
         const tmpl = clone(rs.spec.template);
-        const created = this.#reg.create(R.pods, ns, {
-          metadata: {
-            generateName: `${name}-`,
-            labels: toJ(tmpl.metadata?.labels ?? {}),
-            annotations: toJ(tmpl.metadata?.annotations ?? {}),
-            ownerReferences: [{ apiVersion: 'apps/v1', kind: 'ReplicaSet', name, uid: rs.metadata.uid, controller: true, blockOwnerDeletion: true }],
-          },
-          spec: toJ(tmpl.spec),
-        });
+        let created: JsonObject;
+        try {
+          created = this.#reg.create(R.pods, ns, {
+            metadata: {
+              generateName: `${name}-`,
+              labels: toJ(tmpl.metadata?.labels ?? {}),
+              annotations: toJ(tmpl.metadata?.annotations ?? {}),
+              ownerReferences: [{ apiVersion: 'apps/v1', kind: 'ReplicaSet', name, uid, controller: true, blockOwnerDeletion: true }],
+            },
+            spec: toJ(tmpl.spec),
+          });
+        } catch (e) {
+          // kube-controller-manager's RealPodControl.createPods: a refused create is a Warning
+          // event on the ReplicaSet (not while the namespace terminates), the rest of the batch
+          // waits, and the ReplicaSet is synced again after a backoff.
+          if (!(e instanceof ApiError)) throw e;
+          if (!(e.code === 403 && e.message.includes('because it is being terminated'))) {
+            this.#record(rs, 'Warning', 'FailedCreate', `Error creating: ${e.message}`, 'replicaset-controller');
+          }
+          createError = e.message;
+          this.#backOffCreate(ns, name, uid, e.message);
+          break;
+        }
+        if (backoff) {
+          clearTimeout(backoff.timer);
+          this.#createBackoff.delete(uid);
+          createError = undefined;
+        }
         active.push(asT<Pod>(created));
         this.#record(rs, 'Normal', 'SuccessfulCreate', `Created pod: ${metaOf(created).name}`, 'replicaset-controller');
       }
@@ -499,6 +534,11 @@ export class Controllers {
       observedGeneration: rs.metadata.generation,
     };
     for (const k of ['fullyLabeledReplicas', 'readyReplicas', 'availableReplicas'] as const) if (status[k] === 0) delete status[k];
+    // replica_set_utils.go calculateStatus: ReplicaFailure while creating fails, gone after
+    const failure = rs.status?.conditions?.find((c) => c.type === 'ReplicaFailure');
+    if (createError !== undefined && active.length < desired) {
+      status.conditions = [failure ?? { type: 'ReplicaFailure', status: 'True', lastTransitionTime: timestamp(), reason: 'FailedCreate', message: createError }];
+    }
     const fresh = this.#reg.get(R.replicasets, ns, name);
     if (!deepEqual(fresh.status, status)) {
       const next = clone(fresh);
@@ -506,6 +546,25 @@ export class Controllers {
       delete (next.metadata as JsonObject).resourceVersion;
       this.#reg.store.update(R.replicasets, next, { bumpGeneration: false });
     }
+  }
+
+  /**
+   * The replica set controller's rate-limited requeue after a failed sync. kube-controller-manager
+   * starts at 5 ms and doubles up to 1000 s; the lab starts at 1 s and stops doubling at 60 s, so a
+   * refused pod makes one FailedCreate event now and a few more later, not dozens per second.
+   */
+  #backOffCreate(ns: string, name: string, uid: string, error: string): void {
+    const prev = this.#createBackoff.get(uid);
+    if (prev) clearTimeout(prev.timer);
+    const delayMs = prev ? Math.min(prev.delayMs * 2, 60_000) : 1000;
+    const timer = setTimeout(() => {
+      const cur = this.#createBackoff.get(uid);
+      if (cur) cur.due = true;
+      if (!this.#reg.tryGet(R.replicasets, ns, name)) this.#createBackoff.delete(uid);
+      else this.#queue.add(`rs:${ns}/${name}`, () => this.#reconcileReplicaSet(ns, name));
+    }, delayMs);
+    timer.unref();
+    this.#createBackoff.set(uid, { delayMs, timer, error, due: false });
   }
 
   // ---- scheduler + kubelet ----

@@ -206,6 +206,7 @@ export interface ReplicaSet extends KObject {
     readyReplicas?: number;
     availableReplicas?: number;
     observedGeneration?: number;
+    conditions?: Condition[];
   };
 }
 
