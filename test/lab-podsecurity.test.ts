@@ -4,7 +4,16 @@
  * aggregate message, the namespace labels, and the decisions the API server acts on. The expected
  * strings come from the Go source and its tests (policy/check_*_test.go).
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import https from 'node:https';
+import os from 'node:os';
+import path from 'node:path';
+import { ControlPlane } from './lab/api/lab.js';
+import { FakeLabNet } from './lab/api/fake-net.js';
+import { FILES, makeCredentials, renderKubeconfig } from './lab/api/pki.js';
 import type { JsonObject } from './lab/api/json.js';
 import {
   admitPod,
@@ -456,14 +465,14 @@ test('namespaceLabelErrors: creates refuse bad labels; updates only new ones', (
 test('namespaceUpdateWarnings: a stricter enforce level names the existing pods that violate it', (t) => {
   const pod = (name: string, controllerUid?: string): { name: string; controllerUid?: string; meta: PodMeta; spec: JsonObject } => ({ name, controllerUid, meta: {}, spec: BARE });
   const priv = { name: 'p', meta: {}, spec: { containers: [{ name: 'x', image: 'i', securityContext: { privileged: true } }] } };
-  const w = namespaceUpdateWarnings('ns1', {}, { [ENFORCE]: 'restricted' }, [pod('web-2', 'u1'), pod('web-1', 'u1'), pod('solo'), priv]);
+  const w = namespaceUpdateWarnings('ns1', {}, { [ENFORCE]: 'restricted' }, () => [pod('web-2', 'u1'), pod('web-1', 'u1'), pod('solo'), priv]);
   t.deepEqual(w, [
     'existing pods in namespace "ns1" violate the new PodSecurity enforce level "restricted:latest"',
     'p: privileged, allowPrivilegeEscalation != false, unrestricted capabilities, runAsNonRoot != true, seccompProfile',
     'solo (and 2 other pods): allowPrivilegeEscalation != false, unrestricted capabilities, runAsNonRoot != true, seccompProfile',
   ]);
-  t.deepEqual(namespaceUpdateWarnings('ns1', { [ENFORCE]: 'restricted' }, { [ENFORCE]: 'baseline' }, [pod('a')]), []);
-  t.deepEqual(namespaceUpdateWarnings('ns1', {}, { [ENFORCE]: 'restricted' }, []), []);
+  t.deepEqual(namespaceUpdateWarnings('ns1', { [ENFORCE]: 'restricted' }, { [ENFORCE]: 'baseline' }, () => [pod('a')]), []);
+  t.deepEqual(namespaceUpdateWarnings('ns1', {}, { [ENFORCE]: 'restricted' }, () => []), []);
 });
 
 test('isSignificantPodUpdate: images and container counts, not other fields', (t) => {
@@ -475,4 +484,199 @@ test('isSignificantPodUpdate: images and container counts, not other fields', (t
 
 test('warningHeader: 299, agent "-", quotes and backslashes escaped', (t) => {
   t.is(warningHeader('would violate PodSecurity "restricted:latest": a (b\\c)'), '299 - "would violate PodSecurity \\"restricted:latest\\": a (b\\\\c)"');
+});
+
+// ---- through the API server: an in-process control plane on 127.0.0.1:0 with the fake data plane ----
+
+interface Lab {
+  cp: ControlPlane;
+  dir: string;
+  kubeconfig: string;
+  server: string;
+  token: string;
+  ca: Buffer;
+}
+
+let apiLab: Lab | undefined;
+
+test.before(async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ktlab-psa-'));
+  const { tokens } = await makeCredentials(dir);
+  const cp = new ControlPlane({
+    net: new FakeLabNet(),
+    tokens,
+    tls: { key: fs.readFileSync(path.join(dir, FILES.serverKey)), cert: fs.readFileSync(path.join(dir, FILES.serverCert)) },
+    demo: false,
+  });
+  const { port } = await cp.start('127.0.0.1', 0);
+  const server = `https://127.0.0.1:${port}`;
+  const ca = fs.readFileSync(path.join(dir, FILES.caCert));
+  const kubeconfig = path.join(dir, 'kubeconfig-local');
+  fs.writeFileSync(kubeconfig, renderKubeconfig(ca, tokens, server), { mode: 0o600 });
+  apiLab = { cp, dir, kubeconfig, server, token: tokens.admin, ca };
+});
+
+test.after.always(async () => {
+  if (!apiLab) return;
+  await apiLab.cp.stop();
+  fs.rmSync(apiLab.dir, { recursive: true, force: true });
+});
+
+function uniq(prefix: string): string {
+  return `${prefix}-${randomBytes(3).toString('hex')}`;
+}
+
+function request(method: string, urlPath: string, body?: unknown, contentType = 'application/json'): Promise<{ status: number; json: JsonObject; warnings: string[] }> {
+  const l = apiLab!;
+  return new Promise((resolve, reject) => {
+    const req = https.request(
+      new URL(urlPath, l.server),
+      { method, ca: l.ca, headers: { Authorization: `Bearer ${l.token}`, 'Content-Type': contentType, Accept: 'application/json' } },
+      (res) => {
+        let text = '';
+        res.on('data', (c: Buffer) => (text += c.toString()));
+        res.on('end', () => {
+          // one Warning header line per warning (node joins repeated headers in res.headers)
+          const warnings = res.rawHeaders.filter((_, i) => i % 2 === 1 && res.rawHeaders[i - 1].toLowerCase() === 'warning');
+          resolve({ status: res.statusCode ?? 0, json: JSON.parse(text) as JsonObject, warnings });
+        });
+      },
+    );
+    req.setTimeout(10_000, () => req.destroy(new Error('request timed out')));
+    req.on('error', reject);
+    req.end(body === undefined ? undefined : JSON.stringify(body));
+  });
+}
+
+function kubectlLocal(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile('kubectl', ['--kubeconfig', apiLab!.kubeconfig, ...args], { timeout: 30_000 }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** A namespace for one test, deleted afterwards (also on failure). */
+async function namespace(t: ExecutionContext, labels: Record<string, string>): Promise<string> {
+  const name = uniq('psa');
+  const r = await request('POST', '/api/v1/namespaces', { metadata: { name, labels } });
+  if (r.status !== 201) throw new Error(`namespace create: ${r.status} ${JSON.stringify(r.json)}`);
+  t.teardown(async () => {
+    await request('DELETE', `/api/v1/namespaces/${name}`);
+  });
+  return name;
+}
+
+async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 10_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await f();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const RESTRICTED_BARE = forbiddenDetail(evaluatePod('restricted', {}, { containers: [{ name: 'x', image: 'ktlab/echo' }] }));
+
+test.serial('API: a pod in an enforce=restricted namespace is refused with 403 Forbidden and the real message', async (t) => {
+  const ns = await namespace(t, { [ENFORCE]: 'restricted' });
+  const r = await request('POST', `/api/v1/namespaces/${ns}/pods`, { metadata: { name: 'x' }, spec: { containers: [{ name: 'x', image: 'ktlab/echo' }] } });
+  t.is(r.status, 403);
+  t.like(r.json, {
+    kind: 'Status',
+    status: 'Failure',
+    reason: 'Forbidden',
+    code: 403,
+    message: `pods "x" is forbidden: violates PodSecurity "restricted:latest": ${RESTRICTED_BARE}`,
+    details: { name: 'x', kind: 'pods' },
+  });
+  t.deepEqual(r.warnings, []);
+  const get = await request('GET', `/api/v1/namespaces/${ns}/pods/x`);
+  t.is(get.status, 404);
+  // the compliant pod is created
+  const ok = await request('POST', `/api/v1/namespaces/${ns}/pods`, { metadata: { name: 'ok' }, spec: goodSpec() });
+  t.is(ok.status, 201);
+  t.deepEqual(ok.warnings, []);
+});
+
+test.serial('API: warn=restricted creates the pod and sends the Warning header', async (t) => {
+  const ns = await namespace(t, { 'pod-security.kubernetes.io/warn': 'restricted' });
+  const r = await request('POST', `/api/v1/namespaces/${ns}/pods`, { metadata: { name: 'x' }, spec: { containers: [{ name: 'x', image: 'ktlab/echo' }] } });
+  t.is(r.status, 201);
+  t.deepEqual(r.warnings, [warningHeader(`would violate PodSecurity "restricted:latest": ${RESTRICTED_BARE}`)]);
+  t.true(r.warnings[0].startsWith('299 - "would violate PodSecurity \\"restricted:latest\\": allowPrivilegeEscalation != false'));
+});
+
+test.serial('API: bad namespace labels are refused with 422 (create)', async (t) => {
+  const name = uniq('psa-bad');
+  const r = await request('POST', '/api/v1/namespaces', { metadata: { name, labels: { [ENFORCE]: 'strict' } } });
+  t.teardown(async () => {
+    await request('DELETE', `/api/v1/namespaces/${name}`);
+  });
+  t.is(r.status, 422);
+  t.is(r.json.message, `Namespace "${name}" is invalid: metadata.labels[pod-security.kubernetes.io/enforce]: Invalid value: "strict": must be one of privileged, baseline, restricted`);
+});
+
+test.serial('API: a deployment in an enforce namespace gets only a warning; its pods are refused and the ReplicaSet records FailedCreate', async (t) => {
+  const ns = await namespace(t, { [ENFORCE]: 'restricted' });
+  const deploy = {
+    metadata: { name: 'web' },
+    spec: {
+      replicas: 1,
+      selector: { matchLabels: { app: 'web' } },
+      template: { metadata: { labels: { app: 'web' } }, spec: { containers: [{ name: 'web', image: 'ktlab/echo' }] } },
+    },
+  };
+  const r = await request('POST', `/apis/apps/v1/namespaces/${ns}/deployments`, deploy);
+  t.is(r.status, 201);
+  const detail = forbiddenDetail(evaluatePod('restricted', {}, { containers: [{ name: 'web', image: 'ktlab/echo' }] }));
+  t.deepEqual(r.warnings, [warningHeader(`would violate PodSecurity "restricted:latest": ${detail}`)]);
+  const event = await until('the FailedCreate event', async () => {
+    const evs = await request('GET', `/api/v1/namespaces/${ns}/events`);
+    return (evs.json.items as JsonObject[]).find((e) => e.reason === 'FailedCreate');
+  });
+  t.like(event, { type: 'Warning', involvedObject: { kind: 'ReplicaSet' }, source: { component: 'replicaset-controller' } });
+  t.regex(String(event.message), new RegExp(`^Error creating: pods "web-[a-z0-9]+-[a-z0-9]{5}" is forbidden: violates PodSecurity "restricted:latest": `));
+  t.true(String(event.message).endsWith(detail));
+  const pods = await request('GET', `/api/v1/namespaces/${ns}/pods`);
+  t.deepEqual(pods.json.items, []);
+  const rs = await until('the ReplicaFailure condition', async () => {
+    const l = await request('GET', `/apis/apps/v1/namespaces/${ns}/replicasets`);
+    const item = (l.json.items as JsonObject[])[0];
+    const conds = ((item?.status as JsonObject | undefined)?.conditions ?? []) as JsonObject[];
+    return conds.find((c) => c.type === 'ReplicaFailure');
+  });
+  t.like(rs, { status: 'True', reason: 'FailedCreate' });
+});
+
+test.serial('API: relabelling a namespace to enforce=restricted warns about its pods; an image update is checked again', async (t) => {
+  const ns = await namespace(t, {});
+  const created = await request('POST', `/api/v1/namespaces/${ns}/pods`, { metadata: { name: 'old' }, spec: { containers: [{ name: 'x', image: 'ktlab/echo' }] } });
+  t.is(created.status, 201);
+  const r = await request('PATCH', `/api/v1/namespaces/${ns}`, { metadata: { labels: { [ENFORCE]: 'restricted' } } }, 'application/merge-patch+json');
+  t.is(r.status, 200);
+  t.deepEqual(r.warnings, [
+    warningHeader(`existing pods in namespace "${ns}" violate the new PodSecurity enforce level "restricted:latest"`),
+    warningHeader('old: allowPrivilegeEscalation != false, unrestricted capabilities, runAsNonRoot != true, seccompProfile'),
+  ]);
+  const img = await request('PATCH', `/api/v1/namespaces/${ns}/pods/old`, { spec: { containers: [{ name: 'x', image: 'ktlab/echo:2' }] } }, 'application/strategic-merge-patch+json');
+  t.is(img.status, 403);
+  t.is(img.json.message, `pods "old" is forbidden: violates PodSecurity "restricted:latest": ${RESTRICTED_BARE}`);
+  const labels = await request('PATCH', `/api/v1/namespaces/${ns}/pods/old`, { metadata: { labels: { a: 'b' } } }, 'application/strategic-merge-patch+json');
+  t.is(labels.status, 200);
+});
+
+test.serial('kubectl run in a restricted namespace: Error from server (Forbidden) with the real message', async (t) => {
+  if (!(await kubectlLocal(['version', '--client'])).stdout) return t.pass('kubectl is not installed');
+  const ns = await namespace(t, { [ENFORCE]: 'restricted' });
+  const r = await kubectlLocal(['run', 'x', '--image=ktlab/echo', '-n', ns]);
+  t.not(r.code, 0);
+  t.is(r.stderr.trim(), `Error from server (Forbidden): pods "x" is forbidden: violates PodSecurity "restricted:latest": ${RESTRICTED_BARE}`);
+  const warnNs = await namespace(t, { 'pod-security.kubernetes.io/warn': 'restricted' });
+  const w = await kubectlLocal(['run', 'x', '--image=ktlab/echo', '-n', warnNs]);
+  t.is(w.code, 0, w.stderr);
+  t.is(w.stderr.trim(), `Warning: would violate PodSecurity "restricted:latest": ${RESTRICTED_BARE}`);
+  t.is(w.stdout.trim(), 'pod/x created');
 });

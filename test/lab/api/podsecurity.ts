@@ -769,9 +769,15 @@ const NAMESPACE_MAX_PODS_TO_CHECK = 3000;
  * follows Admission.ValidateNamespace (update) and EvaluatePodsInNamespace, prioritizePods and
  * decoratePodWarnings (admission.go): when the enforce level gets stricter, the existing pods are
  * checked (one per controller first) and each distinct set of reasons is one warning, named by
- * its first pod in name order. The 1 s time limit of the real check is not needed here.
+ * its first pod in name order. The pods are listed only when the level got stricter. The 1 s
+ * time limit of the real check is not needed here.
  */
-export function namespaceUpdateWarnings(namespace: string, oldLabels: Record<string, string> | undefined, newLabels: Record<string, string> | undefined, pods: ExistingPod[]): string[] {
+export function namespaceUpdateWarnings(
+  namespace: string,
+  oldLabels: Record<string, string> | undefined,
+  newLabels: Record<string, string> | undefined,
+  listPods: () => ExistingPod[],
+): string[] {
   const next = policyToEvaluate(newLabels).policy.enforce;
   const old = policyToEvaluate(oldLabels).policy.enforce;
   if (sameLevelVersion(next, old)) return [];
@@ -781,7 +787,7 @@ export function namespaceUpdateWarnings(namespace: string, oldLabels: Record<str
   const seen = new Set<string>();
   const first: ExistingPod[] = [];
   const duplicates: ExistingPod[] = [];
-  for (const p of pods) {
+  for (const p of listPods()) {
     if (p.controllerUid === undefined) first.push(p);
     else if (seen.has(p.controllerUid)) duplicates.push(p);
     else {

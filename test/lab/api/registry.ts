@@ -12,7 +12,7 @@ import { Store, metaOf, type StoreEvent } from './store.js';
 import { applyDefaults, validate } from './validate.js';
 import { jsonPatch, mergePatch, strategicMergePatch } from './patch.js';
 import { now, timestamp } from './clock.js';
-import { admitPod, admitPodTemplate, isSignificantPodUpdate, namespaceLabelErrors, namespaceUpdateWarnings, type PodMeta } from './podsecurity.js';
+import { admitPod, admitPodTemplate, isSignificantPodUpdate, namespaceLabelErrors, namespaceUpdateWarnings, type ExistingPod, type PodMeta } from './podsecurity.js';
 
 export const R = {
   namespaces: res('', 'namespaces'),
@@ -234,7 +234,7 @@ export class Registry {
         throw invalid('', 'Namespace', name, errors.map((e) => ({ field: `metadata.labels[${e.label}]`, type: 'Invalid' as const, value: e.value, detail: e.detail })));
       }
       if (cur) {
-        const pods = this.store.list(R.pods, name).map((p) => ({ name: metaOf(p).name ?? '', controllerUid: metaOf(p).ownerReferences?.find((r) => r.controller)?.uid, meta: podMeta(metaOf(p)), spec: isObject(p.spec) ? p.spec : {} }));
+        const pods = (): ExistingPod[] => this.store.list(R.pods, name).map((p) => ({ name: metaOf(p).name ?? '', controllerUid: metaOf(p).ownerReferences?.find((r) => r.controller)?.uid, meta: podMeta(metaOf(p)), spec: isObject(p.spec) ? p.spec : {} }));
         warnings?.push(...namespaceUpdateWarnings(name, metaOf(cur).labels, meta.labels, pods));
       }
       return;
