@@ -1,8 +1,9 @@
 /**
  * The lab's Pod Security Admission (test/lab/api/podsecurity.ts): each check of baseline and
  * restricted with the reason and detail pod-security-admission v0.32 gives, the order of the
- * aggregate message, the namespace labels, and the decisions the API server acts on. The expected
- * strings come from the Go source and its tests (policy/check_*_test.go).
+ * aggregate message, the namespace labels, and the decisions the API server acts on; then the same
+ * through an in-process API server (fake data plane, 127.0.0.1:0, never the shared lab) and
+ * kubectl. The expected strings come from the Go source and its tests (policy/check_*_test.go).
  */
 import test, { type ExecutionContext } from 'ava';
 import { execFile } from 'node:child_process';
