@@ -2,6 +2,7 @@ import { Option } from 'clipanion';
 import type { CipherAlgorithm } from 'ssh2';
 import { UsageError } from '../errors.js';
 import { DEFAULT_SHADOW_IMAGE, parseKeyValues } from '../kube/names.js';
+import { parsePodQuota, SHADOW_UID, type PodSettings } from '../kube/pod-settings.js';
 import type { ReconnectingTunnel } from '../ssh/reconnect.js';
 import { CIPHERS } from '../ssh/tunnel.js';
 import { KubeCommand } from './base.js';
@@ -91,6 +92,12 @@ export abstract class ShadowCommand extends KubeCommand {
   podCreationTimeout = Option.String('--podCreationTimeout,--pod-creation-timeout', '60', { description: 'seconds to wait for the shadow pod to be ready' });
   portForwardTimeout = Option.String('--portForwardTimeout,--port-forward-timeout', '10', { description: 'seconds to wait for the port-forward to the shadow' });
   clusterDomain = Option.String('--clusterDomain,--cluster-domain', 'cluster.local', { description: 'the cluster\'s DNS domain' });
+  podQuota = Option.String('--podQuota,--pod-quota', { description: 'CPU,MEMORY requests and limits of the shadow and router pods (KT Connect\'s 0.5c,512m, or 500m,512Mi)' });
+  serviceAccount = Option.String('--serviceAccount,--service-account', { description: 'service account of the shadow and router pods (its token is not mounted)' });
+  forceUpdate = Option.Boolean('--forceUpdate,--force-update,-f', false, { description: 'pull the shadow image on every start (imagePullPolicy Always)' });
+  runAsUser = Option.String('--runAsUser,--run-as-user', String(SHADOW_UID), {
+    description: `user id of the shadow and router pods (default ${SHADOW_UID}, the Node.js image's user node); auto leaves it to the cluster (OpenShift's restricted SCC)`,
+  });
 
   /**
    * The shadow's options from the flags and the command's `run`; bad flags throw a UsageError.
@@ -101,6 +108,7 @@ export abstract class ShadowCommand extends KubeCommand {
       ...this.kubeFlags(),
       image: this.image ?? DEFAULT_SHADOW_IMAGE,
       imagePullSecret: this.imagePullSecret,
+      pod: this.podSettings(),
       nodeSelector: keyValues(this.nodeSelector, '--nodeSelector'),
       labels: { ...keyValues(this.withLabel, '--withLabel'), ...run.labels },
       annotations: keyValues(this.withAnnotation, '--withAnnotation'),
@@ -115,6 +123,26 @@ export abstract class ShadowCommand extends KubeCommand {
       role: run.role,
       ports: run.ports,
     };
+  }
+
+  /** --runAsUser, --podQuota, --serviceAccount, --forceUpdate and the user's --withLabel, checked. */
+  protected podSettings(): PodSettings {
+    let runAsUser: PodSettings['runAsUser'] = 'auto';
+    if (this.runAsUser !== 'auto') {
+      if (!/^\d+$/.test(this.runAsUser) || Number(this.runAsUser) === 0 || Number(this.runAsUser) > 2 ** 31 - 1) {
+        throw new UsageError(`--runAsUser takes a user id other than 0 (the pods run as non-root) or auto (got "${this.runAsUser}")`);
+      }
+      runAsUser = Number(this.runAsUser);
+    }
+    let resources: PodSettings['resources'];
+    if (this.podQuota !== undefined) {
+      try {
+        resources = parsePodQuota(this.podQuota);
+      } catch (error) {
+        throw new UsageError(`--podQuota ${(error as Error).message} (got "${this.podQuota}")`);
+      }
+    }
+    return { runAsUser, resources, serviceAccount: this.serviceAccount, pullPolicy: this.forceUpdate ? 'Always' : 'IfNotPresent', userLabels: keyValues(this.withLabel, '--withLabel') };
   }
 }
 

@@ -11,13 +11,15 @@ import { firstDenied, NEEDS } from '../kube/access.js';
 import { Kube } from '../kube/api.js';
 import { cleanStale } from '../kube/clean.js';
 import { loadKubeConfig } from '../kube/config.js';
-import { isNotFound, kubeCall, KubeForbiddenError, KubeNotFoundError, KubeUnauthorizedError, ShadowPodError, unlessNotFound } from '../kube/errors.js';
+import { isNotFound, kubeCall, KubeForbiddenError, KubeNotFoundError, KubeUnauthorizedError, PodSecurityError, ShadowPodError, unlessNotFound } from '../kube/errors.js';
+import { ShadowProgramError } from '../kube/program.js';
 import { Heartbeat } from '../kube/heartbeat.js';
 import { discoverNetwork } from '../kube/network.js';
 import { openPortForward } from '../kube/portforward.js';
 import { Progress } from '../kube/progress.js';
 import { joinSharedShadow, sharedShadowName } from '../kube/shared.js';
 import { createPod, createSecret, makeShadowKeys, podReady, waitForShadow, type ShadowKeys, type ShadowSpec } from '../kube/shadow.js';
+import type { PodSettings } from '../kube/pod-settings.js';
 import { STALE_AFTER_MINUTES, type Role } from '../kube/names.js';
 import { writeProcessRecord } from '../kube/state.js';
 import type { ClusterService, ServiceWatch, Transport, TransportContext } from './connect-transport.js';
@@ -28,6 +30,8 @@ export interface KubeTransportOptions {
   namespace?: string;
   image: string;
   imagePullSecret?: string;
+  /** how the shadow pod runs: user, resources, service account, pull policy */
+  pod: PodSettings;
   nodeSelector: Record<string, string>;
   labels: Record<string, string>;
   annotations: Record<string, string>;
@@ -58,6 +62,8 @@ const isFatal = (e: unknown): boolean =>
   e instanceof InputFileError ||
   e instanceof KubeForbiddenError ||
   e instanceof KubeUnauthorizedError ||
+  e instanceof PodSecurityError ||
+  e instanceof ShadowProgramError ||
   (e instanceof ShadowPodError && e.reason !== 'timeout' && e.reason !== 'gone');
 
 /**
@@ -103,6 +109,7 @@ export async function kubeTransport(o: KubeTransportOptions, ctx: TransportConte
     annotations: o.annotations,
     nodeSelector: o.nodeSelector,
     imagePullSecret: o.imagePullSecret,
+    pod: o.pod,
     ports: o.ports,
     sysctls: o.sysctls,
   };

@@ -23,6 +23,10 @@ const CONNECT: Permission[] = [
   p('create', 'secrets'),
   p('delete', 'secrets'),
   p('patch', 'secrets'),
+  // the shadow program (src/kube/program.ts): made once per build and namespace, reused after
+  p('create', 'configmaps'),
+  p('get', 'configmaps'),
+  p('patch', 'configmaps'),
 ];
 
 /** exchange: the lock and selector on the Service, the deployment's scale, a shadow as connect makes it. */
@@ -45,7 +49,16 @@ const EXCHANGE: Permission[] = [
  */
 export const NEEDS: Record<'connect' | 'clean' | 'exchange' | 'mesh' | 'preview' | 'recover', Permission[]> = {
   connect: CONNECT,
-  clean: [p('list', 'pods'), p('delete', 'pods'), p('list', 'secrets'), p('delete', 'secrets'), p('list', 'services'), p('list', 'deployments', 'apps')],
+  clean: [
+    p('list', 'pods'),
+    p('delete', 'pods'),
+    p('list', 'secrets'),
+    p('delete', 'secrets'),
+    p('list', 'configmaps'),
+    p('delete', 'configmaps'),
+    p('list', 'services'),
+    p('list', 'deployments', 'apps'),
+  ],
   exchange: EXCHANGE,
   mesh: [...EXCHANGE, p('create', 'services'), p('delete', 'services'), p('get', 'secrets')],
   preview: [p('get', 'services'), p('create', 'services'), p('delete', 'services'), p('patch', 'services'), ...CONNECT],

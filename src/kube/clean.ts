@@ -4,7 +4,7 @@
  * are deleted; objects ktctl changed in place (a `ktctl/original-*` annotation) are restored.
  * Objects of a ktctl process that still runs on this machine are never touched.
  */
-import type { V1ObjectMeta } from '@kubernetes/client-node';
+import type { V1ObjectMeta, V1Pod } from '@kubernetes/client-node';
 import type { Kube } from './api.js';
 import { isNotFound, kubeCall, KubeForbiddenError } from './errors.js';
 import { restoreReplicas } from './exchange.js';
@@ -16,9 +16,12 @@ import {
   ANNOTATION_ORIGINAL_SELECTOR,
   ANNOTATION_OWNER,
   LABEL_MANAGED_BY,
+  LABEL_ROLE,
   MANAGED_BY,
   MANAGED_SELECTOR,
+  ROLE_PROGRAM,
 } from './names.js';
+import { programsMountedBy } from './program.js';
 import { restoreSelector } from './selector.js';
 import { deleteAndWait } from './shadow.js';
 
@@ -37,6 +40,8 @@ export interface KtctlObject {
   changedInPlace: boolean;
   /** the owner is a ktctl process running on this machine */
   ownerAliveHere: boolean;
+  /** a pod: the program ConfigMaps it mounts (src/kube/program.ts) */
+  programs: string[];
 }
 
 export interface CleanAction {
@@ -56,6 +61,7 @@ export { ownerAliveHere };
 interface RawObject {
   kind: ObjectKind;
   metadata?: V1ObjectMeta;
+  programs: string[];
 }
 
 /**
@@ -69,8 +75,8 @@ export async function listKtctlObjects(kube: Kube, namespace: string | undefined
   const lister = async (ns: string | undefined): Promise<void> => {
     const labelSelector = MANAGED_SELECTOR;
     const op = (resource: string) => ({ verb: 'list', resource, namespace: ns, server: kube.server });
-    const add = (kind: ObjectKind, items: Array<{ metadata?: V1ObjectMeta }>): void => {
-      for (const i of items) raw.push({ kind, metadata: i.metadata });
+    const add = (kind: ObjectKind, items: Array<{ metadata?: V1ObjectMeta; spec?: unknown }>): void => {
+      for (const i of items) raw.push({ kind, metadata: i.metadata, programs: kind === 'pod' ? programsMountedBy(i as V1Pod) : [] });
     };
     if (ns) {
       add('pod', (await kubeCall(op('pods'), () => kube.core.listNamespacedPod({ namespace: ns, labelSelector }))).items);
@@ -112,6 +118,7 @@ export async function listKtctlObjects(kube: Kube, namespace: string | undefined
       owner,
       changedInPlace: changedInPlace(annotations) && labels[LABEL_MANAGED_BY] !== MANAGED_BY,
       ownerAliveHere: owner !== '' && ownerAliveHere(owner),
+      programs: r.programs,
     };
   });
   return { objects, scope };
@@ -185,8 +192,14 @@ export async function cleanStale(kube: Kube, o: CleanOptions): Promise<CleanActi
   const { objects } = await listKtctlObjects(kube, o.namespace);
   const thresholdMs = o.thresholdMinutes * 60_000;
   const actions: CleanAction[] = [];
-  // Restores first (they may point a service back at a deployment), deletes after.
-  const stale = objects.filter((x) => x.ageMs >= thresholdMs).sort((a, b) => Number(b.changedInPlace) - Number(a.changedInPlace));
+  const isStale = (x: KtctlObject): boolean => x.ageMs >= thresholdMs;
+  // A program ConfigMap stays while a pod that stays mounts it (runs share it; its heartbeat is
+  // only its last reuse).
+  const inUse = new Set(objects.filter((x) => x.kind === 'pod' && (!isStale(x) || x.ownerAliveHere)).flatMap((x) => x.programs));
+  const isProgram = (x: KtctlObject): boolean => x.kind === 'configmap' && x.labels[LABEL_ROLE] === ROLE_PROGRAM;
+  // Restores first (they may point a service back at a deployment), program ConfigMaps last.
+  const order = (x: KtctlObject): number => (x.changedInPlace ? 0 : isProgram(x) ? 2 : 1);
+  const stale = objects.filter((x) => isStale(x) && !(isProgram(x) && inUse.has(x.name))).sort((a, b) => order(a) - order(b));
   for (const object of stale) {
     if (object.ownerAliveHere) {
       actions.push({ object, action: 'skip-live', done: false });

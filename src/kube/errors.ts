@@ -41,6 +41,16 @@ export class KubeForbiddenError extends KubeError {
   }
 }
 
+/**
+ * 403 from Pod Security Admission: the namespace's `pod-security.kubernetes.io/enforce` level
+ * refuses the pod. Not RBAC: the message quotes the checks the pod failed.
+ */
+export class PodSecurityError extends KubeError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('KTCTL_POD_SECURITY', message, options);
+  }
+}
+
 /** 404: the namespace or the object does not exist. */
 export class KubeNotFoundError extends KubeError {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -157,7 +167,17 @@ export function toKubeError(error: unknown, op: KubeOperation): Error {
     const code = Number(error.code);
     const text = status?.message ?? error.message;
     if (code === 401) return new KubeUnauthorizedError(`the API server ${op.server ?? ''} does not accept the credentials of this context (401 Unauthorized): log in again or pick another --context`.replace('  ', ' '), { cause: error });
-    if (code === 403) return new KubeForbiddenError(op.verb, op.resource, ns, { cause: error });
+    if (code === 403) {
+      // kube-apiserver's PodSecurity admission (pod-security-admission/admission: "violates PodSecurity \"restricted:latest\": ...")
+      const psa = /violates PodSecurity "([^"]+)": (.*)$/s.exec(text);
+      if (psa) {
+        return new PodSecurityError(
+          `the namespace ${ns ?? ''} enforces the Pod Security level "${psa[1]}" and refused the ${op.resource.replace(/s$/, '')} ${op.name ?? ''}: ${psa[2]}; run ktctl in a namespace whose pod-security.kubernetes.io/enforce label allows it, or ask an administrator`.replace(/ +/g, ' '),
+          { cause: error },
+        );
+      }
+      return new KubeForbiddenError(op.verb, op.resource, ns, { cause: error });
+    }
     if (code === 404) {
       if (ns && (/namespaces? "?[^"]*"? not found/.test(text) || status?.details?.kind === 'namespaces')) {
         return new KubeNotFoundError(`the namespace ${ns} does not exist: pick an existing one with -n (kubectl get namespaces lists them)`, { cause: error });

@@ -122,7 +122,7 @@ function servedPorts(pod: V1Pod): number[] {
 }
 
 /** The router pod's image, pull secret, node selector and the user's extra labels and annotations, as for any shadow. */
-export interface RouterOptions extends Pick<ShadowSpec, 'image' | 'imagePullSecret' | 'nodeSelector' | 'labels' | 'annotations'> {
+export interface RouterOptions extends Pick<ShadowSpec, 'image' | 'imagePullSecret' | 'nodeSelector' | 'labels' | 'annotations' | 'pod'> {
   namespace: string;
   /** the meshed Service, as read (its selector, or the original saved in an annotation, is the stuntman's) */
   service: V1Service;
@@ -176,6 +176,7 @@ function routerKind(kube: Kube, o: RouterOptions): SharedPodKind & { name: strin
     annotations: o.annotations,
     nodeSelector: o.nodeSelector,
     imagePullSecret: o.imagePullSecret,
+    pod: o.pod,
     ports: o.ports.map((p) => ({ name: p.name, containerPort: p.port })),
   };
   return {

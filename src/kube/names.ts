@@ -3,7 +3,6 @@
  * `status` and every command that creates something agree on.
  */
 import { hostname, userInfo } from 'node:os';
-import { VERSION } from '../cli/version.js';
 
 export const LABEL_MANAGED_BY = 'app.kubernetes.io/managed-by';
 export const MANAGED_BY = 'ktctl';
@@ -30,10 +29,20 @@ export const ANNOTATION_USERS = 'ktctl/users';
 export const ANNOTATION_SHARED_BY = 'ktctl/shared-by';
 
 export type Role = 'connect' | 'exchange' | 'mesh' | 'preview' | 'router';
+/** The `ktctl/role` of the ConfigMap that holds the shadow program (src/kube/program.ts). */
+export const ROLE_PROGRAM = 'program';
 
 export const MANAGED_SELECTOR = `${LABEL_MANAGED_BY}=${MANAGED_BY}`;
 
-export const DEFAULT_SHADOW_IMAGE = `ktctl/shadow:${VERSION}`;
+/**
+ * The image every shadow, router and exchange pod runs: the official Node.js image, by an exact tag,
+ * fully qualified (CRI-O refuses short names in enforcing mode). ktctl's program comes in a
+ * ConfigMap (src/kube/program.ts), so nothing of ours has to be published. Node 24 is an LTS line
+ * (supported until April 2028); Alpine is its smallest variant (the bundle is pure JavaScript, so
+ * musl does not matter). The image runs as root by default and has the user `node`, uid 1000, which
+ * ktctl asks for (SHADOW_UID).
+ */
+export const DEFAULT_SHADOW_IMAGE = 'docker.io/library/node:24.14.1-alpine3.23';
 
 /** `user@host`. */
 export function userAtHost(): string {

@@ -22,12 +22,15 @@ import {
   ownerOf,
   type Role,
 } from './names.js';
+import { ensureShadowProgram, PROGRAM_DIR, PROGRAM_FILE } from './program.js';
+import type { PodSettings } from './pod-settings.js';
 import type { Progress } from './progress.js';
 import { sleep } from './util.js';
 
-/** The shadow runs as this (non-root) user; its image is built for it (shadow-image/Dockerfile). */
-export const SHADOW_UID = 65532;
 export const SHADOW_CONTAINER = 'shadow';
+
+/** The shadow's resources when --podQuota does not say. */
+const DEFAULT_RESOURCES = { requests: { cpu: '50m', memory: '64Mi' }, limits: { cpu: '1', memory: '256Mi' } };
 
 export interface ShadowKeys {
   /** OpenSSH private key of this run's client (stays on this machine). */
@@ -63,6 +66,7 @@ export interface ShadowSpec {
   env?: Array<{ name: string; value: string }>;
   /** more Secret entries, base64 (the keys a shared pod's later users read: src/kube/shared.ts) */
   secretData?: Record<string, string>;
+  pod: PodSettings;
 }
 
 function metadata(spec: ShadowSpec, name: string, heartbeat: Date, extra: Record<string, string> = {}) {
@@ -103,41 +107,60 @@ export function shadowSysctls(spec: Pick<ShadowSpec, 'ports' | 'sysctls'>): Arra
   return out.length > 0 ? out : undefined;
 }
 
-export function podManifest(spec: ShadowSpec, podName: string, heartbeat: Date, extra?: Record<string, string>): V1Pod {
+/**
+ * The pod: the stock image running ktctl's program from the ConfigMap `program`
+ * (src/kube/program.ts). It passes the Pod Security Standard `restricted` (and so `baseline`):
+ * non-root with a numeric user the image has, no privilege escalation, every capability dropped,
+ * the runtime's default seccomp profile, no host namespaces, only Secret and ConfigMap volumes, and
+ * only the sysctl `restricted` allows (net.ipv4.ip_unprivileged_port_start).
+ */
+export function podManifest(spec: ShadowSpec, podName: string, heartbeat: Date, program: string, extra?: Record<string, string>): V1Pod {
+  const user = spec.pod.runAsUser === 'auto' ? {} : { runAsUser: spec.pod.runAsUser, runAsGroup: spec.pod.runAsUser };
+  const quota = spec.pod.resources;
+  const resources = quota ? { requests: { ...quota }, limits: { ...quota } } : DEFAULT_RESOURCES;
   return {
     apiVersion: 'v1',
     kind: 'Pod',
     metadata: metadata(spec, podName, heartbeat, extra),
     spec: {
       restartPolicy: 'Always',
+      serviceAccountName: spec.pod.serviceAccount,
       automountServiceAccountToken: false,
       terminationGracePeriodSeconds: 5,
       securityContext: {
         runAsNonRoot: true,
-        runAsUser: SHADOW_UID,
-        runAsGroup: SHADOW_UID,
-        fsGroup: SHADOW_UID,
+        ...user,
+        ...(spec.pod.runAsUser === 'auto' ? {} : { fsGroup: spec.pod.runAsUser }),
+        seccompProfile: { type: 'RuntimeDefault' },
         sysctls: shadowSysctls(spec),
       },
       nodeSelector: Object.keys(spec.nodeSelector).length > 0 ? spec.nodeSelector : undefined,
       imagePullSecrets: spec.imagePullSecret ? [{ name: spec.imagePullSecret }] : undefined,
-      volumes: [{ name: 'keys', secret: { secretName: spec.name, defaultMode: 0o440 } }],
+      volumes: [
+        { name: 'keys', secret: { secretName: spec.name, defaultMode: 0o440 } },
+        { name: 'program', configMap: { name: program, items: [{ key: PROGRAM_FILE, path: PROGRAM_FILE }], defaultMode: 0o444 } },
+      ],
       containers: [
         {
           name: SHADOW_CONTAINER,
           image: spec.image,
-          imagePullPolicy: 'IfNotPresent',
+          imagePullPolicy: spec.pod.pullPolicy,
+          command: ['node', `${PROGRAM_DIR}/${PROGRAM_FILE}`],
           ports: [{ name: 'ssh', containerPort: SHADOW_PORT, protocol: 'TCP' }, ...(spec.ports ?? []).map((x) => ({ ...x, protocol: 'TCP' }))],
           env: [{ name: SHADOW_ENV.role, value: spec.role }, ...(spec.env ?? [])],
-          volumeMounts: [{ name: 'keys', mountPath: SHADOW_SECRET_MOUNT, readOnly: true }],
+          volumeMounts: [
+            { name: 'keys', mountPath: SHADOW_SECRET_MOUNT, readOnly: true },
+            { name: 'program', mountPath: PROGRAM_DIR, readOnly: true },
+          ],
           readinessProbe: { tcpSocket: { port: SHADOW_PORT }, periodSeconds: 2, timeoutSeconds: 1 },
-          resources: { requests: { cpu: '50m', memory: '64Mi' }, limits: { cpu: '1', memory: '256Mi' } },
+          resources,
           securityContext: {
             runAsNonRoot: true,
-            runAsUser: SHADOW_UID,
+            ...(spec.pod.runAsUser === 'auto' ? {} : { runAsUser: spec.pod.runAsUser }),
             allowPrivilegeEscalation: false,
             readOnlyRootFilesystem: true,
             capabilities: { drop: ['ALL'] },
+            seccompProfile: { type: 'RuntimeDefault' },
           },
         },
       ],
@@ -180,12 +203,16 @@ export async function createSecret(kube: Kube, spec: ShadowSpec, keys: ShadowKey
   return remove;
 }
 
-/** Creates a shadow pod named `podName`; its removal is registered on `undo` first. */
+/**
+ * Creates a shadow pod named `podName`, after the ConfigMap with the program it runs; the pod's
+ * removal is registered on `undo` first (the ConfigMap is shared: `clean` removes it once unused).
+ */
 export async function createPod(kube: Kube, spec: ShadowSpec, podName: string, undo: Undo, heartbeat: Date, extra?: Record<string, string>): Promise<() => void> {
+  const program = await ensureShadowProgram(kube, spec.namespace, spec.pod.userLabels);
   const remove = undo.add(`pod ${spec.namespace}/${podName}`, () => deleteAndWait(kube, 'pod', spec.namespace, podName));
   await refusedMeansNotCreated(remove, () =>
     kubeCall({ verb: 'create', resource: 'pods', namespace: spec.namespace, name: podName, server: kube.server }, () =>
-      kube.core.createNamespacedPod({ namespace: spec.namespace, body: podManifest(spec, podName, heartbeat, extra) }),
+      kube.core.createNamespacedPod({ namespace: spec.namespace, body: podManifest(spec, podName, heartbeat, program, extra) }),
     ),
   );
   return remove;
@@ -229,7 +256,8 @@ export function podPhase(pod: V1Pod, image: string): { waiting: string } | { fai
     };
   }
   if (waiting?.reason === 'CreateContainerConfigError' || waiting?.reason === 'CreateContainerError') {
-    return { failed: new ShadowPodError('config', `the shadow pod ${name} cannot start its container (${waiting.reason}: ${waiting.message ?? ''})`) };
+    const hint = /runAsNonRoot/.test(waiting.message ?? '') ? ': give a non-root user id that the image has with --runAsUser' : '';
+    return { failed: new ShadowPodError('config', `the shadow pod ${name} cannot start its container (${waiting.reason}: ${waiting.message ?? ''})${hint}`) };
   }
   if (waiting?.reason === 'CrashLoopBackOff' || ((cs?.restartCount ?? 0) > 0 && !cs?.state?.running)) {
     return { failed: new ShadowPodError('crash', `the shadow pod ${name} keeps crashing (${waiting?.reason ?? 'restarted'})`) };

@@ -171,7 +171,7 @@ export function meshManual(t: ServiceTakeover, mark: MeshMark, clusterDomain: st
 export async function joinMeshRouter(
   t: ServiceTakeover,
   o: StepContext &
-    Pick<RouterOptions, 'mark' | 'image' | 'imagePullSecret' | 'nodeSelector' | 'labels' | 'annotations' | 'podCreationTimeoutMs' | 'signal'> & {
+    Pick<RouterOptions, 'mark' | 'image' | 'imagePullSecret' | 'nodeSelector' | 'labels' | 'annotations' | 'pod' | 'podCreationTimeoutMs' | 'signal'> & {
       stderr: Writable & { isTTY?: boolean };
     },
 ): Promise<JoinedRouter> {
@@ -188,6 +188,7 @@ export async function joinMeshRouter(
       mark: o.mark,
       image: o.image,
       imagePullSecret: o.imagePullSecret,
+      pod: o.pod,
       nodeSelector: o.nodeSelector,
       labels: o.labels,
       annotations: o.annotations,
