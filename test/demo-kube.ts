@@ -5,7 +5,8 @@
  *   2. `ktctl connect --mode socks` with the lab's kubeconfig: a shadow pod, ssh over the API
  *      server's port-forward, a local SOCKS5/HTTP proxy; curl `web` by name, by `web.default`
  *      and by its service IP through it; Ctrl-C; no ktctl object is left in the cluster.
- *   3. `ktctl connect` (TUN mode) in a "laptop" namespace: curl `http://web/` as any program would,
+ *      (Before it: the same curl "without ktctl" from a laptop namespace, which has no route there.)
+ *   3. `ktctl connect` (TUN mode) in that "laptop" namespace: curl `http://web/` as any program would,
  *      with no proxy; Ctrl-C; the laptop's resolv.conf is back byte for byte.
  *   4. `lab down`.
  * Every command is printed as it runs, so a person can repeat it by hand. Needs root.
@@ -61,9 +62,21 @@ async function main(cleanup: TeardownList): Promise<void> {
   const env = { KUBECONFIG: kubeconfig };
   const svcIp = (await runOk('kubectl', ['--kubeconfig', kubeconfig, 'get', 'service', 'web', '-o', 'jsonpath={.spec.clusterIP}'])).trim();
 
+  // A "laptop" namespace: a route to the lab's outside segment (the API server) and nothing else.
+  // "Without ktctl" is shown from there: a service address has no route at all, so curl fails at
+  // once and no packet goes anywhere. (Never from this machine's own namespace: it has no route to
+  // the lab's ranges either, and the packet would follow its default route out of the machine; the
+  // lab's guard refuses it, but the demo does not even try.)
+  const laptop = `ktdemo-${process.pid}`;
+  say(`$ npm run lab -- laptop ${laptop}`);
+  const net = createLabNet({ stateDir });
+  await net.createLaptop(laptop);
+  cleanup.teardown(() => net.deleteLaptop(laptop));
+  const direct = await run('ip', ['netns', 'exec', laptop, 'curl', '-sS', '--max-time', '2', `http://${svcIp}/`]);
+  say(`$ ip netns exec ${laptop} curl http://${svcIp}/        # without ktctl\n  ${(direct.stderr || direct.stdout).trim()}`);
+  if (direct.code === 0) throw new Error('the laptop reached a service address without ktctl');
+
   // 1. SOCKS mode, from this machine.
-  const direct = await run('curl', ['-sS', '--max-time', '2', `http://${svcIp}/`]);
-  say(`$ curl http://${svcIp}/        # without ktctl\n  ${(direct.stderr || direct.stdout).trim()}`);
   const socks = await startKtctl(['connect', '--mode', 'socks', '--proxyPort', '2223'], env, /ALL_PROXY=/);
   cleanup.teardown(() => socks.kill('SIGKILL'));
   for (const url of ['http://web/hello', 'http://web.default/hello', `http://${svcIp}/hello`]) {
@@ -73,14 +86,11 @@ async function main(cleanup: TeardownList): Promise<void> {
   await stopKtctl(socks);
   const left = (await runOk('kubectl', ['--kubeconfig', kubeconfig, 'get', 'pods,secrets', '-A', '-l', 'app.kubernetes.io/managed-by=ktctl', '-o', 'name'])).trim();
   say(`$ kubectl get pods,secrets -A -l app.kubernetes.io/managed-by=ktctl\n  ${left || '(nothing: ktctl removed everything it made)'}`);
+  const program = (await runOk('kubectl', ['--kubeconfig', kubeconfig, 'get', 'configmaps', '-l', 'ktctl/role=program', '-o', 'name'])).trim();
+  say(`$ kubectl get configmaps -l ktctl/role=program     # the shadow program, kept for the next run; ktctl clean removes it once unused\n  ${program}`);
   if (left) throw new Error(`ktctl left objects behind: ${left}`);
 
-  // 2. TUN mode, in a laptop namespace: no proxy, every program reaches the cluster.
-  const laptop = `ktdemo-${process.pid}`;
-  say(`$ npm run lab -- laptop ${laptop}`);
-  const net = createLabNet({ stateDir });
-  await net.createLaptop(laptop);
-  cleanup.teardown(() => net.deleteLaptop(laptop));
+  // 2. TUN mode, in the laptop namespace: no proxy, every program reaches the cluster.
   const resolvConf = `/etc/netns/${laptop}/resolv.conf`;
   const before = existsSync(resolvConf) ? readFileSync(resolvConf) : undefined;
   const tunState = join(stateDir, `ktctl-${laptop}`);

@@ -17,6 +17,7 @@ import {
   type Deployment,
   type Endpoints,
   type JsonObject,
+  type KeyToPath,
   type KObject,
   type Pod,
   type PodStatus,
@@ -29,6 +30,7 @@ import { matchesSelector, matchRequirements, selectorRequirements } from './sele
 import { metaOf, type StoreEvent } from './store.js';
 import { now, timestamp } from './clock.js';
 import { LAB, type ContainerRuntimeSpec, type LabNet, type PodRuntimeSpec, type ServiceRuntimeSpec } from '../net/types.js';
+import { lookupImage } from '../images/table.js';
 
 export const NODE_NAME = LAB.nodeNetns;
 export const NODE_IP = LAB.apiServerIp;
@@ -735,21 +737,42 @@ export class Controllers {
       for (const [k, v] of Object.entries(isObject(c.binaryData) ? c.binaryData : {})) out[k] = Buffer.from(String(v), 'base64');
       return out;
     };
-    const volumes = new Map<string, Record<string, Buffer>>();
-    for (const v of pod.spec.volumes ?? []) {
-      let files: Record<string, Buffer> = {};
-      if (v.secret) files = secret(v.secret.secretName, v.secret.optional, 'ContainerCreating') ?? {};
-      else if (v.configMap) files = configMap(v.configMap.name, v.configMap.optional, 'ContainerCreating') ?? {};
-      const items = v.secret?.items ?? v.configMap?.items;
-      if (items) {
-        const picked: Record<string, Buffer> = {};
-        for (const it of items) {
-          if (files[it.key] === undefined) throw new ResolveError('ContainerCreating', `configmap references non-existent config key: ${it.key}`);
-          picked[it.path] = files[it.key];
+    // Secret, ConfigMap and projected volumes as the kubelet's volume plugins write them
+    // (pkg/volume/secret, configmap, projected: MakePayload): `items` pick and rename keys, each
+    // file gets its item's mode, else the volume's defaultMode, else 0644
+    // (SecretVolumeSourceDefaultMode / ConfigMapVolumeSourceDefaultMode).
+    interface VolumeFiles {
+      files: Record<string, Buffer>;
+      modes: Record<string, number>;
+    }
+    const DEFAULT_MODE = 0o644;
+    const payload = (into: VolumeFiles, data: Record<string, Buffer>, items: KeyToPath[] | undefined, defaultMode: number, what: string): void => {
+      if (!items) {
+        for (const [k, v] of Object.entries(data)) {
+          into.files[k] = v;
+          into.modes[k] = defaultMode;
         }
-        files = picked;
+        return;
       }
-      volumes.set(v.name, files);
+      for (const it of items) {
+        if (data[it.key] === undefined) throw new ResolveError('ContainerCreating', `${what} references non-existent ${what === 'configmap' ? 'config' : 'secret'} key: ${it.key}`);
+        into.files[it.path] = data[it.key]!;
+        into.modes[it.path] = it.mode ?? defaultMode;
+      }
+    };
+    const volumes = new Map<string, VolumeFiles>();
+    for (const v of pod.spec.volumes ?? []) {
+      const vf: VolumeFiles = { files: {}, modes: {} };
+      if (v.secret) payload(vf, secret(v.secret.secretName, v.secret.optional, 'ContainerCreating') ?? {}, v.secret.items, v.secret.defaultMode ?? DEFAULT_MODE, 'secret');
+      else if (v.configMap) payload(vf, configMap(v.configMap.name, v.configMap.optional, 'ContainerCreating') ?? {}, v.configMap.items, v.configMap.defaultMode ?? DEFAULT_MODE, 'configmap');
+      else if (v.projected) {
+        const mode = v.projected.defaultMode ?? DEFAULT_MODE;
+        for (const src of v.projected.sources ?? []) {
+          if (src.secret) payload(vf, secret(src.secret.name, src.secret.optional, 'ContainerCreating') ?? {}, src.secret.items, mode, 'secret');
+          else if (src.configMap) payload(vf, configMap(src.configMap.name, src.configMap.optional, 'ContainerCreating') ?? {}, src.configMap.items, mode, 'configmap');
+        }
+      }
+      volumes.set(v.name, vf);
     }
     const portOf = (c: Container, p: number | string): number => {
       if (typeof p === 'number') return p;
@@ -757,6 +780,7 @@ export class Controllers {
       return found ? found.containerPort : Number(p);
     };
     const containers: ContainerRuntimeSpec[] = pod.spec.containers.map((c) => {
+      const user = this.#effectiveUser(pod, c);
       const env: ContainerRuntimeSpec['env'] = [];
       for (const from of c.envFrom ?? []) {
         const data = from.secretRef ? secret(from.secretRef.name, false, 'CreateContainerConfigError') : from.configMapRef ? configMap(from.configMapRef.name, false, 'CreateContainerConfigError') : undefined;
@@ -791,12 +815,16 @@ export class Controllers {
         env,
         ports: (c.ports ?? []).map((p) => ({ containerPort: p.containerPort, name: p.name, protocol: p.protocol === 'UDP' ? 'UDP' : 'TCP' })),
         volumeMounts: (c.volumeMounts ?? []).map((m) => {
-          let files = volumes.get(m.name) ?? {};
-          if (m.subPath) files = files[m.subPath] !== undefined ? { [m.subPath]: files[m.subPath] } : {};
-          return { mountPath: m.mountPath, readOnly: m.readOnly ?? false, files };
+          let { files, modes } = volumes.get(m.name) ?? { files: {}, modes: {} };
+          if (m.subPath) {
+            files = files[m.subPath] !== undefined ? { [m.subPath]: files[m.subPath]! } : {};
+            modes = modes[m.subPath] !== undefined ? { [m.subPath]: modes[m.subPath]! } : {};
+          }
+          return { mountPath: m.mountPath, readOnly: m.readOnly ?? false, files, modes };
         }),
         readinessProbe,
-        runAsUser: c.securityContext?.runAsUser ?? pod.spec.securityContext?.runAsUser,
+        runAsUser: user.uid,
+        runAsGroup: user.gid,
       };
     });
     return {
@@ -807,7 +835,33 @@ export class Controllers {
       restartPolicy: pod.spec.restartPolicy ?? 'Always',
       terminationGracePeriodSeconds: pod.spec.terminationGracePeriodSeconds ?? 30,
       sysctls: pod.spec.securityContext?.sysctls,
+      fsGroup: pod.spec.securityContext?.fsGroup,
     };
+  }
+
+  /**
+   * The user a container runs as: its securityContext's, else the pod's, else the image's own
+   * (the lab's image table); refused as a kubelet refuses it when runAsNonRoot is set and the
+   * user would be root (pkg/kubelet/kuberuntime/security_context_others.go, verifyRunAsNonRoot;
+   * the pod named as format.Pod writes it: name_namespace(uid)).
+   */
+  #effectiveUser(pod: Pod, c: Container): { uid: number; gid: number } {
+    const sc = c.securityContext;
+    const psc = pod.spec.securityContext;
+    const found = lookupImage(c.image);
+    const imageUid = 'image' in found ? found.image.uid : 0;
+    const runAsUser = sc?.runAsUser ?? psc?.runAsUser;
+    const runAsNonRoot = sc?.runAsNonRoot ?? psc?.runAsNonRoot;
+    const where = `(pod: "${pod.metadata.name}_${pod.metadata.namespace ?? ''}(${pod.metadata.uid})", container: ${c.name})`;
+    if (runAsNonRoot === true) {
+      if (runAsUser === 0) throw new ResolveError('CreateContainerConfigError', `container's runAsUser breaks non-root policy ${where}`);
+      if (runAsUser === undefined && imageUid === 0) throw new ResolveError('CreateContainerConfigError', `container has runAsNonRoot and image will run as root ${where}`);
+    }
+    const uid = runAsUser ?? imageUid;
+    // without runAsGroup: the user's primary group from the image's /etc/passwd (in the lab's
+    // images each user's group has its uid), else 0, as containerd does for an unknown uid
+    const known = 'image' in found && Object.values(found.image.users).includes(uid);
+    return { uid, gid: sc?.runAsGroup ?? psc?.runAsGroup ?? (known ? uid : 0) };
   }
 
   #podFor(uid: string): { rt: PodRuntime; pod: Pod } | undefined {

@@ -107,13 +107,26 @@ export interface Container {
   ports?: ContainerPort[];
   volumeMounts?: Array<{ name: string; mountPath: string; readOnly?: boolean; subPath?: string }>;
   readinessProbe?: Probe;
-  securityContext?: { runAsUser?: number };
+  securityContext?: { runAsUser?: number; runAsGroup?: number; runAsNonRoot?: boolean };
+}
+
+export interface KeyToPath {
+  key: string;
+  path: string;
+  mode?: number;
 }
 
 export interface Volume {
   name: string;
-  secret?: { secretName: string; items?: Array<{ key: string; path: string }>; optional?: boolean };
-  configMap?: { name: string; items?: Array<{ key: string; path: string }>; optional?: boolean };
+  secret?: { secretName: string; items?: KeyToPath[]; optional?: boolean; defaultMode?: number };
+  configMap?: { name: string; items?: KeyToPath[]; optional?: boolean; defaultMode?: number };
+  projected?: {
+    defaultMode?: number;
+    sources?: Array<{
+      secret?: { name: string; items?: KeyToPath[]; optional?: boolean };
+      configMap?: { name: string; items?: KeyToPath[]; optional?: boolean };
+    }>;
+  };
   emptyDir?: JsonObject;
 }
 
@@ -125,7 +138,7 @@ export interface PodSpec {
   terminationGracePeriodSeconds?: number;
   nodeSelector?: Record<string, string>;
   nodeName?: string;
-  securityContext?: { runAsUser?: number; sysctls?: Array<{ name: string; value: string }> };
+  securityContext?: { runAsUser?: number; runAsGroup?: number; runAsNonRoot?: boolean; fsGroup?: number; sysctls?: Array<{ name: string; value: string }> };
   serviceAccountName?: string;
 }
 

@@ -34,6 +34,7 @@ import { LAB, type LabNet, type LabNetEvents, type PodRuntimeSpec, type ServiceR
 import { ipBatch, nftApply, run, runOk, sysBin } from './run.js';
 import { ServiceSync, renderServiceTable } from './services.js';
 import { LabNetError, PodRuntime, REPO_ROOT, killNetnsProcesses, type PodInfo } from './pods.js';
+import { makeImageStore, removeImageStore } from '../images/store.js';
 import { DNS_RECORDS_FILE } from './constants.js';
 
 export { LAB } from './types.js';
@@ -49,6 +50,8 @@ const NODE_PEER = 'ktlab-n1';
 const SVC_DUMMY = 'ktlab-svc0';
 const SVC_DUMMY_PEER = 'ktlab-svc1';
 const DEFAULT_PREFIX = 'ktlab-';
+/** STATE_DIR/net/IMAGES_DIR_FILE names the lab's image store */
+const IMAGES_DIR_FILE = 'images-dir.txt';
 const LAPTOP_FIRST = 100;
 const LAPTOP_COUNT = 150;
 const TSX_LOADER = import.meta.resolve('tsx');
@@ -90,6 +93,47 @@ export function createLabNet(options: LabNetOptions): LabDataPlane {
 
 /** The base rules of the node: pods reach the outside segment masqueraded as the node; nothing
  * from the outside segment opens a connection to a pod (pods are reachable only through ktctl). */
+/** The host's nft table that keeps the lab's range on the machine while the lab is up. */
+export const GUARD_TABLE = 'ktlab-guard';
+/** The lab's whole address range (RFC 2544): pods, services, the outside segment. */
+export const LAB_RANGE = '198.18.0.0/15';
+
+/**
+ * The lab's guard, in the host's namespace: the host has no route to pod or service addresses, so
+ * without it a packet for one (a mistaken curl "without ktctl") would follow the default route
+ * out of the machine. Packets for 198.18.0.0/15 may leave only through the lab's own link
+ * (ktlab-h0) or a ktctl TUN device (kt0, ktN); any other is refused on the spot (counter
+ * `refused`, an ICMP admin-prohibited to the sender, so the program fails at once). A second
+ * counter after routing (`leaked`) counts, and drops, whatever would still get past: tests read it.
+ */
+export function renderGuardTable(): string {
+  return `table inet ${GUARD_TABLE} {
+  counter refused { }
+  counter leaked { }
+  chain output {
+    type filter hook output priority filter; policy accept;
+    ip daddr ${LAB_RANGE} oifname "${HOST_VETH}" accept
+    ip daddr ${LAB_RANGE} oifname "kt*" accept
+    ip daddr ${LAB_RANGE} oifname "lo" accept
+    ip daddr ${LAB_RANGE} counter name refused reject with icmpx type admin-prohibited
+  }
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    ip daddr ${LAB_RANGE} oifname "${HOST_VETH}" accept
+    ip daddr ${LAB_RANGE} oifname "kt*" accept
+    ip daddr ${LAB_RANGE} counter name refused reject with icmpx type admin-prohibited
+  }
+  chain postrouting {
+    type filter hook postrouting priority 300; policy accept;
+    ip daddr ${LAB_RANGE} oifname "${HOST_VETH}" accept
+    ip daddr ${LAB_RANGE} oifname "kt*" accept
+    ip daddr ${LAB_RANGE} oifname "lo" accept
+    ip daddr ${LAB_RANGE} counter name leaked drop
+  }
+}
+`;
+}
+
 export function renderBaseTable(): string {
   return (
     `table ip ktlab-base\n` +
@@ -151,8 +195,12 @@ class LabNetImpl implements LabDataPlane {
         fs.mkdirSync(this.#netDir, { recursive: true });
         fs.appendFileSync(path.join(this.#netDir, 'mkdirs.txt'), dir + '\n');
       },
+      imagesDir: () => (this.#images ??= fs.readFileSync(path.join(this.#netDir, IMAGES_DIR_FILE), 'utf8').trim()),
     });
   }
+
+  /** the image store up() made (test/lab/images/store.ts), read back by other instances */
+  #images: string | undefined;
 
   #checkMountNs(): void {
     if (inPrivateMountNs()) {
@@ -177,6 +225,8 @@ class LabNetImpl implements LabDataPlane {
     const t0 = Date.now();
     await this.#removeAll();
     fs.mkdirSync(path.join(this.#netDir, 'logs'), { recursive: true });
+    this.#images = await makeImageStore();
+    fs.writeFileSync(path.join(this.#netDir, IMAGES_DIR_FILE), `${this.#images}\n`);
     this.#writeDnsRecords({ services: [], pods: [] });
     const node = this.nodeNetns;
     const out = this.outNetns;
@@ -224,6 +274,8 @@ class LabNetImpl implements LabDataPlane {
       await run('sysctl', ['-q', '-w', `net.ipv6.conf.${HOST_VETH}.disable_ipv6=1`]);
       await ipBatch([`addr add ${LAB.hostIp}/24 dev ${HOST_VETH}`, `link set ${HOST_VETH} up`]);
       await ipBatch([`link set ${HOST_PEER} master ${BRIDGE}`, `link set ${HOST_PEER} up`], out);
+      // the guard: nothing for the lab's range leaves this machine by another way (renderGuardTable)
+      await runOk(sysBin('nft'), ['-f', '-'], renderGuardTable());
     }
     const t1 = Date.now();
     await Promise.all([this.#startAgent('node', node), this.#startAgent('outside', out)]);
@@ -306,6 +358,9 @@ class LabNetImpl implements LabDataPlane {
         }
       }
     }
+    const images = path.join(this.#netDir, IMAGES_DIR_FILE);
+    if (fs.existsSync(images)) removeImageStore(fs.readFileSync(images, 'utf8').trim());
+    this.#images = undefined;
     const mkdirs = path.join(this.#netDir, 'mkdirs.txt');
     if (fs.existsSync(mkdirs)) {
       const dirs = [...new Set(fs.readFileSync(mkdirs, 'utf8').split('\n').filter(Boolean))];

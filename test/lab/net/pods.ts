@@ -15,11 +15,9 @@ import { fileURLToPath } from 'node:url';
 import { LAB, type ContainerRuntimeSpec, type LabNetEvents, type PodRuntimeSpec } from './types.js';
 import { intToIp, ipBatch, ipToInt, run, sleep, sysBin } from './run.js';
 import { connectFromNode } from './dial.js';
+import { ECHO_IMAGE, echoProgramPath, lookupImage } from '../images/table.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-const TSX_LOADER = import.meta.resolve('tsx');
-export const ECHO_PROGRAM = path.join(REPO_ROOT, 'test/lab/images/echo.ts');
-export const SHADOW_PROGRAM = path.join(REPO_ROOT, 'dist/shadow/main.js');
 
 /** The node's address on every pod's veth (on the node's lo; pods reach it `onlink`). */
 export const POD_GATEWAY = '198.18.0.1';
@@ -49,27 +47,28 @@ export interface Program {
   echo: boolean;
 }
 
-function imageRepository(image: string): string {
-  let ref = image.split('@')[0] ?? image;
-  const slash = ref.lastIndexOf('/');
-  const colon = ref.lastIndexOf(':');
-  if (colon > slash) ref = ref.slice(0, colon);
-  return ref.toLowerCase();
+/** `node` as a Node.js image has it on its PATH (/usr/local/bin/node): this machine's binary. */
+function nodeBinary(argv0: string): string | undefined {
+  return argv0 === 'node' || argv0 === 'nodejs' || argv0 === '/usr/local/bin/node' || argv0 === '/usr/local/bin/nodejs' ? process.execPath : undefined;
 }
 
-/** Images -> programs; undefined: the image does not exist in the lab (ErrImagePull). */
-export function resolveImage(c: Pick<ContainerRuntimeSpec, 'image' | 'command' | 'args'>): Program | undefined {
-  const repo = imageRepository(c.image);
+/**
+ * Images -> programs (test/lab/images/table.ts): the echo server bundled in the lab's image store
+ * `imagesDir`, or the Node.js image running the container's command (entrypoint
+ * docker-entrypoint.sh and CMD ["node"]: arguments alone that start with '-' or name a script go to
+ * node). `pullError`: the image is not in the lab's registry.
+ */
+export function resolveImage(c: Pick<ContainerRuntimeSpec, 'image' | 'command' | 'args'>, imagesDir: string): Program | { pullError: string } {
+  const found = lookupImage(c.image);
+  if ('pullError' in found) return found;
   const args = c.args ?? [];
-  if (repo === 'ktlab/echo' || repo.endsWith('/ktlab/echo')) {
-    if (c.command?.length) return { argv: [...c.command, ...args], echo: false };
-    return { argv: [process.execPath, '--import', TSX_LOADER, ECHO_PROGRAM, ...args], echo: true };
+  const command = c.command?.length ? [...c.command, ...args] : undefined;
+  if (found.image === ECHO_IMAGE) {
+    if (command) return { argv: command, echo: false };
+    return { argv: [process.execPath, echoProgramPath(imagesDir), ...args], echo: true };
   }
-  if (repo === 'ktctl/shadow' || repo.endsWith('/ktctl/shadow')) {
-    if (c.command?.length) return { argv: [...c.command, ...args], echo: false };
-    return { argv: [process.execPath, SHADOW_PROGRAM, ...args], echo: false };
-  }
-  return undefined;
+  const argv = command ?? (args.length === 0 || args[0]!.startsWith('-') || /\.[cm]?js$/.test(args[0]!) ? ['node', ...args] : args);
+  return { argv: [nodeBinary(argv[0]!) ?? argv[0]!, ...argv.slice(1)], echo: false };
 }
 
 interface Mount {
@@ -80,7 +79,7 @@ interface Mount {
 
 interface ContainerState {
   spec: ContainerRuntimeSpec;
-  program: Program | undefined;
+  program: Program | { pullError: string };
   mounts: Mount[];
   env: Record<string, string>;
   child: ChildProcess | undefined;
@@ -136,6 +135,8 @@ export interface PodRuntimeContext {
   netnsDel(name: string): Promise<void>;
   /** record a directory created on the host for a mountPath (removed by down()) */
   recordMkdir(dir: string): void;
+  /** the lab's image store (test/lab/images/store.ts): a directory every pod user can read */
+  imagesDir(): string;
 }
 
 const BACKOFF_FIRST_MS = 1000;
@@ -252,8 +253,8 @@ export class PodRuntime {
     setImmediate(() => {
       for (const c of pod.containers.values()) {
         if (pod.deleting || this.#closed) return;
-        if (!c.program) {
-          this.ctx.events.emit('imagePullFailed', spec.uid, c.spec.name, c.spec.image, `Failed to pull image "${c.spec.image}": repository does not exist in the lab (known: ktlab/echo, .../ktctl/shadow)`);
+        if ('pullError' in c.program) {
+          this.ctx.events.emit('imagePullFailed', spec.uid, c.spec.name, c.spec.image, c.program.pullError);
           continue;
         }
         this.#start(pod, c);
@@ -271,14 +272,19 @@ export class PodRuntime {
         return;
       }
       fs.mkdirSync(src, { recursive: true });
+      // as the kubelet's volume plugins leave them: owned by root, group fsGroup when the pod has
+      // one (pkg/volume: SetVolumeOwnership), each file with its item's or the volume's mode
+      const group = pod.spec.fsGroup ?? 0;
       for (const [name, data] of Object.entries(vm.files)) {
         const file = path.join(src, name);
         if (!file.startsWith(src + path.sep)) continue; // a key like ../x must not escape
-        fs.mkdirSync(path.dirname(file), { recursive: true });
-        fs.writeFileSync(file, data, { mode: 0o444 });
-        fs.chmodSync(file, 0o444);
+        fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o755 });
+        const mode = (vm.modes?.[name] ?? 0o644) & 0o777;
+        fs.writeFileSync(file, data, { mode });
+        fs.chownSync(file, 0, group);
+        fs.chmodSync(file, mode);
       }
-      fs.chmodSync(src, 0o555);
+      fs.chmodSync(src, 0o755);
       this.#mkdirOnHost(vm.mountPath);
       mounts.push({ src, dst: vm.mountPath, readOnly: vm.readOnly });
     });
@@ -287,8 +293,8 @@ export class PodRuntime {
       HOME: spec.runAsUser ? '/' : '/root',
       HOSTNAME: pod.spec.name,
     };
-    const program = resolveImage(spec);
-    if (program?.echo) {
+    const program = resolveImage(spec, this.ctx.imagesDir());
+    if ('echo' in program && program.echo) {
       env.KTLAB_POD_NAME = pod.spec.name;
       env.KTLAB_POD_NAMESPACE = pod.spec.namespace;
       env.KTLAB_POD_IP = pod.ip;
@@ -360,8 +366,13 @@ export class PodRuntime {
       if (m.readOnly) lines.push(`mount -o remount,bind,ro ${shQuote(m.dst)}`);
     }
     lines.push(`hostname ${shQuote(pod.spec.name.slice(0, 63))} 2>/dev/null || true`, 'cd /', 'exec "$@"');
-    const user = c.spec.runAsUser;
-    const argv = user !== undefined && user !== 0 ? [sysBin('setpriv'), `--reuid=${user}`, `--regid=${user}`, '--clear-groups', '--', ...inner] : inner;
+    // the container's user and group, and the pod's fsGroup as a supplementary group (as the
+    // container runtime sets them from the CRI's LinuxContainerSecurityContext)
+    const user = c.spec.runAsUser ?? 0;
+    const group = c.spec.runAsGroup ?? 0;
+    const fsGroup = pod.spec.fsGroup;
+    const groups = fsGroup !== undefined && fsGroup !== group ? [`--groups=${fsGroup}`] : ['--clear-groups'];
+    const argv = user !== 0 || group !== 0 || fsGroup !== undefined ? [sysBin('setpriv'), `--reuid=${user}`, `--regid=${group}`, ...groups, '--', ...inner] : inner;
     return [sysBin('ip'), 'netns', 'exec', pod.netns, sysBin('unshare'), '--uts', sysBin('sh'), '-c', lines.join('\n'), 'ktlab-pod', ...argv];
   }
 
@@ -370,7 +381,7 @@ export class PodRuntime {
   }
 
   #start(pod: PodState, c: ContainerState): void {
-    if (!c.program || pod.deleting || this.#closed) return;
+    if ('pullError' in c.program || pod.deleting || this.#closed) return;
     if (!fs.existsSync(`/run/netns/${pod.netns}`) || !fs.existsSync(pod.dir)) {
       // removed under our feet (down() or deletePod() of another instance): nothing to restart
       this.ctx.log(`pod ${pod.spec.namespace}/${pod.spec.name}: its namespace is gone, forgetting it`);
@@ -463,7 +474,7 @@ export class PodRuntime {
       c.ready = ready;
       this.ctx.events.emit('containerReady', pod.spec.uid, c.spec.name, ready);
     };
-    if (!probe && !c.program?.echo) {
+    if (!probe && !('echo' in c.program && c.program.echo)) {
       setReady(true);
       return;
     }

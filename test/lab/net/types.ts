@@ -36,11 +36,13 @@ export interface ContainerRuntimeSpec {
   /** env already resolved from value/secretKeyRef/configMapKeyRef; fieldRef left as fieldPath */
   env: Array<{ name: string; value?: string; fieldPath?: string }>;
   ports: Array<{ containerPort: number; name?: string; protocol: 'TCP' | 'UDP' }>;
-  /** volume contents resolved by the control plane (secret data decoded, configmap data) */
-  volumeMounts: Array<{ mountPath: string; readOnly: boolean; files: Record<string, Buffer> }>;
+  /** volume contents resolved by the control plane (secret data decoded, configmap data), each file's mode */
+  volumeMounts: Array<{ mountPath: string; readOnly: boolean; files: Record<string, Buffer>; modes?: Record<string, number> }>;
   /** numeric port already resolved from a named port */
   readinessProbe?: { tcpSocket: { port: number } } | { httpGet: { port: number; path: string } };
+  /** the effective user and group (the pod's or container's securityContext, else the image's user) */
   runAsUser?: number;
+  runAsGroup?: number;
 }
 
 export interface PodRuntimeSpec {
@@ -52,6 +54,8 @@ export interface PodRuntimeSpec {
   terminationGracePeriodSeconds: number;
   /** spec.securityContext.sysctls: namespaced net.* ones are set in the pod's network namespace */
   sysctls?: Array<{ name: string; value: string }>;
+  /** spec.securityContext.fsGroup: owns the volumes' files and is a supplementary group of every container */
+  fsGroup?: number;
 }
 
 export interface ServiceRuntimeSpec {
