@@ -8,6 +8,7 @@ import { execFile } from 'node:child_process';
 import { CoreV1Api } from '@kubernetes/client-node';
 import { deployWeb, ktctlObjects, labKtctl, MANAGED } from './helpers/ktctl.js';
 import { fileNamespace, kubeConfig, kubectl, waitForReadyPods } from './lab/fixture.js';
+import { DEFAULT_SHADOW_IMAGE } from '../src/kube/names.js';
 
 const ns = fileNamespace(test, 'kt-conn');
 const ktctl = labKtctl(test, 'kt-conn');
@@ -37,7 +38,8 @@ test.serial('connect --mode socks: web by name, name.namespace, service IP and p
     t.is((JSON.parse(r.body) as { pod: string }).pod, webPod.metadata!.name!, url);
   }
 
-  // The shadow pod, its Secret: labelled, annotated, keys in a Secret (no ConfigMap), non-root.
+  // The shadow pod, its Secret: labelled, annotated, keys in a Secret (the only ConfigMap holds the
+  // program, nothing secret), non-root, on the stock Node.js image.
   const pods = (await core.listNamespacedPod({ namespace: ns, labelSelector: MANAGED })).items;
   t.is(pods.length, 1);
   const shadow = pods[0]!;
@@ -49,7 +51,10 @@ test.serial('connect --mode socks: web by name, name.namespace, service IP and p
   t.is(shadow.spec?.containers[0]?.volumeMounts?.[0]?.readOnly, true);
   const secret = await core.readNamespacedSecret({ name: shadow.spec!.volumes![0]!.secret!.secretName!, namespace: ns });
   t.notRegex(Buffer.from(secret.data?.authorized_key ?? '', 'base64').toString(), /PRIVATE/);
-  t.is((await core.listNamespacedConfigMap({ namespace: ns })).items.filter((c) => c.metadata?.labels?.['app.kubernetes.io/managed-by']).length, 0);
+  const configMaps = (await core.listNamespacedConfigMap({ namespace: ns })).items.filter((c) => c.metadata?.labels?.['app.kubernetes.io/managed-by']);
+  t.deepEqual(configMaps.map((c) => [c.metadata?.labels?.['ktctl/role'], Object.keys(c.data ?? {})]), [['program', ['shadow.mjs']]]);
+  t.is(shadow.spec?.volumes?.find((v) => v.configMap)?.configMap?.name, configMaps[0]?.metadata?.name);
+  t.is(shadow.spec?.containers[0]?.image, DEFAULT_SHADOW_IMAGE);
 
   // status --json shows this run.
   const status = (await ktctl.run(['status', '--json', '-n', ns])).stdout;

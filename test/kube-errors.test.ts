@@ -47,6 +47,8 @@ test.serial('an image that cannot be pulled: ErrImagePull with the image name, n
   const r = await ktctl.run([...connect, '-n', ns, '--image', 'nope/nothing:1']);
   t.is(r.code, 1);
   t.regex(errorLine(r.stderr), /^ktctl: the shadow image nope\/nothing:1 cannot be pulled \((ErrImagePull|ImagePullBackOff)/);
+  // the kubelet's reason (containerd's words), and the two flags that fix it
+  t.regex(errorLine(r.stderr), /pull access denied, repository does not exist .*: give one the cluster can pull with --image, or its pull secret with --imagePullSecret$/);
   t.notRegex(r.stderr, /within \d+ s/); // the pod's own reason, not a timeout
   await nothingLeft(t, ns);
 });

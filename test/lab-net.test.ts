@@ -24,6 +24,7 @@ import { nftCheck, run } from './lab/net/run.js';
 import { createLabNet, LAB, type LabDataPlane, type LabNetEvents, type PodRuntimeSpec, type ContainerRuntimeSpec } from './lab/net/index.js';
 import { createNetns } from './helpers/netns.js';
 import { inNodeNetns } from './lab/net/dial.js';
+import { DEFAULT_SHADOW_IMAGE } from '../src/kube/names.js';
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -482,7 +483,7 @@ test.serial('isolated lab: containers see volumes at their mountPath (read-only)
   const pod = spec('vol', 'vol-pod', [
     {
       name: 'main',
-      image: 'ghcr.io/example/ktctl/shadow:0.1.0',
+      image: DEFAULT_SHADOW_IMAGE,
       command: ['sleep', '600'],
       env: [
         { name: 'PLAIN', value: 'v1' },
@@ -500,7 +501,7 @@ test.serial('isolated lab: containers see volumes at their mountPath (read-only)
   t.teardown(() => lab.deletePod(pod.uid));
   const r = await execIn(pod.uid, 'main', ['sh', '-c', `id -u; cat ${mountPath}/host_key; echo; stat -c %a ${mountPath}/host_key; echo "$PLAIN $MY_IP $MY_NAME $HOSTNAME"; hostname; touch ${mountPath}/x 2>/dev/null; echo "write=$?"`]);
   t.is(r.code, 0, r.stderr);
-  t.deepEqual(r.stdout.trim().split('\n'), ['1000', 'KEY', '444', `v1 ${podIP} vol-pod vol-pod`, 'vol-pod', 'write=1']);
+  t.deepEqual(r.stdout.trim().split('\n'), ['1000', 'KEY', '644', `v1 ${podIP} vol-pod vol-pod`, 'vol-pod', 'write=1']);
   t.deepEqual(fs.readdirSync(mountPath), [], 'the files are bind-mounted inside the pod only');
 
   // exec with a terminal: stdout is a pty, the exit status comes through

@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { labDown, labUp } from './lab/cli.js';
 import { sysBin } from './lab/net/run.js';
 import { FILES } from './lab/api/pki.js';
+import { IMAGE_STORE_PREFIX } from './lab/images/store.js';
 import { defaultStateDir } from '../src/state.js';
 
 const REPO = fileURLToPath(new URL('../', import.meta.url));
@@ -47,6 +48,7 @@ export async function labLeftovers(): Promise<string[]> {
     if (m?.[2]?.startsWith('ktlab-')) left.push(`nft table ${m[1]} ${m[2]}`);
   }
   if (fs.existsSync('/etc/netns')) for (const e of fs.readdirSync('/etc/netns')) if (e.startsWith('ktlab-')) left.push(`/etc/netns/${e}`);
+  for (const e of fs.readdirSync(os.tmpdir())) if (e.startsWith(IMAGE_STORE_PREFIX)) left.push(`the lab's image store ${path.join(os.tmpdir(), e)}`);
   for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
     if (Number(pid) === process.pid) continue;
     let cmdline = '';

@@ -17,7 +17,7 @@ import type { AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AppsV1Api, CoreV1Api } from '@kubernetes/client-node';
+import { AppsV1Api, CoreV1Api, type V1PodSpec } from '@kubernetes/client-node';
 import { eventually, kubeConfig, lab, labExec, waitForReadyPods } from '../lab/fixture.js';
 import { CLI, startCli, type CliRun } from './cli-process.js';
 import type { Teardown } from './netns.js';
@@ -97,8 +97,27 @@ export async function ktctlObjects(namespace: string): Promise<string[]> {
   ];
 }
 
-/** The deployment `web` (label app=web, `ktlab/echo` on 8080) and the service `web` (80 -> 8080); waits for the pods. */
-export async function deployWeb(namespace: string, replicas: number): Promise<void> {
+/**
+ * What a pod needs to pass Pod Security `restricted` (a namespace labelled
+ * pod-security.kubernetes.io/enforce=restricted): the pod's and each container's securityContext.
+ */
+export const RESTRICTED = {
+  pod: { runAsNonRoot: true, runAsUser: 1000, seccompProfile: { type: 'RuntimeDefault' } },
+  container: { allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } },
+};
+
+/** A pod spec running `ktlab/echo` (one container `main`), restricted-compliant when asked. */
+export function echoPodSpec(restricted = false): V1PodSpec {
+  return restricted
+    ? { securityContext: RESTRICTED.pod, containers: [{ name: 'main', image: 'ktlab/echo', securityContext: RESTRICTED.container }] }
+    : { containers: [{ name: 'main', image: 'ktlab/echo' }] };
+}
+
+/**
+ * The deployment `web` (label app=web, `ktlab/echo` on 8080) and the service `web` (80 -> 8080); waits
+ * for the pods. `restricted`: its pods pass Pod Security restricted.
+ */
+export async function deployWeb(namespace: string, replicas: number, restricted = false): Promise<void> {
   const labels = { app: 'web' };
   await kubeConfig().makeApiClient(AppsV1Api).createNamespacedDeployment({
     namespace,
@@ -107,7 +126,13 @@ export async function deployWeb(namespace: string, replicas: number): Promise<vo
       spec: {
         replicas,
         selector: { matchLabels: labels },
-        template: { metadata: { labels }, spec: { containers: [{ name: 'web', image: 'ktlab/echo', ports: [{ containerPort: 8080 }] }] } },
+        template: {
+          metadata: { labels },
+          spec: {
+            ...(restricted ? { securityContext: RESTRICTED.pod } : {}),
+            containers: [{ name: 'web', image: 'ktlab/echo', ports: [{ containerPort: 8080 }], ...(restricted ? { securityContext: RESTRICTED.container } : {}) }],
+          },
+        },
       },
     },
   });

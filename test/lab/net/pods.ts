@@ -272,14 +272,16 @@ export class PodRuntime {
         return;
       }
       fs.mkdirSync(src, { recursive: true });
-      // as the kubelet's volume plugins leave them: owned by root, group fsGroup when the pod has
-      // one (pkg/volume: SetVolumeOwnership), each file with its item's or the volume's mode
+      // as the kubelet's volume plugins leave them: each file with its item's or the volume's mode;
+      // with an fsGroup, group-owned by it and group-readable (pkg/volume/volume_linux.go
+      // SetVolumeOwnership: these volumes are read-only, so it adds 0440)
       const group = pod.spec.fsGroup ?? 0;
+      const fsGroupBits = pod.spec.fsGroup !== undefined ? 0o440 : 0;
       for (const [name, data] of Object.entries(vm.files)) {
         const file = path.join(src, name);
         if (!file.startsWith(src + path.sep)) continue; // a key like ../x must not escape
         fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o755 });
-        const mode = (vm.modes?.[name] ?? 0o644) & 0o777;
+        const mode = ((vm.modes?.[name] ?? 0o644) | fsGroupBits) & 0o777;
         fs.writeFileSync(file, data, { mode });
         fs.chownSync(file, 0, group);
         fs.chmodSync(file, mode);
