@@ -20,6 +20,8 @@
  *                         (beside the same pod talking to the service's own pods)
  *   mesh router           HTTP request latency (keep-alive) from a pod through `ktctl mesh`'s router,
  *                         marked (-> laptop) and unmarked (-> original pods), beside exchange
+ *   start-up              `ktctl connect --mode socks` to the first answer through its proxy, in the
+ *                         lab (bench/startup.ts; BENCH_STARTUP_BASELINE=DIR adds another build's)
  * Columns: bulk download and upload (Mbit/s, best of BENCH_REPEAT runs of BENCH_BYTES; ktctl's SOCKS
  * and TUN rows through the same server take turns run by run), request/
  * response latency p50/p99 for 64-byte messages on one connection (after a second of untimed round
@@ -27,7 +29,7 @@
  * (4 workers, connect + 1-byte echo + close). Same cipher everywhere it can be set (BENCH_CIPHER).
  *
  * Environment: BENCH_BYTES (default 268435456), BENCH_REPEAT (2), BENCH_CIPHER
- * (aes128-gcm@openssh.com), BENCH_ONLY (comma-separated row ids to run), BENCH_NODE_ARGS (node flags
+ * (aes128-gcm@openssh.com), BENCH_ONLY (comma-separated row ids to run, e.g. ktctl-startup-lab), BENCH_NODE_ARGS (node flags
  * for ktctl's own processes in the socks and tun rows, e.g. a CPU profile).
  */
 import type { ChildProcess } from 'node:child_process';
@@ -40,6 +42,7 @@ import { labDown, labUp } from '../test/lab/cli.js';
 import { exchangeRows } from './exchange.js';
 import { best, kubeRows, type KubeRow } from './kube-connect.js';
 import { meshRows } from './mesh.js';
+import { startupRows } from './startup.js';
 import { benchPortForward } from './lab-portforward.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
@@ -238,7 +241,7 @@ async function main(): Promise<void> {
   if (want('ktctl-socks-shadow') || want('ktctl-tun-shadow') || want('ktctl-tun-idle')) await startIn(
     server,
     'node',
-    [join(ROOT, 'dist/shadow/main.js')],
+    [join(ROOT, 'dist/shadow.mjs')],
     (o) => o.includes('"event":"listen"'),
     'shadow',
     {
@@ -320,6 +323,10 @@ async function main(): Promise<void> {
     rows.push(row);
   }
   await ktctlRows({ want, client, serverIp, target, uploadFile, rows, sshdPort, shadowPort });
+
+  // Start-up: from `ktctl connect` to a working proxy (each measured tree brings its own lab up and
+  // down, so this comes before the lab below).
+  if (want('ktctl-startup-lab')) rows.push(...(await startupRows(log)));
 
   // Rows that need the lab: the forward path through the port-forward, and the reverse direction
   // (cluster -> laptop through exchange, and the mesh router's cost).

@@ -11,10 +11,14 @@
  */
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { CoreV1Api, type V1Pod, type V1PodSpec } from '@kubernetes/client-node';
 import { eventually, fileNamespace, kubeConfig, labExec, waitForReadyPods } from './lab/fixture.js';
 import { errorSentence, ktctlObjects, labKtctl } from './helpers/ktctl.js';
 import { run } from './helpers/netns.js';
+import { REPO } from './helpers/ssh-fixtures.js';
 import { sysBin } from './lab/net/run.js';
 import { GUARD_TABLE, LAB } from './lab/net/index.js';
 import { NODE_IMAGE } from './lab/images/table.js';
@@ -135,12 +139,36 @@ test.serial('ktctl --runAsUser auto on an image whose user is root: the kubelet\
   t.regex(errorSentence(t, bad.stderr), /^ktctl: --runAsUser takes a user id other than 0/);
   const quota = await ktctl.run(['connect', '--mode', 'socks', '-n', ns, '--podQuota', 'lots']);
   t.regex(errorSentence(t, quota.stderr), /^ktctl: --podQuota CPU "lots" is neither/);
+  // a service account that does not exist: the ServiceAccount admission's refusal, and the flag to fix
+  const sa = await ktctl.run(['connect', '--mode', 'socks', '--proxyPort', '0', '-n', ns, '--serviceAccount', 'nobody']);
+  t.is(sa.code, 1);
+  t.regex(errorSentence(t, sa.stderr), new RegExp(`^ktctl: the API server refused to create pods in namespace ${ns}: error looking up service account ${ns}/nobody: serviceaccount "nobody" not found: name one that exists in namespace ${ns} with --serviceAccount, or leave the flag out$`));
+  t.deepEqual(await ktctlObjects(ns), []);
+});
+
+test.serial('an installation without the shadow program: one sentence naming the build step, before anything is made', async (t) => {
+  // A copy of this installation without dist/shadow.mjs (its node_modules linked, not copied).
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kt-img-install-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  fs.cpSync(path.join(REPO, 'dist'), path.join(dir, 'dist'), { recursive: true, filter: (src) => !src.endsWith('shadow.mjs') });
+  fs.copyFileSync(path.join(REPO, 'package.json'), path.join(dir, 'package.json'));
+  fs.symlinkSync(path.join(REPO, 'node_modules'), path.join(dir, 'node_modules'));
+  const r = await run('env', [...Object.entries(ktctl.env).map(([k, v]) => `${k}=${v}`), process.execPath, path.join(dir, 'dist/cli/main.js'), 'connect', '--mode', 'socks', '--proxyPort', '0', '-n', ns]);
+  t.is(r.code, 1);
+  t.regex(errorSentence(t, r.stderr), /^ktctl: the shadow program \S+\/dist\/shadow\.mjs is missing from this installation: build it with npm run build/);
+  t.deepEqual(await ktctlObjects(ns), []);
 });
 
 test.serial('the program ConfigMap: shared by runs, kept while a pod mounts it, listed by status, removed by clean once unused', async (t) => {
   const programs = async (): Promise<string[]> => (await core().listNamespacedConfigMap({ namespace: ns, labelSelector: 'ktctl/role=program' })).items.map((c) => c.metadata!.name!);
-  const a = ktctl.start(t, ['connect', '--mode', 'socks', '--proxyPort', '0', '-n', ns]);
+  await core().createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name: 'robot' } } });
+  const a = ktctl.start(t, ['connect', '--mode', 'socks', '--proxyPort', '0', '-n', ns, '--podQuota', '0.5c,128m', '--forceUpdate', '--serviceAccount', 'robot']);
   await a.waitFor(/export ALL_PROXY=/, 60_000);
+  // the shadow flags reach the pod
+  const [shadow] = (await core().listNamespacedPod({ namespace: ns, labelSelector: 'ktctl/role=connect' })).items;
+  t.deepEqual(JSON.parse(JSON.stringify(shadow?.spec?.containers[0]?.resources)), { requests: { cpu: '500m', memory: '128Mi' }, limits: { cpu: '500m', memory: '128Mi' } });
+  t.is(shadow?.spec?.containers[0]?.imagePullPolicy, 'Always');
+  t.is(shadow?.spec?.serviceAccountName, 'robot');
   const [name] = await programs();
   t.regex(name ?? '', /^ktctl-shadow-[0-9a-f]{12}$/);
   // clean while a pod mounts it (even at threshold 0): kept

@@ -13,7 +13,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Client } from 'ssh2';
-import { CONFIGMAP_MAX_BYTES, PROGRAM_DIR, PROGRAM_FILE, programManifest, shadowProgram, ShadowProgramError } from '../src/kube/program.js';
+import { CONFIGMAP_MAX_BYTES, PROGRAM_DIR, PROGRAM_FILE, shadowProgram, ShadowProgramError } from '../src/kube/bundle.js';
+import { programManifest } from '../src/kube/program.js';
 import { podManifest, type ShadowSpec } from '../src/kube/shadow.js';
 import { DEFAULT_POD_SETTINGS, parsePodQuota } from '../src/kube/pod-settings.js';
 import { DEFAULT_SHADOW_IMAGE } from '../src/kube/names.js';
@@ -90,7 +91,7 @@ test('a bundle missing from the installation, or too big for a ConfigMap, is one
 });
 
 test('--podQuota: KT Connect\'s form and Kubernetes quantities; bad ones say why', (t) => {
-  t.deepEqual(parsePodQuota('0.5c,512m'), { cpu: '0.5', memory: '512Mi' });
+  t.deepEqual(parsePodQuota('0.5c,512m'), { cpu: '500m', memory: '512Mi' });
   t.deepEqual(parsePodQuota('500m,1g'), { cpu: '500m', memory: '1Gi' });
   t.deepEqual(parsePodQuota('1,256Mi'), { cpu: '1', memory: '256Mi' });
   t.deepEqual(parsePodQuota(',128Mi'), { memory: '128Mi' });

@@ -1,5 +1,5 @@
 /**
- * The shadow (as a real process, `node dist/shadow/main.js`, in a namespace of its own) and the
+ * The shadow (as a real process, `node dist/shadow.mjs`, in a namespace of its own) and the
  * tunnel client (SshTunnel, in this process) together: the client reaches the shadow only through
  * a unix-socket bridge, and everything the shadow connects to exists only inside that namespace.
  */

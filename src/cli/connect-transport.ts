@@ -3,6 +3,7 @@ import type { CipherAlgorithm } from 'ssh2';
 import { UsageError } from '../errors.js';
 import { DEFAULT_SHADOW_IMAGE, parseKeyValues } from '../kube/names.js';
 import { parsePodQuota, SHADOW_UID, type PodSettings } from '../kube/pod-settings.js';
+import { shadowProgram } from '../kube/bundle.js';
 import type { ReconnectingTunnel } from '../ssh/reconnect.js';
 import { CIPHERS } from '../ssh/tunnel.js';
 import { KubeCommand } from './base.js';
@@ -104,6 +105,8 @@ export abstract class ShadowCommand extends KubeCommand {
    * `labels` and `annotations` are the user's (--withLabel, --withAnnotation) plus `run.labels`.
    */
   protected kubeTransportOptions(run: ShadowRun): KubeTransportOptions {
+    // the program every shadow runs must be in this installation before anything is made
+    shadowProgram();
     return {
       ...this.kubeFlags(),
       image: this.image ?? DEFAULT_SHADOW_IMAGE,

@@ -12,7 +12,7 @@ import { Kube } from '../kube/api.js';
 import { cleanStale } from '../kube/clean.js';
 import { loadKubeConfig } from '../kube/config.js';
 import { isNotFound, kubeCall, KubeForbiddenError, KubeNotFoundError, KubeUnauthorizedError, PodSecurityError, ShadowPodError, unlessNotFound } from '../kube/errors.js';
-import { ShadowProgramError } from '../kube/program.js';
+import { ShadowProgramError } from '../kube/bundle.js';
 import { Heartbeat } from '../kube/heartbeat.js';
 import { discoverNetwork } from '../kube/network.js';
 import { openPortForward } from '../kube/portforward.js';

@@ -176,6 +176,14 @@ export function toKubeError(error: unknown, op: KubeOperation): Error {
           { cause: error },
         );
       }
+      // Any other admission plugin's refusal ("pods "x" is forbidden: <why>") is not RBAC either:
+      // RBAC's says "User ... cannot <verb> resource ..." (rbac authorizer, as kube-apiserver words it).
+      const admission = /is forbidden: (?!User "[^"]*" cannot )(.*)$/s.exec(text);
+      if (admission) {
+        const sa = /error looking up service account \S+: serviceaccount "([^"]+)" not found/.exec(admission[1]!);
+        const fix = sa ? `: name one that exists in namespace ${ns ?? ''} with --serviceAccount, or leave the flag out` : '';
+        return new KubeApiError(403, `the API server refused to ${op.verb} ${op.resource}${ns ? ` in namespace ${ns}` : ''}: ${admission[1]}${fix}`, { cause: error });
+      }
       return new KubeForbiddenError(op.verb, op.resource, ns, { cause: error });
     }
     if (code === 404) {

@@ -42,7 +42,8 @@ export function parsePodQuota(text: string): { cpu?: string; memory?: string } {
   const out: { cpu?: string; memory?: string } = {};
   if (cpuText !== '') {
     const kt = /^(\d+(?:\.\d+)?)c$/.exec(cpuText);
-    if (kt) out.cpu = kt[1];
+    // as the API server writes a quantity back (canonical form): 0.5 cores -> 500m, 2 -> 2
+    if (kt) out.cpu = Number.isInteger(Number(kt[1])) ? String(Number(kt[1])) : `${Math.round(Number(kt[1]) * 1000)}m`;
     else if (/^\d+(?:\.\d+)?m?$/.test(cpuText)) out.cpu = cpuText;
     else throw new RangeError(`CPU "${cpuText}" is neither cores (0.5c, 1) nor millicores (500m)`);
   }

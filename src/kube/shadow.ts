@@ -22,7 +22,8 @@ import {
   ownerOf,
   type Role,
 } from './names.js';
-import { ensureShadowProgram, PROGRAM_DIR, PROGRAM_FILE } from './program.js';
+import { PROGRAM_DIR, PROGRAM_FILE } from './bundle.js';
+import { ensureShadowProgram } from './program.js';
 import type { PodSettings } from './pod-settings.js';
 import type { Progress } from './progress.js';
 import { sleep } from './util.js';
@@ -115,7 +116,8 @@ export function shadowSysctls(spec: Pick<ShadowSpec, 'ports' | 'sysctls'>): Arra
  * only the sysctl `restricted` allows (net.ipv4.ip_unprivileged_port_start).
  */
 export function podManifest(spec: ShadowSpec, podName: string, heartbeat: Date, program: string, extra?: Record<string, string>): V1Pod {
-  const user = spec.pod.runAsUser === 'auto' ? {} : { runAsUser: spec.pod.runAsUser, runAsGroup: spec.pod.runAsUser };
+  // 'auto': no user, group or fsGroup at all (undefined fields are not sent): the cluster assigns them
+  const uid = spec.pod.runAsUser === 'auto' ? undefined : spec.pod.runAsUser;
   const quota = spec.pod.resources;
   const resources = quota ? { requests: { ...quota }, limits: { ...quota } } : DEFAULT_RESOURCES;
   return {
@@ -129,8 +131,9 @@ export function podManifest(spec: ShadowSpec, podName: string, heartbeat: Date, 
       terminationGracePeriodSeconds: 5,
       securityContext: {
         runAsNonRoot: true,
-        ...user,
-        ...(spec.pod.runAsUser === 'auto' ? {} : { fsGroup: spec.pod.runAsUser }),
+        runAsUser: uid,
+        runAsGroup: uid,
+        fsGroup: uid,
         seccompProfile: { type: 'RuntimeDefault' },
         sysctls: shadowSysctls(spec),
       },
@@ -156,7 +159,7 @@ export function podManifest(spec: ShadowSpec, podName: string, heartbeat: Date, 
           resources,
           securityContext: {
             runAsNonRoot: true,
-            ...(spec.pod.runAsUser === 'auto' ? {} : { runAsUser: spec.pod.runAsUser }),
+            runAsUser: uid,
             allowPrivilegeEscalation: false,
             readOnlyRootFilesystem: true,
             capabilities: { drop: ['ALL'] },

@@ -1,5 +1,6 @@
 /**
- * The shadow's entry point in the pod: `node dist/shadow/main.js`.
+ * The shadow's entry point: bundled into dist/shadow.mjs (shadow-image/bundle.ts), which runs in
+ * the pod as `node /opt/ktctl/shadow.mjs` from its ConfigMap (src/kube/program.ts).
  *
  * Keys come from the environment (SHADOW_ENV: the key itself, or a `*_FILE` naming a file), else
  * from the mounted Secret (SHADOW_SECRET_MOUNT). One JSON line a event on stdout; a missing or

@@ -204,11 +204,11 @@ export class TeardownList implements Teardown {
 }
 
 /**
- * How to start the shadow as a process: dist/shadow/main.js when it is at least as new as the
- * sources (as after `npm run build`), else the TypeScript entry through tsx.
+ * How to start the shadow as a process: the bundle ktctl ships (dist/shadow.mjs) when it is at
+ * least as new as the sources (as after `npm run build`), else the TypeScript entry through tsx.
  */
 export function shadowCommand(): string[] {
-  const dist = join(REPO, 'dist/shadow/main.js');
+  const dist = join(REPO, 'dist/shadow.mjs');
   if (existsSync(dist)) {
     const built = statSync(dist).mtimeMs;
     const newest = Math.max(...['src/shadow', 'src/protocol'].flatMap((d) => readdirSync(join(REPO, d)).map((f) => statSync(join(REPO, d, f)).mtimeMs)));

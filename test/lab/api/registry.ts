@@ -135,6 +135,7 @@ export class Registry {
     this.#checkNamespace(info, namespace, true);
     applyDefaults(info, body);
     if (info.kind === 'Service') this.#allocateService(body, undefined);
+    this.#serviceAccount(info, namespace, body);
     this.#podSecurity(info, namespace, body, undefined, opts.warnings);
     if (opts.dryRun) {
       const out = clone(body);
@@ -257,6 +258,21 @@ export class Registry {
     const tmeta = (isObject(template.metadata) ? template.metadata : {}) as ObjectMeta;
     const decision = admitPodTemplate(labels, podMeta(tmeta), isObject(template.spec) ? template.spec : {});
     warnings?.push(...decision.warnings);
+  }
+
+  /**
+   * The ServiceAccount admission plugin (plugin/pkg/admission/serviceaccount/admission.go, Admit):
+   * a pod naming a service account that does not exist is refused. The `default` account is left
+   * out: the lab's namespace controller makes it a moment after the namespace (a real cluster
+   * refuses in that moment too, which would only make tests racy).
+   */
+  #serviceAccount(info: ResourceInfo, namespace: string, obj: JsonObject): void {
+    if (info.kind !== 'Pod') return;
+    const spec = isObject(obj.spec) ? obj.spec : {};
+    const sa = typeof spec.serviceAccountName === 'string' && spec.serviceAccountName !== '' ? spec.serviceAccountName : 'default';
+    if (sa === 'default' || this.tryGet(R.serviceaccounts, namespace, sa)) return;
+    const name = String((obj.metadata as JsonObject).name ?? '');
+    throw new ApiError(403, 'Forbidden', `pods "${name}" is forbidden: error looking up service account ${namespace}/${sa}: serviceaccount "${sa}" not found`, { name, kind: 'pods' });
   }
 
   #checkImmutable(info: ResourceInfo, cur: JsonObject, next: JsonObject): void {
