@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
-import type { DialOptions, Dialer } from '../dialer.js';
+import { DIAL_WAIT_MS, type DialOptions, type Dialer } from '../dialer.js';
 import { AuthError, DialError, DnsQueryError, HostKeyError, InputFileError, TunnelClosedError, type KtctlError } from '../errors.js';
 import type { ForwardHandler, SshTunnel } from './tunnel.js';
 
@@ -12,7 +12,7 @@ export interface ReconnectingTunnelOptions {
   /** Back-off between attempts: starts at `initialDelayMs`, doubles up to `maxDelayMs`. */
   initialDelayMs?: number;
   maxDelayMs?: number;
-  /** How long a dial waits for a dropped tunnel to come back before failing with reason 'tunnel'. */
+  /** How long a dial waits for a dropped tunnel to come back before failing with reason 'tunnel' (default DIAL_WAIT_MS). */
   dialWaitMs?: number;
   /** Errors that make retrying pointless (a changed host key, a refused key): the tunnel gives up. */
   isFatal?: (error: unknown) => boolean;
@@ -59,7 +59,7 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
     this.#options = {
       initialDelayMs: 250,
       maxDelayMs: 2000,
-      dialWaitMs: 10_000,
+      dialWaitMs: DIAL_WAIT_MS,
       isFatal: defaultFatal,
       ...options,
     };
