@@ -5,8 +5,11 @@ import { AuthError, DialError, DnsQueryError, HostKeyError, InputFileError, Tunn
 import type { ForwardHandler, SshTunnel } from './tunnel.js';
 
 export interface ReconnectingTunnelOptions {
-  /** Makes a new tunnel and connects it (a fresh TCP socket or port-forward stream each time). */
-  connect: () => Promise<SshTunnel>;
+  /**
+   * Makes a new tunnel and connects it (a fresh TCP socket or port-forward stream each time);
+   * `signal` aborts when this tunnel is closed, so an attempt under way ends with it.
+   */
+  connect: (signal: AbortSignal) => Promise<SshTunnel>;
   /** What the tunnel leads to, for log lines ("root@198.18.0.9:22", "shadow pod default/ktctl-x"). */
   label: string;
   /** Back-off between attempts: starts at `initialDelayMs`, doubles up to `maxDelayMs`. */
@@ -50,6 +53,8 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
   #up: Promise<SshTunnel>;
   #resolveUp!: (t: SshTunnel) => void;
   #closed = false;
+  /** Aborted by close(): ends a connection attempt under way. */
+  readonly #closing = new AbortController();
   #dropped: Promise<void> = Promise.resolve();
   #retryTimer: NodeJS.Timeout | undefined;
   readonly #forwards = new Set<Forward>();
@@ -79,7 +84,7 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
 
   /** First connection: its errors go to the caller (nothing to reconnect to yet). */
   async start(): Promise<SshTunnel> {
-    const tunnel = await this.#options.connect();
+    const tunnel = await this.#options.connect(this.#closing.signal);
     this.#adopt(tunnel);
     return tunnel;
   }
@@ -126,7 +131,7 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
     if (this.#closed) return;
     let tunnel: SshTunnel;
     try {
-      tunnel = await this.#options.connect();
+      tunnel = await this.#options.connect(this.#closing.signal);
     } catch (error) {
       if (this.#closed) return;
       if (this.#options.isFatal(error)) {
@@ -225,6 +230,7 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
 
   async close(): Promise<void> {
     this.#closed = true;
+    this.#closing.abort();
     if (this.#retryTimer) clearTimeout(this.#retryTimer);
     this.#forwards.clear();
     const t = this.#tunnel;
