@@ -8,6 +8,7 @@ import { CIPHERS } from '../ssh/tunnel.js';
 import { KubeCommand } from './base.js';
 import { Undo, type Logger } from '../undo.js';
 import { untilSignal, type SignalWatch } from './lifecycle.js';
+import { VERSION } from './version.js';
 import type { KubeTransportOptions } from './transport-kube.js';
 import { viaTransport } from './transport-via.js';
 import { defaultKnownHosts, loadIdentity, parseVia } from './via.js';
@@ -92,6 +93,7 @@ export abstract class ShadowCommand extends KubeCommand {
    */
   override async execute(): Promise<number> {
     this.#stop = untilSignal((l) => this.log(l));
+    this.debugLog(`ktctl ${VERSION} ${this.path.join(' ')}, pid ${process.pid}: watching for SIGINT/SIGTERM/SIGHUP`);
     try {
       return await super.execute();
     } finally {
