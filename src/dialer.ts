@@ -1,4 +1,5 @@
 import type { Duplex } from 'node:stream';
+import { DialError, DnsQueryError } from './errors.js';
 
 /**
  * The one interface between the front ends (SOCKS/HTTP proxy, TUN netstack, DNS resolver,
@@ -28,4 +29,84 @@ export interface DialOptions {
   /** Who asked, for the far side's log line (the local client's address and port). */
   originHost?: string;
   originPort?: number;
+}
+
+/**
+ * How long a dial waits for a tunnel that is not up, not yet (start-up) or not again (reconnect),
+ * before it fails with reason 'tunnel'. One budget for both, so a client sees the same wait.
+ */
+export const DIAL_WAIT_MS = 10_000;
+
+/**
+ * A Dialer for the time before the real one exists: a front end listens from the start (a taken
+ * port fails before anything is made) while the transport is still being built, and what it
+ * accepts meanwhile waits here. `ready(dialer)` lets the waiting dials through; `fail(reason)`
+ * ends them at once (start-up failed, the user stopped ktctl), as does a dial's own signal; after
+ * `waitMs` a dial gives up. Once ready, every call goes straight to the real dialer (one field
+ * read, nothing made per call); `fail` after `ready` changes nothing.
+ */
+export class PendingDialer implements Dialer {
+  readonly #waitMs: number;
+  #dialer: Dialer | undefined;
+  #failure: string | undefined;
+  /** Settles with the dialer, or with the reason there will be none; one promise all waits share. */
+  readonly #settled: Promise<Dialer | string>;
+  #settle!: (outcome: Dialer | string) => void;
+
+  constructor(options: { waitMs?: number } = {}) {
+    this.#waitMs = options.waitMs ?? DIAL_WAIT_MS;
+    this.#settled = new Promise((resolve) => (this.#settle = resolve));
+  }
+
+  ready(dialer: Dialer): void {
+    if (this.#dialer !== undefined || this.#failure !== undefined) return;
+    this.#dialer = dialer;
+    this.#settle(dialer);
+  }
+
+  /** Ends every waiting and later dial with `reason` ("ktctl is stopping"), unless ready already. */
+  fail(reason: string): void {
+    if (this.#dialer !== undefined || this.#failure !== undefined) return;
+    this.#failure = reason;
+    this.#settle(reason);
+  }
+
+  dial(host: string, port: number, options?: DialOptions): Promise<Duplex> {
+    const dialer = this.#dialer;
+    if (dialer !== undefined) return dialer.dial(host, port, options);
+    return this.#wait(options?.signal).then((d) => {
+      if (typeof d === 'string') throw new DialError('tunnel', host, port, d);
+      return d.dial(host, port, options);
+    });
+  }
+
+  dnsQuery(message: Buffer, options?: { signal?: AbortSignal }): Promise<Buffer> {
+    const dialer = this.#dialer;
+    if (dialer?.dnsQuery !== undefined) return dialer.dnsQuery(message, options);
+    if (dialer !== undefined) return Promise.reject(new DnsQueryError('unsupported', 'the far side offers no resolver'));
+    return this.#wait(options?.signal).then((d) => {
+      if (typeof d === 'string') throw new DnsQueryError('tunnel', d);
+      if (d.dnsQuery === undefined) throw new DnsQueryError('unsupported', 'the far side offers no resolver');
+      return d.dnsQuery(message, options);
+    });
+  }
+
+  /** The dialer, or why there is none: failed, gave up after `waitMs`, or the caller's signal aborted. */
+  async #wait(signal: AbortSignal | undefined): Promise<Dialer | string> {
+    if (this.#failure !== undefined) return this.#failure;
+    if (signal?.aborted) return 'the client went away';
+    let timer: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
+    const given = new Promise<string>((resolve) => {
+      timer = setTimeout(() => resolve(`the tunnel is not up yet (waited ${this.#waitMs / 1000} s)`), this.#waitMs);
+      onAbort = () => resolve('the client went away');
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      return await Promise.race([this.#settled, given]);
+    } finally {
+      clearTimeout(timer);
+      if (onAbort) signal?.removeEventListener('abort', onAbort);
+    }
+  }
 }

@@ -1,5 +1,6 @@
 import { Option } from 'clipanion';
 import type { CipherAlgorithm } from 'ssh2';
+import { PendingDialer, type Dialer } from '../dialer.js';
 import { UsageError } from '../errors.js';
 import { DEFAULT_SHADOW_IMAGE, parseKeyValues } from '../kube/names.js';
 import { parsePodQuota, SHADOW_UID, type PodSettings } from '../kube/pod-settings.js';
@@ -8,7 +9,8 @@ import type { ReconnectingTunnel } from '../ssh/reconnect.js';
 import { CIPHERS } from '../ssh/tunnel.js';
 import { KubeCommand } from './base.js';
 import { Undo, type Logger } from '../undo.js';
-import { untilSignal } from './lifecycle.js';
+import { untilSignal, type SignalWatch } from './lifecycle.js';
+import { VERSION } from './version.js';
 import type { KubeTransportOptions } from './transport-kube.js';
 import { viaTransport } from './transport-via.js';
 import { defaultKnownHosts, loadIdentity, parseVia } from './via.js';
@@ -85,6 +87,28 @@ export interface ShadowRun {
  * kebab-case accepted), checked into the options of `kubeTransport`.
  */
 export abstract class ShadowCommand extends KubeCommand {
+  #stop: SignalWatch | undefined;
+
+  /**
+   * These commands serve until a signal: they watch for it before anything else happens, so a
+   * Ctrl-C at any moment of the start-up ends in `serveTransport`'s undo and exit 0.
+   */
+  override async execute(): Promise<number> {
+    this.#stop = untilSignal((l) => this.log(l));
+    this.debugLog(`ktctl ${VERSION} ${this.path.join(' ')}, pid ${process.pid}: watching for SIGINT/SIGTERM/SIGHUP`);
+    try {
+      return await super.execute();
+    } finally {
+      this.#stop.release();
+    }
+  }
+
+  /** The signal watch `execute` installed, for `serveTransport`. */
+  protected get stop(): SignalWatch {
+    if (this.#stop === undefined) throw new TypeError('the signal watch exists only while execute() runs');
+    return this.#stop;
+  }
+
   image = Option.String('--image', { description: 'shadow image' });
   imagePullSecret = Option.String('--imagePullSecret,--image-pull-secret', { description: 'image pull secret for the shadow pod' });
   nodeSelector = Option.String('--nodeSelector,--node-selector', { description: 'node selector for the shadow pod (key=value,...)' });
@@ -208,8 +232,14 @@ export interface ServeTransportOptions {
   buildTransport: (ctx: TransportContext) => Promise<Transport>;
   log: Logger;
   debug: Logger;
-  /** Before the transport: what must fail before any network traffic (a taken local port). */
-  prepare?: (ctx: TransportContext) => Promise<void>;
+  /** The signal watch, installed when the command began (ShadowCommand's `execute`). */
+  stop: SignalWatch;
+  /**
+   * Before the transport: what must fail before any network traffic (a taken local port). `dialer`
+   * is the tunnel's, usable before it exists: a dial made before the transport is up waits for it
+   * (DIAL_WAIT_MS, as during a reconnect), and fails at once when the start-up fails or the user stops.
+   */
+  prepare?: (ctx: TransportContext, dialer: Dialer) => Promise<void>;
   /** With the transport up (skipped when a signal came while it was being built). */
   start: (transport: Transport, ctx: TransportContext) => Promise<void>;
 }
@@ -217,27 +247,39 @@ export interface ServeTransportOptions {
 /**
  * A command's life around a transport: `prepare`, the transport, `start`; then it serves until
  * SIGINT/SIGTERM/SIGHUP or the transport's fatal error, and undoes everything it made, newest
- * first, also when a step fails. Returns 0 after a signal; throws the failure otherwise.
+ * first, also when a step fails. A signal before or during a step skips the steps after it (the
+ * running one sees `ctx.signal`) and goes straight to the undo. Returns 0 after a signal, also one
+ * that came during the start-up (a step's failure then is only a debug line); throws the failure
+ * otherwise.
  */
 export async function serveTransport(o: ServeTransportOptions): Promise<number> {
   const undo = new Undo();
-  const stop = untilSignal(o.log);
-  const aborted = new AbortController();
-  void stop.signal.then(() => aborted.abort());
-  const ctx: TransportContext = { undo, log: o.log, debug: o.debug, signal: aborted.signal };
+  const { stop } = o;
+  const ctx: TransportContext = { undo, log: o.log, debug: o.debug, signal: stop.aborted };
+  const dialer = new PendingDialer();
+  const stopping = (): void => dialer.fail('ktctl is stopping');
+  if (stop.aborted.aborted) stopping();
+  else stop.aborted.addEventListener('abort', stopping, { once: true });
   try {
-    await o.prepare?.(ctx);
-    const transport = await o.buildTransport(ctx);
-    if (!aborted.signal.aborted) await o.start(transport, ctx);
-    const outcome = await Promise.race([stop.signal.then((signal) => ({ signal })), transport.fatal.then((error) => ({ error }))]);
-    if ('signal' in outcome) o.log(`got ${outcome.signal}; stopping`);
-    await undo.run(o.log);
-    if ('error' in outcome) throw outcome.error;
-    return 0;
+    if (!stop.aborted.aborted) await o.prepare?.(ctx, dialer);
+    const transport = stop.aborted.aborted ? undefined : await o.buildTransport(ctx);
+    if (transport !== undefined && !stop.aborted.aborted) {
+      dialer.ready(transport.tunnel);
+      await o.start(transport, ctx);
+    }
+    const error = await Promise.race([stop.signal.then(() => undefined), transport?.fatal ?? new Promise<never>(() => undefined)]);
+    if (error !== undefined) throw error;
   } catch (error) {
-    await undo.run(o.log);
-    throw error;
+    if (!stop.aborted.aborted) {
+      dialer.fail(`ktctl could not start: ${error instanceof Error ? error.message : String(error)}`);
+      await undo.run(o.log);
+      throw error;
+    }
+    o.debug(`stopped during the start-up: ${error instanceof Error ? error.message : String(error)}`);
   } finally {
-    stop.release();
+    stop.aborted.removeEventListener('abort', stopping);
   }
+  o.log(`got ${String(stop.aborted.reason)}; stopping`);
+  await undo.run(o.log);
+  return 0;
 }

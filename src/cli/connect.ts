@@ -1,7 +1,7 @@
 import { Command, Option } from 'clipanion';
 import { UsageError } from '../errors.js';
 import { DEFAULT_PROXY_HOST, DEFAULT_PROXY_PORT } from '../proxy/index.js';
-import { serveTransport, TransportCommand, type Transport } from './connect-transport.js';
+import { serveTransport, TransportCommand } from './connect-transport.js';
 import { listenSocks } from './frontend-socks.js';
 import { checkTunAccess, connectTun, parseTunFlags } from './frontend-tun.js';
 import { parsePort } from './via.js';
@@ -56,22 +56,22 @@ export class ConnectCommand extends TransportCommand {
       });
       const buildTransport = this.transportBuilder({ mode: this.mode, dnsServer: this.dnsServer });
       checkTunAccess();
-      return connectTun({ flags, buildTransport, stdout: this.context.stdout, log: (l) => this.log(l), debug: (l) => this.debugLog(l), debugEnabled: this.debug });
+      return connectTun({ flags, buildTransport, stop: this.stop, stdout: this.context.stdout, log: (l) => this.log(l), debug: (l) => this.debugLog(l), debugEnabled: this.debug });
     }
     const proxyPort = parsePort(this.proxyPort, '--proxyPort');
     const buildTransport = this.transportBuilder({ mode: this.mode, proxy: `${this.proxyAddr}:${this.proxyPort}`, dnsServer: this.dnsServer });
-    let transport: Transport | undefined;
     let socks: { announce(): void } | undefined;
     return serveTransport({
       buildTransport,
+      stop: this.stop,
       log: (l) => this.log(l),
       debug: (l) => this.debugLog(l),
-      // The proxy listens before the transport exists: a taken port fails before any network traffic.
-      prepare: async (ctx) => {
-        socks = await listenSocks({ host: this.proxyAddr, port: proxyPort, stdout: this.context.stdout, log: ctx.log, debug: ctx.debug, undo: ctx.undo }, () => transport);
+      // The proxy listens before the transport exists: a taken port fails before any network traffic,
+      // and what it accepts meanwhile waits for the tunnel.
+      prepare: async (ctx, dialer) => {
+        socks = await listenSocks({ host: this.proxyAddr, port: proxyPort, stdout: this.context.stdout, log: ctx.log, debug: ctx.debug, undo: ctx.undo }, dialer);
       },
-      start: async (t) => {
-        transport = t;
+      start: async () => {
         socks?.announce();
       },
     });

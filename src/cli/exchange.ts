@@ -44,6 +44,7 @@ export class ExchangeCommand extends ExposeCommand {
     let t!: ServiceTakeover;
     let labels: Record<string, string> = {};
     return serveTransport({
+      stop: this.stop,
       log: (l) => this.log(l),
       debug: (l) => this.debugLog(l),
       // Everything that can refuse comes before the shadow: RBAC, the target, its ports, the lock.

@@ -1,9 +1,10 @@
 import { isIP } from 'node:net';
 import { Command, Option } from 'clipanion';
+import type { Dialer } from '../dialer.js';
 import { UsageError } from '../errors.js';
 import type { ClusterTarget } from '../kube/forward.js';
 import { PortForwarder } from '../proxy/forward.js';
-import { serveTransport, TransportCommand, type Transport } from './connect-transport.js';
+import { serveTransport, TransportCommand } from './connect-transport.js';
 import { urlHost } from './transport-via.js';
 
 /** What the first argument names. */
@@ -102,14 +103,34 @@ export class ForwardCommand extends TransportCommand {
     }
     if (isIP(this.address) === 0 && this.address !== 'localhost') throw new UsageError(`--address must be an IP address of this machine (got "${this.address}")`);
     const buildTransport = this.transportBuilder({ mode: 'forward' });
+    let forwarder: PortForwarder | undefined;
+    let to = '';
+    return serveTransport({
+      buildTransport,
+      stop: this.stop,
+      log: (l) => this.log(l),
+      debug: (l) => this.debugLog(l),
+      // The target (looked up, nothing made), then the local port: a taken one fails before anything
+      // is made in the cluster, and connections accepted meanwhile wait for the tunnel.
+      prepare: async (ctx, dialer) => {
+        const { host, port, label } = await this.#resolve(target, mapping);
+        const local = mapping.local ?? port;
+        forwarder = this.#forwarder(dialer, host, port, local);
+        const a = await forwarder.listen();
+        const bound = `${urlHost(a.address)}:${a.port}`;
+        to = `${bound} -> ${urlHost(host)}:${port}${label ? ` (${label})` : ''}`;
+        ctx.undo.add(`the listener on ${bound} and its connections`, () => forwarder?.close());
+      },
+      start: async (transport) => {
+        this.context.stdout.write(`forwarding ${to} through ${transport.label}\n`);
+        this.log('press Ctrl-C to stop');
+      },
+    });
+  }
 
-    const { host, port, label } = await this.#resolve(target, mapping);
-    const local = mapping.local ?? port;
-    let ready!: (t: Transport) => void;
-    const up = new Promise<Transport>((resolve) => (ready = resolve));
-    const forwarder = new PortForwarder({
-      // Connections made before the tunnel is up wait for it.
-      dialer: { dial: async (h, p, options) => (await up).tunnel.dial(h, p, options) },
+  #forwarder(dialer: Dialer, host: string, port: number, local: number): PortForwarder {
+    return new PortForwarder({
+      dialer,
       host: this.address,
       port: local,
       target: { host, port },
@@ -118,23 +139,6 @@ export class ForwardCommand extends TransportCommand {
         if (e.type === 'dial-failed') this.log(`${e.client} -> ${e.target}: ${e.reason}; connection reset`);
         else if (e.type === 'connection') this.debugLog(`forward: ${e.client} -> ${e.target}`);
         else this.debugLog(`forward: ${e.client} -> ${e.target} closed${e.error ? ` (${e.error.message})` : ''}`);
-      },
-    });
-    let bound = '';
-    return serveTransport({
-      buildTransport,
-      log: (l) => this.log(l),
-      debug: (l) => this.debugLog(l),
-      // The local port first: a taken one fails before anything is made in the cluster.
-      prepare: async (ctx) => {
-        const a = await forwarder.listen();
-        bound = `${urlHost(a.address)}:${a.port}`;
-        ctx.undo.add(`the listener on ${bound} and its connections`, () => forwarder.close());
-      },
-      start: async (transport) => {
-        ready(transport);
-        this.context.stdout.write(`forwarding ${bound} -> ${urlHost(host)}:${port}${label ? ` (${label})` : ''} through ${transport.label}\n`);
-        this.log('press Ctrl-C to stop');
       },
     });
   }

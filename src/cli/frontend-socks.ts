@@ -1,6 +1,6 @@
 import type { Writable } from 'node:stream';
 import { ProxyServer } from '../proxy/index.js';
-import type { Transport } from './connect-transport.js';
+import type { Dialer } from '../dialer.js';
 import type { Undo } from '../undo.js';
 import { urlHost } from './transport-via.js';
 
@@ -15,17 +15,12 @@ export interface SocksFrontEndOptions {
 
 /**
  * The proxy, listening before the transport exists (a taken port fails before any network
- * traffic); `announce()` prints the line a person pastes once the transport is up.
+ * traffic; `dialer` holds what it accepts until the tunnel is up); `announce()` prints the line a
+ * person pastes once the transport is up.
  */
-export async function listenSocks(o: SocksFrontEndOptions, dialer: () => Transport | undefined): Promise<{ announce(): void }> {
+export async function listenSocks(o: SocksFrontEndOptions, dialer: Dialer): Promise<{ announce(): void }> {
   const proxy = new ProxyServer({
-    dialer: {
-      dial: (host, port, options) => {
-        const t = dialer();
-        if (!t) return Promise.reject(new Error('not connected yet'));
-        return t.tunnel.dial(host, port, options);
-      },
-    },
+    dialer,
     host: o.host,
     port: o.port,
     onEvent: (e) => {

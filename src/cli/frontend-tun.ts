@@ -54,6 +54,7 @@ import {
 import { defaultStateDir, recordOwnerAlive } from '../state.js';
 import { serveTransport, type ServiceWatch, type Transport, type TransportContext } from './connect-transport.js';
 import type { Logger, Undo } from '../undo.js';
+import type { SignalWatch } from './lifecycle.js';
 
 /**
  * The TUN device's MTU. With TSO offloads both directions move 64 KiB super-segments whatever the
@@ -477,6 +478,7 @@ async function keepHostsCurrent(
 export interface ConnectTunOptions {
   flags: TunFlags;
   buildTransport: (ctx: TransportContext) => Promise<Transport>;
+  stop: SignalWatch;
   stdout: Writable;
   log: Logger;
   debug: Logger;
@@ -491,6 +493,7 @@ export interface ConnectTunOptions {
 export async function connectTun(o: ConnectTunOptions): Promise<number> {
   return serveTransport({
     buildTransport: o.buildTransport,
+    stop: o.stop,
     log: o.log,
     debug: o.debug,
     start: async (transport, ctx) => {

@@ -76,6 +76,7 @@ export class MeshCommand extends ExposeCommand {
     let manifests = '';
     let transportOptions!: KubeTransportOptions;
     return serveTransport({
+      stop: this.stop,
       log: (l) => this.log(l),
       debug: (l) => this.debugLog(l),
       // Everything that can refuse comes before the tunnel: RBAC, the target, its ports, the lock, the mark.

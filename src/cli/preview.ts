@@ -30,6 +30,7 @@ export class PreviewCommand extends ExposeCommand {
     const k = await import('../kube/takeover.js');
     let p!: PreviewTarget;
     return serveTransport({
+      stop: this.stop,
       log: (l) => this.log(l),
       debug: (l) => this.debugLog(l),
       prepare: async (ctx) => {

@@ -27,7 +27,7 @@ export async function viaTransport(o: ViaOptions, ctx: TransportContext): Promis
   const label = `${target.user}@${urlHost(target.host)}:${target.port}`;
   const tunnel = new ReconnectingTunnel({
     label,
-    connect: () =>
+    connect: (signal) =>
       SshTunnel.open(
         {
           host: target.host,
@@ -38,6 +38,7 @@ export async function viaTransport(o: ViaOptions, ctx: TransportContext): Promis
           hostKey: { knownHostsFile: o.knownHostsFile, hostLabel: target.knownHostsLabel },
           dnsServer: o.dnsServer,
           ciphers: o.ciphers,
+          signal,
         },
         (e) => ctx.debug(`ssh: ${e.type}: ${e.message}`),
       ),

@@ -49,7 +49,8 @@ export function describeDialFailure(err: unknown, host: string, port: number): s
       case 'prohibited':
         return `the tunnel server does not allow connections to ${target}`;
       case 'tunnel':
-        return `the tunnel is down, cannot reach ${target}`;
+        // Its own words say which: down, not up yet, closed, ktctl stopping, the start-up failed.
+        return err.message;
     }
   }
   const detail = err instanceof Error ? err.message : String(err);

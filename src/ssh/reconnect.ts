@@ -1,18 +1,21 @@
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
-import type { DialOptions, Dialer } from '../dialer.js';
+import { DIAL_WAIT_MS, type DialOptions, type Dialer } from '../dialer.js';
 import { AuthError, DialError, DnsQueryError, HostKeyError, InputFileError, TunnelClosedError, type KtctlError } from '../errors.js';
 import type { ForwardHandler, SshTunnel } from './tunnel.js';
 
 export interface ReconnectingTunnelOptions {
-  /** Makes a new tunnel and connects it (a fresh TCP socket or port-forward stream each time). */
-  connect: () => Promise<SshTunnel>;
+  /**
+   * Makes a new tunnel and connects it (a fresh TCP socket or port-forward stream each time);
+   * `signal` aborts when this tunnel is closed, so an attempt under way ends with it.
+   */
+  connect: (signal: AbortSignal) => Promise<SshTunnel>;
   /** What the tunnel leads to, for log lines ("root@198.18.0.9:22", "shadow pod default/ktctl-x"). */
   label: string;
   /** Back-off between attempts: starts at `initialDelayMs`, doubles up to `maxDelayMs`. */
   initialDelayMs?: number;
   maxDelayMs?: number;
-  /** How long a dial waits for a dropped tunnel to come back before failing with reason 'tunnel'. */
+  /** How long a dial waits for a dropped tunnel to come back before failing with reason 'tunnel' (default DIAL_WAIT_MS). */
   dialWaitMs?: number;
   /** Errors that make retrying pointless (a changed host key, a refused key): the tunnel gives up. */
   isFatal?: (error: unknown) => boolean;
@@ -50,6 +53,8 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
   #up: Promise<SshTunnel>;
   #resolveUp!: (t: SshTunnel) => void;
   #closed = false;
+  /** Aborted by close(): ends a connection attempt under way. */
+  readonly #closing = new AbortController();
   #dropped: Promise<void> = Promise.resolve();
   #retryTimer: NodeJS.Timeout | undefined;
   readonly #forwards = new Set<Forward>();
@@ -59,7 +64,7 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
     this.#options = {
       initialDelayMs: 250,
       maxDelayMs: 2000,
-      dialWaitMs: 10_000,
+      dialWaitMs: DIAL_WAIT_MS,
       isFatal: defaultFatal,
       ...options,
     };
@@ -79,7 +84,7 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
 
   /** First connection: its errors go to the caller (nothing to reconnect to yet). */
   async start(): Promise<SshTunnel> {
-    const tunnel = await this.#options.connect();
+    const tunnel = await this.#options.connect(this.#closing.signal);
     this.#adopt(tunnel);
     return tunnel;
   }
@@ -126,7 +131,7 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
     if (this.#closed) return;
     let tunnel: SshTunnel;
     try {
-      tunnel = await this.#options.connect();
+      tunnel = await this.#options.connect(this.#closing.signal);
     } catch (error) {
       if (this.#closed) return;
       if (this.#options.isFatal(error)) {
@@ -225,6 +230,7 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
 
   async close(): Promise<void> {
     this.#closed = true;
+    this.#closing.abort();
     if (this.#retryTimer) clearTimeout(this.#retryTimer);
     this.#forwards.clear();
     const t = this.#tunnel;

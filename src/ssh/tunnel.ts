@@ -53,6 +53,11 @@ export interface SshTunnelOptions {
   dnsTimeoutMs?: number;
   /** Cipher preference (default CIPHERS). */
   ciphers?: CipherAlgorithm[];
+  /**
+   * `open()` only: aborting it while the tunnel connects closes it (the user stopped ktctl), so no
+   * half-made connection keeps the process alive until `readyTimeout`.
+   */
+  signal?: AbortSignal;
 }
 
 /**
@@ -128,11 +133,17 @@ export class SshTunnel extends EventEmitter implements Dialer {
   static async open(options: SshTunnelOptions, onEvent?: (event: TunnelEvent) => void): Promise<SshTunnel> {
     const tunnel = new SshTunnel(options);
     if (onEvent) tunnel.on('event', onEvent);
+    const { signal } = options;
+    const abort = (): void => void tunnel.close();
+    signal?.addEventListener('abort', abort, { once: true });
     try {
+      if (signal?.aborted) throw new TunnelClosedError('the ssh tunnel was closed while connecting');
       await tunnel.connect();
     } catch (error) {
       await tunnel.close();
       throw error;
+    } finally {
+      signal?.removeEventListener('abort', abort);
     }
     return tunnel;
   }
@@ -377,6 +388,13 @@ export class SshTunnel extends EventEmitter implements Dialer {
         return;
       }
       client.once('close', () => resolve());
+      if (this.#state === 'connecting') {
+        // No session to say goodbye to. end() would only half-close the socket, and a peer that
+        // never answers (a server slow to accept, a stuck port-forward) would keep it open, and
+        // the process alive, until readyTimeout; ssh2's destroy() is a no-op after end().
+        client.destroy();
+        return;
+      }
       client.end();
       // A dead peer never completes the goodbye: cut the transport after a moment.
       const cut = setTimeout(() => client.destroy(), 1000);
