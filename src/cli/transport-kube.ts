@@ -171,7 +171,7 @@ export async function kubeTransport(o: KubeTransportOptions, ctx: TransportConte
   const tunnel = new ReconnectingTunnel({
     label: `shadow pod ${namespace}/${name}`,
     isFatal,
-    connect: async () => {
+    connect: async (signal) => {
       if (mustWait) {
         await waitReady();
         mustWait = false;
@@ -181,7 +181,7 @@ export async function kubeTransport(o: KubeTransportOptions, ctx: TransportConte
       const sock = await openPortForward({ kc: kube.kc, namespace, pod: podName, port: SHADOW_PORT, timeoutMs: o.portForwardTimeoutMs });
       try {
         return await SshTunnel.open(
-          { sock, username: 'ktctl', privateKey: keys.clientPrivate, hostKey: { pinned: keys.hostPublic }, serverLabel: label(), ciphers: o.ciphers },
+          { sock, username: 'ktctl', privateKey: keys.clientPrivate, hostKey: { pinned: keys.hostPublic }, serverLabel: label(), ciphers: o.ciphers, signal },
           (e) => ctx.debug(`ssh: ${e.type}: ${e.message}`),
         );
       } catch (error) {
