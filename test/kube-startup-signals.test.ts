@@ -84,3 +84,31 @@ const CASES: Array<{ name: string; args: string[]; phase: Phase }> = [
 for (const c of CASES) {
   test.serial(`SIGINT at ${c.name}: exit 0, nothing left`, (t) => signalAt(t, c.args, c.phase));
 }
+
+test.serial('a curl started the instant the proxy port opens is answered once the tunnel is up (lab)', async (t) => {
+  const { createServer, connect } = await import('node:net');
+  const probe = createServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+  const port = (probe.address() as { port: number }).port;
+  await new Promise((r) => probe.close(r));
+  const run = lk.start(t, ['connect', '--mode', 'socks', '--proxyPort', String(port), '-n', ns]);
+  // the port accepts long before the shadow pod is ready: the first accepted connection is the curl's moment
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const open = await new Promise<boolean>((r) => {
+      const s = connect(port, '127.0.0.1', () => (s.destroy(), r(true)));
+      s.on('error', () => r(false));
+    });
+    if (open) break;
+    if (Date.now() > deadline) throw new Error(`the proxy port never opened: ${run.log()}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  // (the port opens in the first second, the shadow pod is ready a second or more later)
+  if (/export ALL_PROXY=/.test(run.log())) t.log('the tunnel was already up when the port was first seen open');
+  const { run: sh } = await import('./helpers/netns.js');
+  const r = await sh('curl', ['-sS', '--max-time', '20', '-x', `socks5h://127.0.0.1:${port}`, 'http://web/instant']);
+  t.is(r.code, 0, `${r.stderr}\n${run.log()}`);
+  t.regex(r.stdout, /"path":"\/instant"/);
+  await run.stop(t);
+  t.deepEqual(await webLeftovers(ns, 1), []);
+});
