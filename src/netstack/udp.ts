@@ -4,7 +4,7 @@ import {
 import type { PacketBuilder } from './emit.js';
 import type { DropReason } from './wire/error.js';
 import {
-  IcmpPacket, Icmpv4Unreachable, Icmpv6Unreachable, type IcmpRepr,
+  ICMP_HEADER_LEN, IcmpPacket, Icmpv4Unreachable, Icmpv6Unreachable, type IcmpRepr,
 } from './wire/icmp.js';
 import { formatIpv4, IPV4_HEADER_LEN } from './wire/ipv4.js';
 import { formatIpv6, IPV6_HEADER_LEN } from './wire/ipv6.js';
@@ -176,21 +176,36 @@ export class DatagramService {
 
   /**
    * RFC 792 / RFC 4443 §4.2: the reply carries the request's identifier, sequence number and
-   * data, from the address the request was sent to. Only the type changes, so the checksum is
-   * updated incrementally (RFC 1624); for ICMPv6 the pseudo-header sum is unchanged by swapping
-   * source and destination.
+   * data, from the address the request was sent to. Its checksum is computed over the reply as it
+   * goes out, never carried over from the request.
+   *
+   * A reply never exceeds the link MTU: we do not fragment. A request longer than the MTU cannot
+   * have crossed this link whole (the kernel fragments it, and we drop fragments), so it is broken
+   * or hostile input, and the two ICMP versions say different things about it:
+   * - ICMPv4, RFC 1122 §3.2.2.6: "Data received in an ICMP Echo Request MUST be entirely included
+   *   in the resulting Echo Reply. However, if sending the Echo Reply requires intentional
+   *   fragmentation that is not implemented, the datagram MUST be truncated to maximum
+   *   transmission size (see Section 3.3.3) and sent." The data is cut to fit the MTU.
+   * - ICMPv6, RFC 4443 §4.2: "The data received in the ICMPv6 Echo Request message MUST be
+   *   returned entirely and unmodified in the ICMPv6 Echo Reply message." No cut is allowed, so the
+   *   request goes unanswered (counted 'tooBig').
+   * Neither "fragmentation needed" (RFC 792) nor Packet Too Big (RFC 4443 §3.2) fits: both report a
+   * packet that could not be forwarded, and this one was delivered.
    */
   private echoReply(src: Buffer, dst: Buffer, message: Buffer): void {
     const v6 = src.length === 16;
-    const head = this.env.builder.headroom;
-    const ipHl = v6 ? 40 : 20;
-    // Build the IP header through the builder with a placeholder body, then copy the message.
-    const placeholder: IcmpRepr = { kind: 'echoReply', ident: 0, seqNo: 0, data: message.subarray(8) };
-    const pkt = this.env.builder.icmp(dst, src, placeholder);
-    const icmp = pkt.subarray(head + ipHl);
-    message.copy(icmp, 0, 0, message.length);
-    IcmpPacket.newUnchecked(icmp).turnEchoIntoReply(v6 ? 129 : 0);
-    if (this.env.send(pkt)) this.counters.echoReplies++;
+    const room = this.opts.mtu - (v6 ? IPV6_HEADER_LEN : IPV4_HEADER_LEN) - ICMP_HEADER_LEN;
+    const request = IcmpPacket.newUnchecked(message); // length checked on input (>= 8 bytes)
+    let data = request.data;
+    if (data.length > room) {
+      if (v6 || room < 0) {
+        this.env.drop('tooBig');
+        return;
+      }
+      data = data.subarray(0, room);
+    }
+    const reply: IcmpRepr = { kind: 'echoReply', ident: request.echoIdent, seqNo: request.echoSeqNo, data };
+    if (this.env.send(this.env.builder.icmp(dst, src, reply))) this.counters.echoReplies++;
   }
 
   private isDnsAddress(dst: Buffer): boolean {
