@@ -807,27 +807,37 @@ test('engine_segmentForNoFlowGetsRst', async (t) => {
 
 test('engine_dnsAnsweredOtherUdpPortUnreachable', async (t) => {
   const queries: Buffer[] = [];
+  // The answer is the query with QR set: a well-formed DNS message (a malformed one is replaced
+  // by SERVFAIL, see netstack-datagram.test.ts).
+  const answerOf = (q: Buffer): Buffer => {
+    const a = Buffer.from(q);
+    a[2] = a[2]! | 0x80;
+    return a;
+  };
   const { h } = harness(t, {
     dnsAddresses: ['198.19.0.10', 'fd00:ff::53'],
     resolveDns: async (q) => {
       queries.push(q);
-      return Buffer.concat([q, Buffer.from('-answer')]);
+      return answerOf(q);
     },
   });
-  const udp = (src: string, dst: string, sp: number, dp: number, payload: string): Buffer =>
+  const udp = (src: string, dst: string, sp: number, dp: number, payload: string | Buffer): Buffer =>
     h.builder.udp(addrBytes(src), addrBytes(dst), { srcPort: sp, dstPort: dp, payload: Buffer.from(payload) });
+  // id 0x0001, RD, one question: "q1." A IN
+  const query1 = Buffer.from('000101000001000000000000027131000001 0001'.replace(/ /g, ''), 'hex');
+  const query6 = Buffer.from('000601000001000000000000027136000001 0001'.replace(/ /g, ''), 'hex');
 
   const ans = h.next((o) => o.udp !== null);
-  h.stack.input(udp(LOCAL4, '198.19.0.10', 5353, 53, 'query1'));
+  h.stack.input(udp(LOCAL4, '198.19.0.10', 5353, 53, query1));
   const a = await ans;
   t.is(a.src, '198.19.0.10');
   t.is(a.dst, LOCAL4);
   t.like(a.udp, { srcPort: 53, dstPort: 5353 });
-  t.is(a.udp!.payload.toString(), 'query1-answer');
+  t.deepEqual(a.udp!.payload, answerOf(query1));
 
   const ans6 = h.next((o) => o.udp !== null);
-  h.stack.input(udp(LOCAL6, 'fd00:ff::53', 5300, 53, 'q6'));
-  t.is((await ans6).udp!.payload.toString(), 'q6-answer');
+  h.stack.input(udp(LOCAL6, 'fd00:ff::53', 5300, 53, query6));
+  t.deepEqual((await ans6).udp!.payload, answerOf(query6));
 
   // Another port on the DNS address, another address: ICMP port unreachable quoting the datagram.
   const orig = udp(LOCAL4, '198.19.0.10', 5353, 54, 'not dns');

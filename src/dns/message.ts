@@ -1,50 +1,19 @@
 /**
- * A few views over DNS messages in wire format (RFC 1035 §4.1), enough for a forwarder: the
- * header fields, the one question, the TTL fields of every resource record. Nothing here throws
- * on hostile bytes: the walkers return `undefined` when a length or a pointer leads outside the
- * message, and callers answer FORMERR or drop.
+ * The resolver's views over DNS messages in wire format (RFC 1035 §4.1), enough for a forwarder:
+ * the header fields, the one question, the TTL fields of every resource record. The parts the
+ * packet engine needs too (header, question, record walk, UDP truncation) live in
+ * src/protocol/dns.ts and are re-exported here. Nothing here throws on hostile bytes: the walkers
+ * return `undefined` when a length or a pointer leads outside the message, and callers answer
+ * FORMERR or drop.
  */
+import { flags, Flag, recordSpans, Type } from '../protocol/dns.js';
 
-export const HEADER_LENGTH = 12;
-
-/** Header flag bits (RFC 1035 §4.1.1), as in the 16-bit word at offset 2. */
-export const Flag = {
-  QR: 0x8000,
-  AA: 0x0400,
-  TC: 0x0200,
-  RD: 0x0100,
-  RA: 0x0080,
-} as const;
-
-export const Rcode = {
-  NOERROR: 0,
-  FORMERR: 1,
-  SERVFAIL: 2,
-  NXDOMAIN: 3,
-  NOTIMP: 4,
-  REFUSED: 5,
-} as const;
-
-export const Type = { A: 1, NS: 2, CNAME: 5, SOA: 6, PTR: 12, AAAA: 28, OPT: 41 } as const;
+export {
+  count, errorResponse, Flag, flags, HEADER_LENGTH, isWellFormed, Rcode, readId, readQuestion, recordSpans, skipName,
+  truncateTo, Type, udpPayloadLimit, type Question, type RecordSpan,
+} from '../protocol/dns.js';
 
 export const OPCODE_QUERY = 0;
-
-const field = {
-  id: 0,
-  flags: 2,
-  qdcount: 4,
-  ancount: 6,
-  nscount: 8,
-  arcount: 10,
-} as const;
-
-export function readId(msg: Buffer): number {
-  return msg.readUInt16BE(field.id);
-}
-
-export function flags(msg: Buffer): number {
-  return msg.readUInt16BE(field.flags);
-}
 
 export function opcode(msg: Buffer): number {
   return (flags(msg) >> 11) & 0xf;
@@ -58,79 +27,11 @@ export function isTruncated(msg: Buffer): boolean {
   return (flags(msg) & Flag.TC) !== 0;
 }
 
-export function count(msg: Buffer, section: 'qdcount' | 'ancount' | 'nscount' | 'arcount'): number {
-  return msg.readUInt16BE(field[section]);
-}
-
 /** A copy of `msg` with its id replaced. */
 export function withId(msg: Buffer, id: number): Buffer {
   const out = Buffer.from(msg);
-  out.writeUInt16BE(id, field.id);
+  out.writeUInt16BE(id, 0);
   return out;
-}
-
-/**
- * Offset just past the (possibly compressed, RFC 1035 §4.1.4) name at `off`, or undefined when
- * the name runs past the end of the message or uses a label type other than 00/11.
- */
-export function skipName(msg: Buffer, off: number): number | undefined {
-  for (let labels = 0; labels < 128; labels++) {
-    if (off >= msg.length) return undefined;
-    const len = msg[off]!;
-    if (len === 0) return off + 1;
-    const kind = len & 0xc0;
-    if (kind === 0xc0) return off + 2 <= msg.length ? off + 2 : undefined;
-    if (kind !== 0) return undefined;
-    off += 1 + len;
-  }
-  return undefined;
-}
-
-export interface Question {
-  /** the name as asked, without the trailing dot, case kept ("" for the root) */
-  name: string;
-  type: number;
-  class: number;
-  /** byte range of the question (name, type, class) in the message */
-  start: number;
-  end: number;
-}
-
-/**
- * The first question of a query, uncompressed as a query's question always is (a compression
- * pointer there is refused). Labels may hold any byte; dots and backslashes inside a label are
- * escaped as in RFC 4343 §2.1 so that `name` splits back into the same labels.
- */
-export function readQuestion(msg: Buffer): Question | undefined {
-  if (msg.length < HEADER_LENGTH || count(msg, 'qdcount') < 1) return undefined;
-  let off = HEADER_LENGTH;
-  const labels: string[] = [];
-  let total = 0;
-  for (;;) {
-    if (off >= msg.length) return undefined;
-    const len = msg[off]!;
-    if (len === 0) {
-      off += 1;
-      break;
-    }
-    if ((len & 0xc0) !== 0 || off + 1 + len > msg.length) return undefined;
-    total += len + 1;
-    if (total > 254) return undefined; // RFC 1035 §2.3.4: 255 octets with the root label
-    labels.push(escapeLabel(msg.subarray(off + 1, off + 1 + len)));
-    off += 1 + len;
-  }
-  if (off + 4 > msg.length) return undefined;
-  return { name: labels.join('.'), type: msg.readUInt16BE(off), class: msg.readUInt16BE(off + 2), start: HEADER_LENGTH, end: off + 4 };
-}
-
-function escapeLabel(bytes: Buffer): string {
-  let s = '';
-  for (const b of bytes) {
-    if (b === 0x2e || b === 0x5c) s += `\\${String.fromCharCode(b)}`;
-    else if (b < 0x21 || b > 0x7e) s += `\\${b.toString().padStart(3, '0')}`;
-    else s += String.fromCharCode(b);
-  }
-  return s;
 }
 
 /** Splits a name made by `readQuestion` into its labels (escapes kept). */
@@ -152,36 +53,6 @@ export function splitLabels(name: string): string[] {
   return out;
 }
 
-/** Where one resource record sits: its owner name [start, end), then type, class, TTL, rdata. */
-interface RecordSpan {
-  owner: number;
-  /** the byte after the owner name: TYPE is here, the TTL at +4, RDLENGTH at +8 */
-  fields: number;
-  type: number;
-}
-
-/** The records of every section after the questions, or undefined if the message is malformed. */
-function recordSpans(msg: Buffer): RecordSpan[] | undefined {
-  if (msg.length < HEADER_LENGTH) return undefined;
-  let off = HEADER_LENGTH;
-  for (let i = 0; i < count(msg, 'qdcount'); i++) {
-    const n = skipName(msg, off);
-    if (n === undefined || n + 4 > msg.length) return undefined;
-    off = n + 4;
-  }
-  const rrs = count(msg, 'ancount') + count(msg, 'nscount') + count(msg, 'arcount');
-  const out: RecordSpan[] = [];
-  for (let i = 0; i < rrs; i++) {
-    const n = skipName(msg, off);
-    if (n === undefined || n + 10 > msg.length) return undefined;
-    const end = n + 10 + msg.readUInt16BE(n + 8);
-    if (end > msg.length) return undefined;
-    out.push({ owner: off, fields: n, type: msg.readUInt16BE(n) });
-    off = end;
-  }
-  return out;
-}
-
 /** Offsets of the TTL fields of every record (all sections) but OPT, or undefined if malformed. */
 export function ttlOffsets(msg: Buffer): number[] | undefined {
   // RFC 6891 §6.1.3: the TTL field of OPT holds the extended rcode and flags, not a TTL.
@@ -200,56 +71,4 @@ export function minTtl(msg: Buffer): number | undefined {
   let min = Infinity;
   for (const o of offs) min = Math.min(min, msg.readUInt32BE(o));
   return min;
-}
-
-/**
- * The UDP payload size the client can take (RFC 6891 §6.2.3: its OPT record's class field), at
- * least 512 and at most `cap`; 512 when the query has no OPT record.
- */
-export function udpPayloadLimit(query: Buffer, cap = 4096): number {
-  const q = readQuestion(query);
-  if (q === undefined) return 512;
-  let off = q.end;
-  const rest = count(query, 'ancount') + count(query, 'nscount') + count(query, 'arcount');
-  for (let i = 0; i < rest; i++) {
-    const n = skipName(query, off);
-    if (n === undefined || n + 10 > query.length) return 512;
-    if (query.readUInt16BE(n) === Type.OPT) return Math.min(cap, Math.max(512, query.readUInt16BE(n + 2)));
-    off = n + 10 + query.readUInt16BE(n + 8);
-  }
-  return 512;
-}
-
-/**
- * A response carrying only a header and, when it can be read, the query's question:
- * used for FORMERR, SERVFAIL, NOTIMP, REFUSED, and for TC answers that do not fit.
- */
-export function errorResponse(query: Buffer, code: number, extraFlags = 0): Buffer {
-  const q = readQuestion(query);
-  const qlen = q ? q.end - q.start : 0;
-  const out = Buffer.alloc(HEADER_LENGTH + qlen);
-  out.writeUInt16BE(readId(query), 0);
-  const qflags = query.length >= 4 ? flags(query) : 0;
-  // Copy opcode and RD from the query (RFC 1035 §4.1.1); we are recursion-available.
-  out.writeUInt16BE(Flag.QR | (qflags & 0x7800) | (qflags & Flag.RD) | Flag.RA | extraFlags | (code & 0xf), 2);
-  if (q) {
-    out.writeUInt16BE(1, 4);
-    query.copy(out, HEADER_LENGTH, q.start, q.end);
-  }
-  return out;
-}
-
-/** `answer` cut to header + question with TC set when it is longer than `limit` (RFC 2181 §9). */
-export function truncateTo(answer: Buffer, limit: number): Buffer {
-  if (answer.length <= limit) return answer;
-  const q = readQuestion(answer);
-  const qlen = q ? q.end - q.start : 0;
-  const out = Buffer.alloc(HEADER_LENGTH + qlen);
-  answer.copy(out, 0, 0, 4);
-  out.writeUInt16BE(flags(answer) | Flag.TC, 2);
-  if (q) {
-    out.writeUInt16BE(1, 4);
-    answer.copy(out, HEADER_LENGTH, q.start, q.end);
-  }
-  return out;
 }

@@ -1,11 +1,14 @@
+import {
+  errorResponse, Flag, flags, HEADER_LENGTH, isWellFormed, Rcode, truncateTo, udpPayloadLimit,
+} from '../protocol/dns.js';
 import type { PacketBuilder } from './emit.js';
 import type { DropReason } from './wire/error.js';
 import {
-  IcmpPacket, Icmpv4Unreachable, Icmpv6Unreachable, type IcmpRepr,
+  ICMP_HEADER_LEN, IcmpPacket, Icmpv4Unreachable, Icmpv6Unreachable, type IcmpRepr,
 } from './wire/icmp.js';
-import { formatIpv4 } from './wire/ipv4.js';
-import { formatIpv6 } from './wire/ipv6.js';
-import type { UdpRepr } from './wire/udp.js';
+import { formatIpv4, IPV4_HEADER_LEN } from './wire/ipv4.js';
+import { formatIpv6, IPV6_HEADER_LEN } from './wire/ipv6.js';
+import { UDP_HEADER_LEN, type UdpRepr } from './wire/udp.js';
 
 /** What the datagram side needs from the engine. */
 export interface DatagramEnv {
@@ -173,21 +176,36 @@ export class DatagramService {
 
   /**
    * RFC 792 / RFC 4443 §4.2: the reply carries the request's identifier, sequence number and
-   * data, from the address the request was sent to. Only the type changes, so the checksum is
-   * updated incrementally (RFC 1624); for ICMPv6 the pseudo-header sum is unchanged by swapping
-   * source and destination.
+   * data, from the address the request was sent to. Its checksum is computed over the reply as it
+   * goes out, never carried over from the request.
+   *
+   * A reply never exceeds the link MTU: we do not fragment. A request longer than the MTU cannot
+   * have crossed this link whole (the kernel fragments it, and we drop fragments), so it is broken
+   * or hostile input, and the two ICMP versions say different things about it:
+   * - ICMPv4, RFC 1122 §3.2.2.6: "Data received in an ICMP Echo Request MUST be entirely included
+   *   in the resulting Echo Reply. However, if sending the Echo Reply requires intentional
+   *   fragmentation that is not implemented, the datagram MUST be truncated to maximum
+   *   transmission size (see Section 3.3.3) and sent." The data is cut to fit the MTU.
+   * - ICMPv6, RFC 4443 §4.2: "The data received in the ICMPv6 Echo Request message MUST be
+   *   returned entirely and unmodified in the ICMPv6 Echo Reply message." No cut is allowed, so the
+   *   request goes unanswered (counted 'tooBig').
+   * Neither "fragmentation needed" (RFC 792) nor Packet Too Big (RFC 4443 §3.2) fits: both report a
+   * packet that could not be forwarded, and this one was delivered.
    */
   private echoReply(src: Buffer, dst: Buffer, message: Buffer): void {
     const v6 = src.length === 16;
-    const head = this.env.builder.headroom;
-    const ipHl = v6 ? 40 : 20;
-    // Build the IP header through the builder with a placeholder body, then copy the message.
-    const placeholder: IcmpRepr = { kind: 'echoReply', ident: 0, seqNo: 0, data: message.subarray(8) };
-    const pkt = this.env.builder.icmp(dst, src, placeholder);
-    const icmp = pkt.subarray(head + ipHl);
-    message.copy(icmp, 0, 0, message.length);
-    IcmpPacket.newUnchecked(icmp).turnEchoIntoReply(v6 ? 129 : 0);
-    if (this.env.send(pkt)) this.counters.echoReplies++;
+    const room = this.opts.mtu - (v6 ? IPV6_HEADER_LEN : IPV4_HEADER_LEN) - ICMP_HEADER_LEN;
+    const request = IcmpPacket.newUnchecked(message); // length checked on input (>= 8 bytes)
+    let data = request.data;
+    if (data.length > room) {
+      if (v6 || room < 0) {
+        this.env.drop('tooBig');
+        return;
+      }
+      data = data.subarray(0, room);
+    }
+    const reply: IcmpRepr = { kind: 'echoReply', ident: request.echoIdent, seqNo: request.echoSeqNo, data };
+    if (this.env.send(this.env.builder.icmp(dst, src, reply))) this.counters.echoReplies++;
   }
 
   private isDnsAddress(dst: Buffer): boolean {
@@ -219,15 +237,8 @@ export class DatagramService {
           this.counters.dnsErrors++;
           return;
         }
-        const ipHl = src.length === 16 ? 40 : 20;
-        const room = this.opts.mtu - ipHl - 8;
-        let payload = answer;
-        if (payload.length > room) {
-          // RFC 1035 §4.2.1 / RFC 2181 §9: an answer that does not fit is sent truncated with the
-          // TC bit so the client retries over TCP (we never fragment). We keep the header and the
-          // question only, with zero answer counts.
-          payload = truncateDns(answer);
-        }
+        const payload = this.fitDns(query, answer, src.length === 16);
+        if (payload === null) return;
         const pkt = this.env.builder.udp(dst, src, { srcPort: DNS_PORT, dstPort: srcPort, payload });
         if (this.env.send(pkt)) this.counters.dnsAnswers++;
       }),
@@ -236,6 +247,39 @@ export class DatagramService {
         this.counters.dnsErrors++;
       },
     );
+  }
+
+  /**
+   * What goes back to the client for `query` when the resolver answered `answer`, or null when
+   * nothing may (counted). RFC 1035 §4.2.1: "Messages carried by UDP are restricted to 512 bytes
+   * (not counting the IP or UDP headers). Longer messages are truncated and the TC bit is set in
+   * the header." The limit is the smaller of
+   * - what the client takes: its EDNS0 requestor's payload size (RFC 6891 §6.2.3; "Values lower
+   *   than 512 MUST be treated as equal to 512", §6.2.5), else 512;
+   * - what one packet on the link carries: the MTU less the IP and UDP headers (we never fragment).
+   * The cut is `truncateTo`, the one the resolver's DnsServer uses: header + question with TC set
+   * and no records, never a record cut in the middle (RFC 2181 §9), so the client asks again over
+   * TCP. An answer whose header counts more questions or records than it holds cannot be parsed
+   * (RFC 1035 §4.1) and is not sent: the client gets SERVFAIL built from its own query (id, RD,
+   * question), counted as 'dnsMalformed'.
+   */
+  private fitDns(query: Buffer, answer: Buffer, v6: boolean): Buffer | null {
+    const room = this.opts.mtu - (v6 ? IPV6_HEADER_LEN : IPV4_HEADER_LEN) - UDP_HEADER_LEN;
+    let payload: Buffer;
+    if (isWellFormed(answer)) {
+      payload = truncateTo(answer, Math.min(udpPayloadLimit(query), room));
+    } else {
+      this.env.drop('dnsMalformed');
+      // A query without a whole header, or itself a response (answering could loop), gets nothing.
+      if (query.length < HEADER_LENGTH || (flags(query) & Flag.QR) !== 0) return null;
+      payload = errorResponse(query, Rcode.SERVFAIL);
+    }
+    // Header + question is at most 271 bytes; only a link below ~320 bytes cannot carry that.
+    if (payload.length > room) {
+      this.env.drop('tooBig');
+      return null;
+    }
+    return payload;
   }
 
   /** RFC 792 code 3 / RFC 4443 §3.1 code 4, quoting as much of the datagram as fits. */
@@ -269,34 +313,6 @@ export class DatagramService {
     const pkt = this.env.builder.icmp(dst, src, { kind: 'dstUnreachable', code, data: quote });
     this.env.send(pkt);
   }
-}
-
-function truncateDns(answer: Buffer): Buffer {
-  if (answer.length < 12) return answer.subarray(0, 0);
-  // Header + question section (QDCOUNT is normally 1): walk the name labels.
-  let off = 12;
-  const qd = answer.readUInt16BE(4);
-  for (let q = 0; q < qd && off < answer.length; q++) {
-    while (off < answer.length) {
-      const l = answer[off]!;
-      if (l === 0) {
-        off += 1;
-        break;
-      }
-      if ((l & 0xc0) === 0xc0) {
-        off += 2;
-        break;
-      }
-      off += 1 + l;
-    }
-    off += 4;
-  }
-  const out = Buffer.from(answer.subarray(0, Math.min(off, answer.length)));
-  out[2] = out[2]! | 0x02; // TC
-  out.writeUInt16BE(0, 6);
-  out.writeUInt16BE(0, 8);
-  out.writeUInt16BE(0, 10);
-  return out;
 }
 
 /** Not multicast, broadcast or unspecified. */

@@ -20,12 +20,14 @@ export type DropReason =
   | 'icmpRateLimit' // an ICMP error suppressed by the rate limit
   | 'unreachable' // an ICMP echo to an address the probe says is unreachable
   | 'emitFailed' // the device refused a packet we wanted to send
+  | 'tooBig' // a reply that would not fit in the link MTU and may not be shortened (we never fragment)
+  | 'dnsMalformed' // a resolver's answer whose sections run past its end: SERVFAIL sent instead
   | 'internal'; // a bug: an exception caught at the boundary of input()
 
 export const DROP_REASONS: readonly DropReason[] = [
   'truncated', 'malformed', 'checksum', 'fragment', 'unsupported', 'badFlags', 'noFlow', 'outOfWindow',
   'synFlood', 'flowLimit', 'memoryLimit', 'oooFull', 'dnsLimit', 'probeLimit', 'icmpRateLimit',
-  'unreachable', 'emitFailed', 'internal',
+  'unreachable', 'emitFailed', 'tooBig', 'dnsMalformed', 'internal',
 ];
 
 /** Thrown only by the checked constructors (`newChecked`) and `Repr.parse` helpers for callers that prefer exceptions. */

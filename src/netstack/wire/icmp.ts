@@ -107,9 +107,12 @@ function types(v6: boolean): { req: number; rep: number; unr: number } {
 }
 
 export const IcmpRepr = {
-  /** `pseudo` is 0 for v4. `verifyChecksum` false trusts it (offloaded input). */
-  parse(packet: IcmpPacket, v6: boolean, pseudo: number, verifyChecksum = true): IcmpRepr | DropReason {
-    if (verifyChecksum && !packet.verifyChecksum(pseudo)) return 'checksum';
+  /**
+   * `pseudo` is 0 for v4. The checksum is always verified: no offload covers ICMP (virtio's
+   * NEEDS_CSUM/DATA_VALID are for TCP and UDP), so no `ChecksumPolicy` applies here.
+   */
+  parse(packet: IcmpPacket, v6: boolean, pseudo: number): IcmpRepr | DropReason {
+    if (!packet.verifyChecksum(pseudo)) return 'checksum';
     const t = types(v6);
     const type = packet.msgType;
     if ((type === t.req || type === t.rep) && packet.msgCode === 0) {
