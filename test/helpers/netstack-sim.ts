@@ -163,13 +163,14 @@ export class SimNet {
   refuse = 0;
   rnd: () => number = Math.random;
 
-  constructor(opts: { limits?: Partial<NetStackLimits>; offload?: boolean; tcp?: NetStackOptions['tcp'] } = {}) {
+  /** `realTime`: the engine keeps its own clock and timers (benchmarks of real CPU time). */
+  constructor(opts: { limits?: Partial<NetStackLimits>; offload?: boolean; tcp?: NetStackOptions['tcp']; realTime?: boolean } = {}) {
     this.dialer = new MemDialer(this.clock);
     this.vnet = opts.offload === true;
     this.builder = new PacketBuilder({ vnetHdr: this.vnet });
     this.stack = new NetStack({
       dialer: this.dialer, mtu: 1500, offload: opts.offload, limits: opts.limits, tcp: opts.tcp,
-      now: this.clock.nowFn, timers: this.clock, log: (m) => this.logs.push(m),
+      ...(opts.realTime === true ? {} : { now: this.clock.nowFn, timers: this.clock }), log: (m) => this.logs.push(m),
       emit: (p) => this.onEmit(p),
     });
   }
