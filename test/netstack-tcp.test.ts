@@ -620,13 +620,72 @@ test('established_zeroWindowForeverKeepsProbingBounded', (t) => {
   t.is(c.s.txBuffered, 10_000);
 });
 
+test('established_zeroWindowSilentPeerGivesUp', (t) => {
+  // Finding N3: a peer that never answers a probe is as dead as one that never acknowledges a
+  // retransmission: after maxRetransmits unanswered probes the connection is reset (and the far
+  // stream with it, onReset), not kept for ever with its queue.
+  const c = established({ cfg: { rtt: { initial: 1000, min: 200, max: 60_000 } } });
+  c.s.process(0, seg({ windowLen: 0 }));
+  c.s.send(data(4 << 20));
+  let probes = 0;
+  let rst: TcpRepr | null = null;
+  for (let now = 0; now < 24 * 3600_000 && rst === null; now += 1000) {
+    for (const s of recvAll(c, now)) {
+      if (s.control === 'rst') rst = s;
+      else probes++;
+    }
+  }
+  t.is(probes, 10);
+  like(t, rst, { control: 'rst', seqNumber: L(1) });
+  t.is(c.s.state, 'CLOSED');
+  t.is(c.host.resets, 1);
+  t.is(c.host.closed, 1);
+  t.is(c.s.txBuffered, 0);
+  t.is(c.s.pollAt(), Infinity);
+});
+
+test('established_zeroWindowAnsweredGivesUpAfterPersistTimeout', (t) => {
+  // A peer that answers every probe with a zero window keeps the connection (RFC 1122
+  // §4.2.2.17) until the total persist time runs out (RFC 6429: resource management may end it).
+  const c = established({ cfg: { persistTimeout: 600_000 } });
+  c.s.process(0, seg({ windowLen: 0 }));
+  c.s.send(data(10_000));
+  let rstAt = -1;
+  for (let now = 0; now < 3600_000 && rstAt < 0; now += 500) {
+    for (const s of recvAll(c, now)) {
+      if (s.control === 'rst') rstAt = now;
+      else c.s.process(now, seg({ windowLen: 0 }));
+    }
+  }
+  t.true(rstAt >= 600_000 && rstAt <= 600_000 + 60_000, `reset at ${rstAt}`);
+  t.is(c.s.state, 'CLOSED');
+  t.is(c.host.resets, 1);
+});
+
 // ---- FIN-WAIT-1
 
 test('finWait1_ackOfFin', (t) => {
   const c = finWait1();
   c.s.process(1, seg({ ackNumber: L(2) }));
   t.is(c.s.state, 'FIN-WAIT-2');
-  t.is(c.s.timer.kind, 'idle');
+  t.like(c.s.timer, { kind: 'finWait2', expiresAt: 60_001 });
+});
+
+test('finWait1_fullAckAfterThreeDupAcksLeavesNothingDue', (t) => {
+  // Finding N1: three duplicate ACKs ask for a fast retransmit; an ACK of everything (data and
+  // FIN) in the same batch then takes the socket to FIN-WAIT-2, where nothing is sent. The
+  // request must not stay pending, or pollAt() says "now" for ever and the engine spins.
+  const c = established();
+  c.s.send(data(3000));
+  c.s.close();
+  const sent = recvAll(c, 0);
+  t.is(sent.length, 3);
+  t.is(sent[2]!.control, 'fin');
+  for (let i = 0; i < 3; i++) c.s.process(1, seg({ ackNumber: L(1) }));
+  c.s.process(1, seg({ ackNumber: L(3002) }));
+  t.is(c.s.state, 'FIN-WAIT-2');
+  expectNothing(t, c, 1);
+  t.true(c.s.pollAt() > 1, `pollAt ${c.s.pollAt()}`);
 });
 
 test('finWait1_finWithoutAckOfOurs', (t) => {
@@ -661,6 +720,22 @@ test('finWait2_recvData', (t) => {
   c.s.process(1, seg({ payload: Buffer.from('more') }));
   t.is(c.host.received, 'more');
   expect(t, c, 11, { ackNumber: R(5) });
+});
+
+test('finWait2_orphanTimeoutResets', (t) => {
+  // Finding N1: FIN-WAIT-2 has an end (Linux tcp_fin_timeout, 60 s), restarted by new data.
+  const c = finWait2();
+  t.like(c.s.timer, { kind: 'finWait2', expiresAt: 60_000 });
+  expectNothing(t, c, 30_000);
+  c.s.process(30_000, seg({ payload: Buffer.from('more') }));
+  t.like(c.s.timer, { kind: 'finWait2', expiresAt: 90_000 });
+  recvAll(c, 30_100);
+  expectNothing(t, c, 89_999);
+  expect(t, c, 90_000, { control: 'rst', seqNumber: L(2) });
+  t.is(c.s.state, 'CLOSED');
+  t.is(c.host.resets, 1);
+  t.is(c.host.closed, 1);
+  t.is(c.s.pollAt(), Infinity);
 });
 
 test('finWait2_fin', (t) => {

@@ -21,18 +21,42 @@ import { VirtioNetHdr, VirtioRepr } from './wire/virtio.js';
 
 /** Bounds that keep a hostile or overloaded peer from growing memory without end. */
 export interface NetStackLimits {
-  /** Flows (dialing, open, TIME-WAIT) at once; SYNs beyond are dropped. */
+  /**
+   * Flows (dialing, open, TIME-WAIT) at once. A SYN that finds the table full evicts the oldest
+   * half-open flow (SYN-RECEIVED, then dialing); with none to evict it is dropped.
+   */
   maxFlows: number;
-  /** Dials in progress at once; SYNs beyond are dropped (a SYN flood opens no more dials). */
+  /**
+   * Dials in progress at once; SYNs beyond are dropped (a SYN flood opens no more dials). Not
+   * evicted: a dial younger than its round trip would never complete under a flood.
+   */
   maxPendingDials: number;
+  /**
+   * Flows in SYN-RECEIVED (dialed, SYN-ACK sent, never acknowledged) at once: beyond, the oldest
+   * is reset and its far stream destroyed. The local kernel acknowledges a SYN-ACK within
+   * microseconds, so the old ones are a flood's, and a flood holds at most this many far
+   * connections (plus maxPendingDials dialing).
+   */
+  maxHalfOpen: number;
   /** A dial that takes longer is abandoned (the client gets an ICMP unreachable). */
   dialTimeout: number;
   /** Receive window per flow: bytes accepted from the local side but not yet taken by the far stream. */
   rxBufferPerFlow: number;
   /** Bytes read from the far stream and not yet acknowledged by the local side, per flow. */
   txBufferPerFlow: number;
-  /** Global budget over every flow's buffers; windows close when it is used up. */
+  /**
+   * Global budget over the bytes flows hold beyond their `flowShare`; windows close and far
+   * reads pause for flows above their share when it is used up. Bound on everything buffered:
+   * maxBufferedBytes + maxFlows x flowShare (plus one far read per flow, which arrives before a
+   * pause can take effect).
+   */
   maxBufferedBytes: number;
+  /**
+   * Bytes every flow may hold (receive backlog plus send queue) whatever the global budget says:
+   * a flow that is drained keeps moving while readers that stopped hold the budget (finding
+   * N2). At least a few MSS, so windows open past receiver-side SWS avoidance.
+   */
+  flowShare: number;
   maxPendingDns: number;
   maxPendingProbes: number;
   icmpErrorsPerSecond: number;
@@ -41,6 +65,7 @@ export interface NetStackLimits {
 export const DEFAULT_LIMITS: NetStackLimits = {
   maxFlows: 16384,
   maxPendingDials: 256,
+  maxHalfOpen: 1024,
   dialTimeout: 30_000,
   rxBufferPerFlow: 1 << 20,
   // One readable event of the tunnel's socket brings up to 2 MiB (libuv reads 32 x 64 KiB; an
@@ -48,10 +73,68 @@ export const DEFAULT_LIMITS: NetStackLimits = {
   // 1 MiB queue paused the far stream on every event and halved a bulk download.
   txBufferPerFlow: 4 << 20,
   maxBufferedBytes: 128 << 20,
+  // 11 full segments: a drained flow moves ~16 KiB per round trip even when stopped readers hold
+  // the whole budget; 16,384 flows x 16 KiB = 256 MiB is the worst case on top of the budget.
+  flowShare: 16 << 10,
   maxPendingDns: 1024,
   maxPendingProbes: 64,
   icmpErrorsPerSecond: 200,
 };
+
+/**
+ * Every resource bound of one engine, in one object (`NetStack.bounds`), for `ktctl status`.
+ * Times in milliseconds, sizes in bytes.
+ */
+export interface NetStackBounds {
+  maxFlows: number;
+  maxPendingDials: number;
+  maxHalfOpen: number;
+  /** What a SYN does when the flow table is full. */
+  synPolicy: 'evict-oldest-half-open';
+  dialTimeout: number;
+  /** Longest SYN-RECEIVED: the SYN-ACK and its retransmissions with back-off. */
+  handshakeTimeout: number;
+  maxBufferedBytes: number;
+  flowShare: number;
+  /** Worst case of all flows' buffers together: maxBufferedBytes + maxFlows x flowShare. */
+  maxBufferedWorstCase: number;
+  rxBufferPerFlow: number;
+  txBufferPerFlow: number;
+  maxOooEntriesPerFlow: number;
+  maxRetransmits: number;
+  maxSynAckRetransmits: number;
+  /** Unanswered zero-window probes before a reset (the same R2 as retransmissions). */
+  maxZeroWindowProbes: number;
+  persistTimeout: number;
+  finWait2Timeout: number;
+  timeWait: number;
+  maxRto: number;
+  maxPendingDns: number;
+  maxPendingProbes: number;
+  icmpErrorsPerSecond: number;
+}
+
+/** The engine's one timer; injected by tests that run on a simulated clock. */
+export interface NetStackTimers {
+  set(fn: () => void, ms: number): unknown;
+  clear(handle: unknown): void;
+}
+
+const REAL_TIMERS: NetStackTimers = {
+  set(fn, ms) {
+    const t = setTimeout(fn, ms);
+    t.unref();
+    return t;
+  },
+  clear(handle) {
+    clearTimeout(handle as NodeJS.Timeout);
+  },
+};
+
+/** A flow whose deadline is still due after it was serviced is retried this much later (and logged). */
+const STALL_RETRY_MS = 1000;
+/** A flow whose segment the device refused is retried this much later. */
+const EMIT_RETRY_MS = 1;
 
 export interface NetStackOptions {
   dialer: Dialer;
@@ -96,9 +179,13 @@ export interface NetStackOptions {
   probe?: (ip: string) => Promise<boolean>;
   /** Monotonic clock in milliseconds (default performance.now). */
   now?: () => number;
+  /** The timer behind the clock (default setTimeout, unref'd); tests pass a simulated one with `now`. */
+  timers?: NetStackTimers;
+  /** Where the engine reports its own anomalies (a timer that would spin); default process.emitWarning. */
+  log?: (message: string) => void;
   limits?: Partial<NetStackLimits>;
   /** TCP tuning (RTO bounds, delayed ACK, TIME-WAIT); mss/rxCapacity/maxBurst are derived. */
-  tcp?: Partial<Pick<TcpConfig, 'ackDelay' | 'timeWait' | 'rtt' | 'maxRetransmits' | 'maxSynAckRetransmits' | 'maxOooEntries' | 'initialWindowSegments'>>;
+  tcp?: Partial<Pick<TcpConfig, 'ackDelay' | 'timeWait' | 'rtt' | 'maxRetransmits' | 'maxSynAckRetransmits' | 'maxOooEntries' | 'initialWindowSegments' | 'finWait2Timeout' | 'persistTimeout'>>;
   /** Initial sequence numbers (tests); default random (RFC 9293 §3.4.1 asks for unpredictable ISNs, RFC 6528). */
   iss?: () => number;
 }
@@ -116,6 +203,17 @@ export interface NetStackStats {
   dialsFailed: number;
   synsAbsorbed: number;
   resetsSent: number;
+  /** Half-open flows reset to make room (maxHalfOpen, or a full flow table). */
+  halfOpenEvicted: number;
+  /** Flows in SYN-RECEIVED now. */
+  halfOpen: number;
+  /** Runs of the engine's timer, and flows they found due (the cost is per due flow, not per flow). */
+  timerRuns: number;
+  timerFlowsDue: number;
+  /** A flow still due right after being serviced (a bug: retried after 1 s and logged, never spun on). */
+  timerStalls: number;
+  /** Bytes flows hold beyond their share (what the global budget limits). */
+  bytesOverShare: number;
   /** Bytes held for flows: far-side backlog plus send queues plus out-of-order data. */
   bytesBuffered: number;
   tcp: TcpCounters;
@@ -158,6 +256,13 @@ class Flow implements TcpSocketHost {
   txCounted = 0;
   dirty = false;
   closed = false;
+  /** When the engine must look at this flow again (its place in the timer heap), Infinity: never. */
+  due = Infinity;
+  heapIdx = -1;
+  /** Neighbours in the engine's SYN-RECEIVED list (oldest first), while in it. */
+  hoPrev: Flow | null = null;
+  hoNext: Flow | null = null;
+  halfOpen = false;
   /** Copies of the bytes written to the far stream, until each write calls back. */
   readonly rxCopies = new WriteSlab();
 
@@ -217,6 +322,8 @@ export class NetStack {
   private readonly emitFn: (packet: Buffer) => boolean | void;
   private readonly emitGatherFn: ((head: Buffer, payload: Buffer) => boolean | void) | null;
   private readonly nowFn: () => number;
+  private readonly timers: NetStackTimers;
+  private readonly logFn: (message: string) => void;
   private readonly vnet: boolean;
   private readonly limits: NetStackLimits;
   private readonly tcpV4: TcpConfig;
@@ -238,7 +345,14 @@ export class NetStack {
   // ---- deferred work
   private readonly dirty: Flow[] = [];
   private flushScheduled = false;
-  private timer: NodeJS.Timeout | null = null;
+  private timer: unknown = null;
+  /** Flows by `due`, earliest first: a timer run costs O(due flows x log n), not O(flows). */
+  private readonly heap: Flow[] = [];
+  /** SYN-RECEIVED flows, oldest first (for maxHalfOpen and a full table). */
+  private hoHead: Flow | null = null;
+  private hoTail: Flow | null = null;
+  private hoCount = 0;
+  private stallLogged = false;
   private timerAt = Infinity;
   private inInput = false;
   /** A flush is running (a stream event it causes must not start another). */
@@ -246,11 +360,14 @@ export class NetStack {
 
   // ---- accounting
   private buffered = 0;
+  /** Σ max(0, flow's bytes - flowShare): what the global budget limits. */
+  private over = 0;
   /** Flows whose far stream is paused because the global budget ran out (not their own queue). */
   private readonly budgetPaused = new Set<Flow>();
   private readonly counters = {
     packetsIn: 0, packetsOut: 0, bytesIn: 0, bytesOut: 0, flowsOpened: 0, flowsClosed: 0,
-    dialsFailed: 0, synsAbsorbed: 0, resetsSent: 0,
+    dialsFailed: 0, synsAbsorbed: 0, resetsSent: 0, halfOpenEvicted: 0, timerRuns: 0, timerFlowsDue: 0,
+    timerStalls: 0,
   };
   private readonly drops: Record<DropReason, number>;
   private readonly tcpCounters = newTcpCounters();
@@ -261,6 +378,8 @@ export class NetStack {
     this.emitFn = opts.emit;
     this.emitGatherFn = opts.emitGather ?? null;
     this.nowFn = opts.now ?? (() => performance.now());
+    this.timers = opts.timers ?? REAL_TIMERS;
+    this.logFn = opts.log ?? ((m) => process.emitWarning(m, 'KtctlNetStackWarning'));
     this.vnet = opts.offload !== undefined && opts.offload !== false;
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.issFn = opts.iss ?? (() => this.randomIss());
@@ -370,11 +489,36 @@ export class NetStack {
       flows: this.flowCount,
       pendingDials: this.pendingDials,
       bytesBuffered: this.buffered + ooo,
+      halfOpen: this.hoCount,
+      bytesOverShare: this.over,
       tcp: { ...this.tcpCounters },
       dnsQueries: d.dnsQueries,
       dnsAnswers: d.dnsAnswers,
       echoReplies: d.echoReplies,
       portUnreachables: d.portUnreachables,
+    };
+  }
+
+  /** Every resource bound of this engine (limits and TCP timeouts), for status displays. */
+  get bounds(): NetStackBounds {
+    const l = this.limits;
+    const tcp = this.tcpV4;
+    let handshake = 0;
+    let rto = tcp.rtt.initial;
+    for (let i = 0; i <= tcp.maxSynAckRetransmits; i++) {
+      handshake += rto;
+      rto = Math.min(rto * 2, tcp.rtt.max);
+    }
+    return {
+      maxFlows: l.maxFlows, maxPendingDials: l.maxPendingDials, maxHalfOpen: l.maxHalfOpen,
+      synPolicy: 'evict-oldest-half-open', dialTimeout: l.dialTimeout, handshakeTimeout: handshake,
+      maxBufferedBytes: l.maxBufferedBytes, flowShare: l.flowShare,
+      maxBufferedWorstCase: l.maxBufferedBytes + l.maxFlows * l.flowShare,
+      rxBufferPerFlow: l.rxBufferPerFlow, txBufferPerFlow: l.txBufferPerFlow, maxOooEntriesPerFlow: tcp.maxOooEntries,
+      maxRetransmits: tcp.maxRetransmits, maxSynAckRetransmits: tcp.maxSynAckRetransmits,
+      maxZeroWindowProbes: tcp.maxRetransmits, persistTimeout: tcp.persistTimeout, finWait2Timeout: tcp.finWait2Timeout,
+      timeWait: tcp.timeWait, maxRto: tcp.rtt.max, maxPendingDns: l.maxPendingDns, maxPendingProbes: l.maxPendingProbes,
+      icmpErrorsPerSecond: l.icmpErrorsPerSecond,
     };
   }
 
@@ -399,7 +543,7 @@ export class NetStack {
     }
     this.closedFlag = true;
     this.datagrams.close();
-    if (this.timer) clearTimeout(this.timer);
+    if (this.timer !== null) this.timers.clear(this.timer);
     this.timer = null;
   }
 
@@ -525,6 +669,7 @@ export class NetStack {
 
     const reply = socket.process(now, seg);
     if (reply) this.emitTcp(flow, reply);
+    if (flow.halfOpen && socket.state !== 'SYN-RECEIVED') this.hoRemove(flow);
     this.markDirty(flow);
   }
 
@@ -573,9 +718,12 @@ export class NetStack {
   }
 
   private newFlow(ip: Buffer, v6: boolean, srcOff: number, dstOff: number, alen: number, hash: number, syn: TcpRepr): void {
-    if (this.flowCount >= this.limits.maxFlows) return this.drop('flowLimit');
+    // Admission (SYN-flood policy): a full dial queue drops the SYN (evicting a dial younger than
+    // its round trip would let no dial complete under a flood); a full flow table evicts the
+    // oldest half-open flow, a flood's, since the local kernel completes real handshakes at once.
+    // No memory check: every flow's share is guaranteed (flowShare) and the rest is budgeted.
     if (this.pendingDials >= this.limits.maxPendingDials) return this.drop('synFlood');
-    if (this.buffered >= this.limits.maxBufferedBytes) return this.drop('memoryLimit');
+    if (this.flowCount >= this.limits.maxFlows && !this.evictHalfOpen()) return this.drop('flowLimit');
     const ourAddr = Buffer.from(ip.subarray(dstOff, dstOff + alen));
     const peerAddr = Buffer.from(ip.subarray(srcOff, srcOff + alen));
     // Keep the SYN (its payload, if any, is not kept: we do not accept data on a SYN) and the
@@ -589,7 +737,7 @@ export class NetStack {
     flow.dialAbort = ac;
     const signal = ac.signal;
     flow.dialDeadline = this.nowFn() + this.limits.dialTimeout;
-    this.armFor(flow.dialDeadline);
+    this.schedule(flow, flow.dialDeadline);
     let dial: Promise<Duplex>;
     try {
       dial = this.dialer.dial(addrText(ourAddr), syn.dstPort, {
@@ -637,6 +785,7 @@ export class NetStack {
     // RFC 9293 §3.7.1 / RFC 8200 §5: without an MSS option assume 536 over IPv4, 1220 over IPv6.
     const synForSocket: TcpRepr = flow.v6 && syn.maxSegSize === null ? { ...syn, maxSegSize: 1220 } : syn;
     flow.socket = TcpSocket.fromSyn(synForSocket, seq(this.issFn()), cfg, flow, this.tcpCounters);
+    this.hoAppend(flow);
     far.on('data', flow.onFarData);
     far.on('end', flow.onFarEnd);
     far.on('drain', flow.onFarDrain);
@@ -646,6 +795,7 @@ export class NetStack {
     if (far.destroyed) this.farAbort(flow);
     this.markDirty(flow);
     this.scheduleFlush();
+    if (this.hoCount > this.limits.maxHalfOpen) this.evictHalfOpen();
   }
 
   private dialFailed(flow: Flow, err: unknown): void {
@@ -707,13 +857,18 @@ export class NetStack {
     }
     this.flowCount--;
     this.counters.flowsClosed++;
+    if (flow.heapIdx >= 0) this.heapRemove(flow);
+    flow.due = Infinity;
+    if (flow.halfOpen) this.hoRemove(flow);
     if (flow.dialAbort) {
       const ac = flow.dialAbort;
       flow.dialAbort = null;
       this.pendingDials--;
       ac.abort();
     }
-    this.buffered -= flow.backlog + flow.txCounted;
+    const used = flow.backlog + flow.txCounted;
+    this.buffered -= used;
+    this.over -= Math.max(0, used - this.limits.flowShare);
     flow.backlog = 0;
     flow.txCounted = 0;
     this.budgetPaused.delete(flow);
@@ -788,8 +943,11 @@ export class NetStack {
     if (!flow.farPaused && flow.far) {
       // Flow control towards the far side: stop reading until the local side acknowledged, when
       // this flow's send queue is full or every flow's buffers together use up the budget.
+      // Beyond its share a flow reads on only while the global budget has room (finding N2: the
+      // readers that stopped wait, a flow that is drained keeps its share and moves).
       const own = s.txBuffered >= this.limits.txBufferPerFlow;
-      if (own || this.buffered >= this.limits.maxBufferedBytes) {
+      const overBudget = flow.backlog + flow.txCounted >= this.limits.flowShare && this.over >= this.limits.maxBufferedBytes;
+      if (own || overBudget) {
         flow.farPaused = true;
         flow.far.pause();
         if (!own) this.budgetPaused.add(flow);
@@ -855,7 +1013,8 @@ export class NetStack {
     const s = flow.socket;
     if (!s || !flow.far || flow.closed) return;
     if (s.txBuffered >= this.limits.txBufferPerFlow / 2) return;
-    if (this.buffered >= this.limits.maxBufferedBytes * 0.75) {
+    // Under its share a flow always reads on; above it, once the budget is below 3/4.
+    if (flow.backlog + flow.txCounted >= this.limits.flowShare && this.over >= this.limits.maxBufferedBytes * 0.75) {
       this.budgetPaused.add(flow);
       return;
     }
@@ -866,28 +1025,44 @@ export class NetStack {
 
   /** The budget has room again: flows paused for it (and not for their own queue) read on. */
   private resumeBudgetPaused(): void {
-    if (this.budgetPaused.size === 0 || this.buffered >= this.limits.maxBufferedBytes * 0.75) return;
+    if (this.budgetPaused.size === 0 || this.over >= this.limits.maxBufferedBytes * 0.75) return;
     for (const f of [...this.budgetPaused]) this.maybeResume(f);
   }
 
+  /**
+   * The receive window's room: the flow's own buffer, and of that what its guaranteed share
+   * still holds plus what the global budget has left.
+   */
   rxRoom(flow: Flow): number {
     const own = this.limits.rxBufferPerFlow - flow.backlog;
-    const global = this.limits.maxBufferedBytes - this.buffered;
-    return Math.min(own, global);
+    const share = Math.max(0, this.limits.flowShare - flow.backlog - flow.txCounted);
+    const global = Math.max(0, this.limits.maxBufferedBytes - this.over);
+    return Math.min(own, share + global);
   }
 
   private setBacklog(flow: Flow, n: number): void {
-    const delta = n - flow.backlog;
-    this.buffered += delta;
+    const used = flow.backlog + flow.txCounted;
     flow.backlog = n;
-    if (delta < 0) this.resumeBudgetPaused();
+    this.accounted(flow, used);
   }
 
   private setTxCounted(flow: Flow, n: number): void {
-    const delta = n - flow.txCounted;
-    this.buffered += delta;
+    const used = flow.backlog + flow.txCounted;
     flow.txCounted = n;
-    if (delta < 0) this.resumeBudgetPaused();
+    this.accounted(flow, used);
+  }
+
+  /** Books a change of the flow's bytes (was `before`) in the totals; a decrease may resume reads. */
+  private accounted(flow: Flow, before: number): void {
+    const used = flow.backlog + flow.txCounted;
+    if (used === before) return;
+    const share = this.limits.flowShare;
+    this.buffered += used - before;
+    this.over += Math.max(0, used - share) - Math.max(0, before - share);
+    if (used < before) {
+      if (flow.farPaused && this.budgetPaused.has(flow)) this.maybeResume(flow);
+      this.resumeBudgetPaused();
+    }
   }
 
   // ---- output
@@ -928,12 +1103,30 @@ export class NetStack {
       const flow = this.dirty[i]!;
       flow.dirty = false;
       if (flow.closed || !flow.socket) continue;
+      const refusedBefore = this.drops.emitFailed;
       if (!this.dispatchFlow(flow, now)) {
         // More to send than one round allows: come back after other work.
         again = true;
         this.markDirtyLater(flow);
+        continue;
       }
-      this.armFor(flow.socket.pollAt());
+      if (flow.closed) continue;
+      let at = flow.socket.pollAt();
+      if (at <= now) {
+        if (this.drops.emitFailed !== refusedBefore) {
+          // The device refused a segment: try again shortly (a device condition, not a spin).
+          at = now + EMIT_RETRY_MS;
+        } else {
+          // Serviced and still due: a socket bug. Never re-arm at "now" for it; say so once.
+          this.counters.timerStalls++;
+          at = now + STALL_RETRY_MS;
+          if (!this.stallLogged) {
+            this.stallLogged = true;
+            this.logFn(`netstack: a ${flow.socket.state} flow stayed due after dispatch (timer ${flow.socket.timer.kind}); retrying it every ${STALL_RETRY_MS} ms`);
+          }
+        }
+      }
+      this.schedule(flow, at);
     }
     this.dirty.length = 0;
     if (this.later.length > 0) {
@@ -1016,16 +1209,83 @@ export class NetStack {
     this.drops[reason]++;
   }
 
-  // ---- the one timer
+  // ---- the one timer, over a min-heap of flows keyed by their deadline
+
+  /** Sets when the engine must look at `flow` again (Infinity: never) and re-arms if earlier. */
+  private schedule(flow: Flow, at: number): void {
+    if (flow.closed) return;
+    if (at === Infinity) {
+      if (flow.heapIdx >= 0) this.heapRemove(flow);
+      flow.due = Infinity;
+      return;
+    }
+    const earlier = at < flow.due;
+    flow.due = at;
+    if (flow.heapIdx < 0) {
+      flow.heapIdx = this.heap.length;
+      this.heap.push(flow);
+      this.siftUp(flow.heapIdx);
+    } else if (earlier) {
+      this.siftUp(flow.heapIdx);
+    } else {
+      this.siftDown(flow.heapIdx);
+    }
+    this.armFor(at);
+  }
+
+  private heapRemove(flow: Flow): void {
+    const i = flow.heapIdx;
+    const last = this.heap.pop()!;
+    flow.heapIdx = -1;
+    if (last === flow) return;
+    this.heap[i] = last;
+    last.heapIdx = i;
+    this.siftDown(i);
+    this.siftUp(last.heapIdx);
+  }
+
+  private siftUp(i: number): void {
+    const h = this.heap;
+    const f = h[i]!;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      const pf = h[p]!;
+      if (pf.due <= f.due) break;
+      h[i] = pf;
+      pf.heapIdx = i;
+      i = p;
+    }
+    h[i] = f;
+    f.heapIdx = i;
+  }
+
+  private siftDown(i: number): void {
+    const h = this.heap;
+    const n = h.length;
+    const f = h[i]!;
+    for (;;) {
+      let c = 2 * i + 1;
+      if (c >= n) break;
+      if (c + 1 < n && h[c + 1]!.due < h[c]!.due) c++;
+      const cf = h[c]!;
+      if (cf.due >= f.due) break;
+      h[i] = cf;
+      cf.heapIdx = i;
+      i = c;
+    }
+    h[i] = f;
+    f.heapIdx = i;
+  }
 
   private armFor(at: number): void {
     if (at === Infinity || this.closedFlag) return;
     if (at >= this.timerAt) return;
     this.timerAt = at;
-    if (this.timer) clearTimeout(this.timer);
+    if (this.timer !== null) this.timers.clear(this.timer);
+    // At least 1 ms: a deadline in the past is serviced at the next run and then moves forward
+    // (flushDirty never leaves a serviced flow due at "now").
     const delay = Math.max(1, Math.ceil(at - this.nowFn()));
-    this.timer = setTimeout(this.onTimer, delay);
-    this.timer.unref();
+    this.timer = this.timers.set(this.onTimer, delay);
   }
 
   private readonly onTimer = (): void => this.guard(this.timerFn);
@@ -1034,29 +1294,73 @@ export class NetStack {
     this.timer = null;
     this.timerAt = Infinity;
     if (this.closedFlag) return;
+    this.counters.timerRuns++;
     const now = this.nowFn();
-    for (const f of this.slots) {
-      if (!f || f.closed) continue;
+    // Only the flows whose deadline passed: idle flows cost nothing here.
+    while (this.heap.length > 0 && this.heap[0]!.due <= now) {
+      const f = this.heap[0]!;
+      this.heapRemove(f);
+      f.due = Infinity;
+      this.counters.timerFlowsDue++;
       if (!f.socket) {
-        if (f.dialAbort && f.dialDeadline <= now) {
+        if (f.dialAbort && !f.dialTimedOut && f.dialDeadline <= now) {
           // The dial ran out of time: abort it; the rejection answers the client.
           f.dialTimedOut = true;
           f.dialAbort.abort();
         }
         continue;
       }
-      if (f.socket.pollAt() <= now) this.markDirty(f);
+      this.markDirty(f);
     }
     this.flush();
-    // Re-arm for the earliest deadline left.
-    let next = Infinity;
-    for (const f of this.slots) {
-      if (!f || f.closed) continue;
-      const at = f.socket ? f.socket.pollAt() : f.dialAbort && !f.dialTimedOut ? f.dialDeadline : Infinity;
-      if (at < next) next = at;
-    }
-    if (next !== Infinity) this.armFor(Math.max(next, now + 1));
+    if (this.heap.length > 0) this.armFor(this.heap[0]!.due);
   };
+
+  // ---- SYN-RECEIVED flows, oldest first
+
+  private hoAppend(flow: Flow): void {
+    flow.halfOpen = true;
+    flow.hoPrev = this.hoTail;
+    flow.hoNext = null;
+    if (this.hoTail) this.hoTail.hoNext = flow;
+    else this.hoHead = flow;
+    this.hoTail = flow;
+    this.hoCount++;
+  }
+
+  private hoRemove(flow: Flow): void {
+    if (!flow.halfOpen) return;
+    flow.halfOpen = false;
+    if (flow.hoPrev) flow.hoPrev.hoNext = flow.hoNext;
+    else this.hoHead = flow.hoNext;
+    if (flow.hoNext) flow.hoNext.hoPrev = flow.hoPrev;
+    else this.hoTail = flow.hoPrev;
+    flow.hoPrev = null;
+    flow.hoNext = null;
+    this.hoCount--;
+  }
+
+  /**
+   * Resets the oldest SYN-RECEIVED flow (RFC 9293 §3.10.5 ABORT: a RST to the local side) and
+   * destroys its far stream. Returns false when there is none.
+   */
+  private evictHalfOpen(): boolean {
+    const f = this.hoHead;
+    if (f === null) return false;
+    this.hoRemove(f);
+    this.counters.halfOpenEvicted++;
+    const s = f.socket;
+    if (s && !s.isClosed) {
+      s.abort();
+      try {
+        s.dispatch(this.nowFn(), f.emitSeg);
+      } catch {
+        this.drop('internal');
+      }
+    }
+    this.freeFlow(f);
+    return true;
+  }
 
   private randomIss(): number {
     if (this.issLeft === 0) {

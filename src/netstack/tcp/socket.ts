@@ -37,7 +37,13 @@ export type TcpState =
 export type TcpTimer =
   | { kind: 'idle' }
   | { kind: 'retransmit'; expiresAt: number }
-  | { kind: 'zeroWindowProbe'; expiresAt: number; delay: number }
+  /**
+   * The persist timer: `probes` sent since the peer last acknowledged anything (bounded by
+   * `maxRetransmits`), `since` when the window closed on queued data (bounded by `persistTimeout`).
+   */
+  | { kind: 'zeroWindowProbe'; expiresAt: number; delay: number; probes: number; since: number }
+  /** FIN-WAIT-2 orphan timeout (`finWait2Timeout`), restarted by new data from the peer. */
+  | { kind: 'finWait2'; expiresAt: number }
   | { kind: 'close'; expiresAt: number };
 
 export interface TcpConfig {
@@ -59,6 +65,18 @@ export interface TcpConfig {
   maxRetransmits: number;
   /** Retransmissions of our SYN-ACK before giving up (R2 for SYN segments). */
   maxSynAckRetransmits: number;
+  /**
+   * How long FIN-WAIT-2 may last without new data from the peer (our FIN is acknowledged, the
+   * far side is done sending, the local program has not closed). Linux's `tcp_fin_timeout` for
+   * orphaned sockets: 60 s. Then the flow is reset and its far stream destroyed.
+   */
+  finWait2Timeout: number;
+  /**
+   * Total time the send window may stay closed on queued data while the peer answers our
+   * zero-window probes (RFC 1122 §4.2.2.17 keeps such a connection open; RFC 6429 lets resource
+   * management end it). Unanswered probes are bounded apart, by `maxRetransmits`.
+   */
+  persistTimeout: number;
   /** Out-of-order queue entries (holes) kept. */
   maxOooEntries: number;
   /** Initial congestion window in segments (RFC 6928 allows 10). */
@@ -85,6 +103,8 @@ export const DEFAULT_TCP_CONFIG: TcpConfig = {
   rtt: DEFAULT_RTT,
   maxRetransmits: 10,
   maxSynAckRetransmits: 5,
+  finWait2Timeout: 60_000,
+  persistTimeout: 600_000,
   maxOooEntries: 32,
   initialWindowSegments: 10,
 };
@@ -497,10 +517,15 @@ export class TcpSocket {
       // RFC 5681 §2 DUPLICATE ACKNOWLEDGMENT: outstanding data, no data, no SYN/FIN, SEG.ACK =
       // SND.UNA, same window.
       ack === this.sndUna && seqGt(this.sndMax, this.sndUna) && seg.payload.length === 0 &&
-      seg.control !== 'fin' && seg.windowLen * 2 ** this.sndShift === this.sndWnd
+      seg.control !== 'fin' && seg.windowLen * 2 ** this.sndShift === this.sndWnd &&
+      // The answer to a zero-window probe repeats SND.UNA: it says "window still closed", not
+      // "a segment was lost" (RFC 9293 §3.8.6.1), and must not start a fast retransmit.
+      this.timerValue.kind !== 'zeroWindowProbe'
     ) {
       this.onDupAck();
     }
+    // RFC 1122 §4.2.2.17: the peer answered; only probes nobody answers count towards giving up.
+    if (this.timerValue.kind === 'zeroWindowProbe') this.timerValue.probes = 0;
     // "If SND.UNA =< SEG.ACK =< SND.NXT, the send window should be updated. If (SND.WL1 < SEG.SEQ
     // or (SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK)), set SND.WND <- SEG.WND, SND.WL1 <- SEG.SEQ,
     // and SND.WL2 <- SEG.ACK." (scaled per RFC 7323 §2.3)
@@ -515,7 +540,7 @@ export class TcpSocket {
       case 'FIN-WAIT-1':
         // "In addition to the processing for the ESTABLISHED state, if the FIN segment is now
         // acknowledged, then enter FIN-WAIT-2 and continue processing in that state."
-        if (finAcked) this.setState('FIN-WAIT-2');
+        if (finAcked) this.enterFinWait2(now);
         break;
       case 'CLOSING':
         // "if the ACK acknowledges our FIN, then enter the TIME-WAIT state; otherwise, ignore".
@@ -542,7 +567,10 @@ export class TcpSocket {
     // states "a FIN has been received from the remote side. Ignore the segment text.").
     const st = this.stateValue;
     if (seg.payload.length > 0 && (st === 'ESTABLISHED' || st === 'FIN-WAIT-1' || st === 'FIN-WAIT-2')) {
+      const before = this.rcvNxt;
       this.receiveText(now, seg.seqNumber, seg.payload);
+      // A peer still sending is not an orphan: the FIN-WAIT-2 timeout starts again.
+      if (st === 'FIN-WAIT-2' && this.rcvNxt !== before) this.startFinWait2Timer(now);
     }
 
     // Eighth, check the FIN bit (§3.10.7.4 eighth).
@@ -567,8 +595,11 @@ export class TcpSocket {
     if (this.stateValue === 'CLOSED') return false;
 
     if (this.rstPending) {
-      // RFC 9293 §3.10.5: "<SEQ=SND.NXT><CTL=RST>" (with an ACK so any peer state accepts it).
-      const out = this.prepare('rst', this.sndNxt, EMPTY);
+      // RFC 9293 §3.10.5: "<SEQ=SND.NXT><CTL=RST>" (with an ACK so any peer state accepts it),
+      // but never beyond the peer's window (a probe byte it refused): RFC 5961 §3.2 peers accept
+      // only a RST inside it, so, like Linux's tcp_acceptable_seq, SND.UNA + SND.WND then.
+      const wndEnd = seqAdd(this.sndUna, this.sndWnd);
+      const out = this.prepare('rst', seqGt(this.sndNxt, wndEnd) ? wndEnd : this.sndNxt, EMPTY);
       out.ackNumber = this.rcvNxt;
       out.windowLen = 0;
       if (!emit(out)) return false;
@@ -663,6 +694,8 @@ export class TcpSocket {
     // RFC 6298 §5.2: all outstanding data acknowledged -> turn off the timer; §5.3: an ACK for new
     // data restarts it.
     if (this.sndUna === this.sndMax) {
+      // Nothing outstanding: nothing left to retransmit fast either.
+      this.fastRetransmitPending = false;
       if (this.timerValue.kind === 'retransmit') this.timerValue = { kind: 'idle' };
     } else if (this.timerValue.kind === 'retransmit') {
       this.startRetransmitTimer(now);
@@ -699,9 +732,7 @@ export class TcpSocket {
       // RFC 9293 §3.8.6.1 / RFC 1122 §4.2.2.17: a zero window with data to send starts the
       // persist timer (probes until the window opens; the connection is kept as long as the
       // peer answers).
-      if (this.timerValue.kind !== 'zeroWindowProbe' && this.sndUna === this.sndMax) {
-        this.timerValue = { kind: 'zeroWindowProbe', expiresAt: now + this.rtt.rto, delay: this.rtt.rto };
-      }
+      if (this.timerValue.kind !== 'zeroWindowProbe' && this.sndUna === this.sndMax) this.startPersistTimer(now);
     } else if (wnd > 0 && this.timerValue.kind === 'zeroWindowProbe') {
       // The window opened: what the probe carried was not taken (or SND.UNA would have moved),
       // so sending resumes at SND.UNA.
@@ -811,14 +842,30 @@ export class TcpSocket {
           this.timerValue = { kind: 'idle' };
           return;
         }
+        if (t.probes >= this.cfg.maxRetransmits || now - t.since >= this.cfg.persistTimeout) {
+          // Every wait has an end: a peer that answers no probe is dead (R2 of RFC 9293 §3.8.3,
+          // as for retransmissions); one that keeps its window closed past the persist time
+          // holds our queue and the far stream for nothing (RFC 6429). Reset; onReset ends the
+          // far stream.
+          this.counters.timeouts++;
+          this.rstPending = true;
+          this.timerValue = { kind: 'idle' };
+          return;
+        }
         // RFC 1122 §4.2.2.17: probe, and back off exponentially between probes.
         this.counters.zeroWindowProbes++;
         this.probePending = true;
         this.sndNxt = this.sndUna;
-        this.timerValue = {
-          kind: 'zeroWindowProbe', expiresAt: now + Math.min(t.delay * 2, this.cfg.rtt.max),
-          delay: Math.min(t.delay * 2, this.cfg.rtt.max),
-        };
+        t.probes++;
+        t.delay = Math.min(t.delay * 2, this.cfg.rtt.max);
+        t.expiresAt = now + t.delay;
+        return;
+      case 'finWait2':
+        // The orphan timeout (Linux tcp_fin_timeout): reset, so the local program learns that
+        // nobody will read what it might still send, and the far stream is destroyed.
+        this.counters.timeouts++;
+        this.rstPending = true;
+        this.timerValue = { kind: 'idle' };
         return;
       case 'retransmit': {
         const limit = this.stateValue === 'SYN-RECEIVED' ? this.cfg.maxSynAckRetransmits : this.cfg.maxRetransmits;
@@ -874,7 +921,13 @@ export class TcpSocket {
   }
 
   private dispatchData(now: number, emit: (seg: TcpRepr) => boolean): boolean {
-    if (!this.sendingState()) return false;
+    if (!this.sendingState()) {
+      // Nothing is ever sent from here (FIN-WAIT-2, TIME-WAIT): a request left over from before
+      // must not keep pollAt() at "now" (finding N1: the engine re-armed every 1 ms for ever).
+      this.fastRetransmitPending = false;
+      this.probePending = false;
+      return false;
+    }
     const mss = this.sendMss;
 
     if (this.fastRetransmitPending) {
@@ -917,9 +970,7 @@ export class TcpSocket {
     if (len === 0 && !withFin) {
       // Nothing fits: with a zero window and nothing in flight to bring an ACK, only the persist
       // timer can get us going again (RFC 9293 §3.8.6.1).
-      if (this.sndWnd === 0 && this.sndNxt === this.sndUna && this.timerValue.kind === 'idle') {
-        this.timerValue = { kind: 'zeroWindowProbe', expiresAt: now + this.rtt.rto, delay: this.rtt.rto };
-      }
+      if (this.sndWnd === 0 && this.sndNxt === this.sndUna && this.timerValue.kind === 'idle') this.startPersistTimer(now);
       return false;
     }
     const pushed = len > 0 && len === unsent;
@@ -1000,6 +1051,19 @@ export class TcpSocket {
     this.ackDelayAt = null;
     this.rcvSinceAck = 0;
     this.rcvAdvRight = seqMax(this.rcvAdvRight, seqAdd(this.rcvNxt, this.advertised));
+  }
+
+  private startPersistTimer(now: number): void {
+    this.timerValue = { kind: 'zeroWindowProbe', expiresAt: now + this.rtt.rto, delay: this.rtt.rto, probes: 0, since: now };
+  }
+
+  private enterFinWait2(now: number): void {
+    this.setState('FIN-WAIT-2');
+    this.startFinWait2Timer(now);
+  }
+
+  private startFinWait2Timer(now: number): void {
+    this.timerValue = { kind: 'finWait2', expiresAt: now + this.cfg.finWait2Timeout };
   }
 
   private startRetransmitTimer(now: number): void {
