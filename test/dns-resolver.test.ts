@@ -112,9 +112,26 @@ async function upstreamServer(t: ExecutionContext, options: { truncateUdp?: (nam
     cname: new Map(),
   };
   const log = { udp: [] as string[], tcp: [] as string[], lastAnswer: undefined as Buffer | undefined };
-  const udp = dgram.createSocket('udp4');
-  await new Promise<void>((r) => udp.bind(0, '127.0.0.1', r));
-  const port = udp.address().port;
+  // UDP and TCP on one port: the UDP port the kernel picks may be taken for TCP (an outgoing
+  // connection's ephemeral port on a busy machine); then pick again, a few times at most.
+  let udp = dgram.createSocket('udp4');
+  let port = 0;
+  const tcp = net.createServer();
+  for (let attempt = 1; ; attempt++) {
+    await new Promise<void>((r) => udp.bind(0, '127.0.0.1', r));
+    port = udp.address().port;
+    const listened = await new Promise<Error | undefined>((r) => {
+      tcp.once('error', r);
+      tcp.listen(port, '127.0.0.1', () => {
+        tcp.off('error', r);
+        r(undefined);
+      });
+    });
+    if (!listened) break;
+    udp.close();
+    if (attempt >= 10) throw listened;
+    udp = dgram.createSocket('udp4');
+  }
   udp.on('message', (msg, rinfo) => {
     const name = dnsPacket.decode(msg).questions![0]!.name;
     log.udp.push(name);
@@ -122,7 +139,7 @@ async function upstreamServer(t: ExecutionContext, options: { truncateUdp?: (nam
     log.lastAnswer = answer;
     udp.send(answer, rinfo.port, rinfo.address);
   });
-  const tcp = net.createServer((sock) => {
+  tcp.on('connection', (sock) => {
     const dec = new DnsFrameDecoder();
     sock.on('error', () => sock.destroy());
     sock.on('data', (chunk: Buffer) => {
@@ -134,7 +151,6 @@ async function upstreamServer(t: ExecutionContext, options: { truncateUdp?: (nam
       }
     });
   });
-  await new Promise<void>((r) => tcp.listen(port, '127.0.0.1', r));
   t.teardown(() => {
     udp.close();
     tcp.close();
