@@ -29,7 +29,7 @@ for (const seed of seeds) {
   if (!clean) failed++;
   console.log(
     `seed ${seed} (0x${seed.toString(16)}): ${r.sessions} sessions, ${r.valid} valid, ${r.hostile} hostile; ` +
-      `${(r.verifiedBytes / (1 << 20)).toFixed(1)} MiB verified; ${(r.durationMs / 1000).toFixed(1)} s; max RSS ${r.maxRssMiB} MiB; ` +
+      `${(r.verifiedBytes / (1 << 20)).toFixed(1)} MiB verified; ${(r.durationMs / 1000).toFixed(1)} s; max RSS ${r.maxRssMiB} MiB; event loop blocked up to ${r.maxEventLoopDelayMs} ms; ` +
       `proxy after: ${r.settled.activeConnections} connections, ${r.settled.pendingDials} pending dials, ${r.settled.activeUpstreams} upstreams ` +
       `(${r.settled.totalConnections} accepted, ${r.settled.dialFailures} failed dials); leaked handles ${JSON.stringify(r.leakedHandles)}; ` +
       `${r.failures.length} failures`,

@@ -15,6 +15,7 @@
  * Used by test/fuzz-proxy.test.ts (short) and test/fuzz/run.ts (`npm run fuzz`, long).
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { once } from 'node:events';
 import { Agent, createServer as createHttpServer, request as httpRequest, type Server as HttpServer } from 'node:http';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
@@ -56,6 +57,8 @@ export interface CampaignReport {
   leakedHandles: Record<string, number>;
   durationMs: number;
   maxRssMiB: number;
+  /** The longest the event loop was blocked (proxy and clients share it): timing checks allow for it. */
+  maxEventLoopDelayMs: number;
 }
 
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
@@ -415,7 +418,8 @@ const slowloris: Session = async (env, rnd, index) => {
   const c = new RawClient(env.proxyPort);
   try {
     if (!(await c.connected())) return;
-    let from = c.started;
+    const connectMs = Date.now() - c.started;
+    let from = Date.now();
     if (flavour === 3) {
       // One good request first; the deadline for the next head starts when its response is out.
       c.write(`GET http://web.test:${env.originPort}/ka HTTP/1.1\r\nHost: web.test\r\n\r\n`);
@@ -438,7 +442,9 @@ const slowloris: Session = async (env, rnd, index) => {
     const limit = env.o.handshakeTimeoutMs + 1000;
     await c.until(() => false, Math.max(0, from + limit - Date.now()));
     const held = Date.now() - from;
-    if (c.endedAfter === undefined) env.fail(kind, index, `a dribbling client was not cut: ${held} ms against a ${env.o.handshakeTimeoutMs} ms deadline`);
+    if (c.endedAfter === undefined) {
+      env.fail(kind, index, `a dribbling client was not cut: ${held} ms against a ${env.o.handshakeTimeoutMs} ms deadline (connect took ${connectMs} ms, ${prefix.length} bytes ${gap} ms apart)`);
+    }
   } finally {
     c.destroy();
   }
@@ -538,6 +544,8 @@ function handleCounts(): Record<string, number> {
 export async function runProxyCampaign(o: CampaignOptions): Promise<CampaignReport> {
   const before = handleCounts();
   const started = Date.now();
+  const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+  loopDelay.enable();
   let maxRss = process.memoryUsage().rss;
   const failures: string[] = [];
   const kinds: Record<string, number> = {};
@@ -625,6 +633,7 @@ export async function runProxyCampaign(o: CampaignOptions): Promise<CampaignRepo
     );
   }
   clearInterval(rssTimer);
+  loopDelay.disable();
   maxRss = Math.max(maxRss, process.memoryUsage().rss);
 
   await proxy.close();
@@ -653,5 +662,6 @@ export async function runProxyCampaign(o: CampaignOptions): Promise<CampaignRepo
     leakedHandles,
     durationMs: Date.now() - started,
     maxRssMiB: Math.round(maxRss / (1 << 20)),
+    maxEventLoopDelayMs: Math.round(loopDelay.max / 1e6),
   };
 }
