@@ -19,8 +19,26 @@ export interface ProxyContext {
    * goes away; the returned stream is tracked (buffer accounting, destroyed by `close()`).
    */
   dial(client: Socket, protocol: ProxyProtocol, host: string, port: number): Promise<Duplex>;
+  /**
+   * Dials host:port and joins it with the client (SOCKS5 CONNECT, HTTP CONNECT): watches the client
+   * while the dial is pending, then sends `replies.succeeded` and splices, or the failure reply and
+   * a lingering close. `head`: bytes the client sent after its request, already read.
+   */
+  tunnel(client: Socket, protocol: ProxyProtocol, host: string, port: number, replies: TunnelReplies, head?: Buffer): void;
   /** Reports a malformed or unsupported request from a client. */
   clientError(client: Socket, protocol: ProxyProtocol | 'unknown', message: string): void;
+  /** The client's request is in: its handshake deadline ends. */
+  handshakeDone(client: Socket): void;
+  /** The connection waits for another request head (HTTP keep-alive): a new handshake deadline. */
+  awaitRequest(client: Socket): void;
+  /** Sends a last reply and closes the connection within the linger bound, whatever the client does. */
+  refuse(client: Socket, reply: Buffer | string): void;
+}
+
+/** What a tunnel answers its client, in the front end's protocol. */
+export interface TunnelReplies {
+  succeeded: Buffer | string;
+  failed(err: unknown): Buffer | string;
 }
 
 export function clientName(socket: Socket): string {

@@ -8,7 +8,6 @@ import {
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { describeDialFailure, type ProxyContext } from './context.js';
-import { splice } from './splice.js';
 
 /**
  * RFC 9110 §7.6.1: hop-by-hop fields that a proxy must not forward (plus the `Proxy-*` ones, and
@@ -37,25 +36,33 @@ const HOP_BY_HOP = new Set([
  * Every forwarded request dials its own upstream stream (`Connection: close` towards the origin),
  * so keep-alive towards the client works for any mix of hosts on one connection; the request and
  * response bodies are re-framed by Node (Content-Length kept, chunked otherwise).
+ *
+ * Time bounds are the ProxyServer's, not Node's: `headersTimeout` and `requestTimeout` are checked
+ * by a timer that only `listen()` starts, and `keepAliveTimeout` is an idle timeout that every
+ * byte resets. So each request head has the server's handshake deadline (from accept, then from
+ * the end of the previous response), and a request being served has none (a long poll may be
+ * silent for long; its dial has the dial deadline).
  */
 export class HttpFrontEnd {
   readonly #ctx: ProxyContext;
   readonly #server: HttpServer;
+  /** Requests of a connection whose response is not finished yet (pipelining makes it > 1). */
+  readonly #inFlight = new WeakMap<Socket, number>();
 
   constructor(ctx: ProxyContext) {
     this.#ctx = ctx;
-    this.#server = new HttpServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 60_000 });
+    this.#server = new HttpServer({ requestTimeout: 0, headersTimeout: 0, keepAliveTimeout: 0 });
     this.#server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.#onConnect(req, socket, head));
     this.#server.on('request', (req: IncomingMessage, res: ServerResponse) => this.#onRequest(req, res));
-    this.#server.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
+    this.#server.on('upgrade', (req: IncomingMessage) => {
       this.#ctx.clientError(req.socket, 'http', `upgrade request for ${req.url ?? ''} not supported`);
-      socket.end(rawResponse(501, 'Not Implemented', 'protocol upgrades through the proxy are not supported'));
+      this.#ctx.refuse(req.socket, rawResponse(501, 'Not Implemented', 'protocol upgrades through the proxy are not supported'));
     });
     this.#server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       const client = socket as Socket;
       this.#ctx.clientError(client, 'http', `malformed HTTP request: ${err.code ?? err.message}`);
       if (socket.writable && !client.destroyed && err.code !== 'ECONNRESET') {
-        socket.end(rawResponse(400, 'Bad Request', `malformed request: ${err.code ?? err.message}`));
+        this.#ctx.refuse(client, rawResponse(400, 'Bad Request', `malformed request: ${err.code ?? err.message}`));
       } else {
         socket.destroy();
       }
@@ -67,36 +74,43 @@ export class HttpFrontEnd {
     this.#server.emit('connection', socket);
   }
 
-  #onConnect(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  #onConnect(req: IncomingMessage, _socket: Duplex, head: Buffer): void {
     const client = req.socket;
-    client.setTimeout(0);
+    this.#ctx.handshakeDone(client);
+    const refuse = (text: string): void => {
+      this.#ctx.clientError(client, 'http-connect', text);
+      this.#ctx.refuse(client, rawResponse(400, 'Bad Request', text));
+    };
+    const hostProblem = checkHostField(req.rawHeaders);
+    if (hostProblem !== undefined) return refuse(hostProblem);
     const target = parseAuthority(req.url ?? '');
-    if (target === undefined) {
-      this.#ctx.clientError(client, 'http-connect', `bad CONNECT target ${JSON.stringify(req.url)}`);
-      socket.end(rawResponse(400, 'Bad Request', `CONNECT needs host:port, got ${JSON.stringify(req.url)}`));
-      return;
-    }
-    socket.pause();
-    this.#ctx.dial(client, 'http-connect', target.host, target.port).then(
-      (upstream) => {
-        if (client.destroyed) {
-          upstream.destroy();
-          return;
-        }
-        socket.write('HTTP/1.1 200 Connection established\r\n\r\n');
-        if (head.length > 0) upstream.write(head);
-        splice(socket, upstream);
-      },
-      (err: unknown) => {
-        socket.end(rawResponse(502, 'Bad Gateway', describeDialFailure(err, target.host, target.port)));
-      },
-    );
+    if (target === undefined) return refuse(`CONNECT needs host:port (port 1-65535), got ${JSON.stringify(req.url)}`);
+    this.#ctx.tunnel(client, 'http-connect', target.host, target.port, {
+      succeeded: 'HTTP/1.1 200 Connection established\r\n\r\n',
+      failed: (err) => rawResponse(502, 'Bad Gateway', describeDialFailure(err, target.host, target.port)),
+    }, head);
   }
 
   #onRequest(req: IncomingMessage, res: ServerResponse): void {
     const client = req.socket;
-    // A request is in: no idle timeout while it is served (a long poll may be silent for long).
-    client.setTimeout(0);
+    // A request is in: its head's deadline ends, and no timeout runs while it is served (a long
+    // poll may be silent for long). The next head gets a deadline once every response is out.
+    this.#ctx.handshakeDone(client);
+    this.#inFlight.set(client, (this.#inFlight.get(client) ?? 0) + 1);
+    res.once('close', () => {
+      const left = (this.#inFlight.get(client) ?? 1) - 1;
+      this.#inFlight.set(client, left);
+      if (left === 0 && !client.destroyed) this.#ctx.awaitRequest(client);
+    });
+    // RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code to any HTTP/1.1
+    // request message that lacks a Host header field and to any request message that contains
+    // more than one Host header field line or a Host header field with an invalid field value."
+    // (A missing one Node's parser refuses already.) The connection is closed after it.
+    const hostProblem = checkHostField(req.rawHeaders);
+    if (hostProblem !== undefined) {
+      this.#ctx.clientError(client, 'http', hostProblem);
+      return plainResponse(res, 400, hostProblem, true);
+    }
     let url: URL;
     try {
       url = new URL(req.url ?? '');
@@ -110,6 +124,11 @@ export class HttpFrontEnd {
     }
     const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
     const port = url.port === '' ? 80 : Number(url.port);
+    if (port < 1) {
+      // As for CONNECT: port 0 names no service, and would reach the Dialer as "any port".
+      this.#ctx.clientError(client, 'http', `bad port in ${req.url ?? ''}`);
+      return plainResponse(res, 400, `the request target needs a port from 1 to 65535, got ${url.port}`);
+    }
 
     const headers = forwardHeaders(req.rawHeaders, req.headers.connection, 'host');
     // RFC 9112 §3.2.2: a proxy replaces Host with the target URI's authority.
@@ -202,14 +221,31 @@ function flatten(headers: OutgoingHttpHeaders): string[] {
   return out;
 }
 
-function plainResponse(res: ServerResponse, status: number, text: string): void {
+/** A response of our own; `close`: end the connection after it (the request's framing is in doubt). */
+function plainResponse(res: ServerResponse, status: number, text: string, close = false): void {
   const body = `${text}\n`;
   res.writeHead(status, {
     'content-type': 'text/plain; charset=utf-8',
     'content-length': Buffer.byteLength(body),
+    ...(close ? { connection: 'close' } : {}),
   });
   res.end(body);
 }
+
+/**
+ * Why a request's Host fields are unacceptable (RFC 9112 §3.2: more than one, or a value that is
+ * not `uri-host [ ":" port ]` of RFC 3986), or undefined. An empty value is allowed there.
+ */
+export function checkHostField(rawHeaders: string[]): string | undefined {
+  const values: string[] = [];
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) if (rawHeaders[i]!.toLowerCase() === 'host') values.push(rawHeaders[i + 1]!);
+  if (values.length > 1) return `more than one Host header field (${values.length})`;
+  if (values.length === 1 && !HOST_FIELD.test(values[0]!)) return `invalid Host header field ${JSON.stringify(values[0])}`;
+  return undefined;
+}
+
+/** RFC 3986 §3.2.2-3.2.3: IP-literal or reg-name (unreserved, pct-encoded, sub-delims), then an optional port. */
+const HOST_FIELD = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::\d*)?$/;
 
 /** A complete response written straight to a socket that Node's HTTP server has let go of. */
 function rawResponse(status: number, phrase: string, text: string): string {

@@ -12,11 +12,15 @@ import {
 } from './context.js';
 import { HttpFrontEnd } from './http.js';
 import { serveSocks5 } from './socks5.js';
+import { serveTunnel } from './tunnel.js';
 
 export const DEFAULT_PROXY_HOST = '127.0.0.1';
 export const DEFAULT_PROXY_PORT = 2223;
 /** How long close() waits for destroyed streams to report that they are closed. */
 const CLOSE_WAIT_MS = 2000;
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
+export const DEFAULT_LINGER_MS = 2_000;
+export const DEFAULT_DIAL_TIMEOUT_MS = 60_000;
 
 export interface ProxyServerOptions {
   /** Where every stream goes: the ssh tunnel in ktctl, a plain socket dialer in tests. */
@@ -24,8 +28,21 @@ export interface ProxyServerOptions {
   /** Listening address and port (CLI `--proxyAddr`, `--proxyPort`); port 0 picks a free one. */
   host?: string;
   port?: number;
-  /** A client that has not finished its SOCKS5 handshake / first HTTP request by then is dropped. */
+  /**
+   * Deadline for a handshake, counted from accept (not reset by incoming bytes): the SOCKS5
+   * greeting and request, or an HTTP request head. On a kept-alive HTTP connection the next head
+   * must be complete this long after the previous response was sent. Past it the socket is
+   * destroyed. Default 30 s.
+   */
   handshakeTimeoutMs?: number;
+  /**
+   * After a refusal (a SOCKS5 error reply, an HTTP 400/501/502 that ends the connection) the proxy
+   * half-closes, drops what the client still sends, and destroys the socket at the client's FIN
+   * or after this long, whichever is first. Default 2 s.
+   */
+  lingerMs?: number;
+  /** A dial that has not produced a stream by then is aborted ('unreachable'). Default 60 s. */
+  dialTimeoutMs?: number;
   /** Log hook. Events are built only when it is set. */
   onEvent?: (event: ProxyEvent) => void;
 }
@@ -38,6 +55,8 @@ export interface ProxyStats {
   /** Streams open through the Dialer now (tunnels and forwarded requests), and dials that failed. */
   activeUpstreams: number;
   dialFailures: number;
+  /** Dials the proxy is waiting for now (each one belongs to an open client connection). */
+  pendingDials: number;
   /** Bytes read from and written to clients (proxy protocol bytes included), since start. */
   bytesFromClients: number;
   bytesToClients: number;
@@ -53,21 +72,33 @@ export interface ProxyStats {
  * connection tells them apart: 0x05 is SOCKS5 (RFC 1928), an ASCII letter starts an HTTP request
  * line (CONNECT or an absolute-URI request). Anything else is dropped.
  */
+/** What the server keeps per client connection. */
+interface Client {
+  /** Aborted when the connection closes: cancels its pending dial. */
+  readonly abort: AbortController;
+  /** The one deadline the connection has now (handshake or linger), if any. */
+  timer: NodeJS.Timeout | undefined;
+  refused: boolean;
+}
+
 export class ProxyServer {
   readonly #dialer: Dialer;
   readonly #host: string;
   readonly #port: number;
   readonly #handshakeTimeoutMs: number;
+  readonly #lingerMs: number;
+  readonly #dialTimeoutMs: number;
   readonly #onEvent: ((event: ProxyEvent) => void) | undefined;
   readonly #server: NetServer;
   readonly #context: ProxyContext;
   readonly #http: HttpFrontEnd;
-  readonly #clients = new Map<Socket, AbortController>();
+  readonly #clients = new Map<Socket, Client>();
   readonly #upstreams = new Set<Duplex>();
   #closing: Promise<void> | undefined;
   #listening = false;
   #totalConnections = 0;
   #dialFailures = 0;
+  #pendingDials = 0;
   #closedBytesIn = 0;
   #closedBytesOut = 0;
 
@@ -75,14 +106,20 @@ export class ProxyServer {
     this.#dialer = options.dialer;
     this.#host = options.host ?? DEFAULT_PROXY_HOST;
     this.#port = options.port ?? DEFAULT_PROXY_PORT;
-    this.#handshakeTimeoutMs = options.handshakeTimeoutMs ?? 30_000;
+    this.#handshakeTimeoutMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    this.#lingerMs = options.lingerMs ?? DEFAULT_LINGER_MS;
+    this.#dialTimeoutMs = options.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS;
     this.#onEvent = options.onEvent;
     // allowHalfOpen: a client's FIN ends only its direction of a tunnel (splice forwards it).
     this.#server = new NetServer({ allowHalfOpen: true }, (socket) => this.#onConnection(socket));
     this.#context = {
       dial: (client, protocol, host, port) => this.#dial(client, protocol, host, port),
+      tunnel: (client, protocol, host, port, replies, head) => serveTunnel(this.#context, client, protocol, host, port, replies, head),
       clientError: (client, protocol, message) =>
         this.#emit(() => ({ type: 'client-error', protocol, client: clientName(client), message })),
+      handshakeDone: (client) => this.#disarm(client),
+      awaitRequest: (client) => this.#armHandshake(client),
+      refuse: (client, reply) => this.#refuse(client, reply),
     };
     this.#http = new HttpFrontEnd(this.#context);
   }
@@ -139,6 +176,7 @@ export class ProxyServer {
       totalConnections: this.#totalConnections,
       activeUpstreams: this.#upstreams.size,
       dialFailures: this.#dialFailures,
+      pendingDials: this.#pendingDials,
       bytesFromClients: bytesIn,
       bytesToClients: bytesOut,
       bufferedBytes: buffered,
@@ -154,8 +192,8 @@ export class ProxyServer {
       this.#listening = false;
       const closed: Promise<unknown>[] = [];
       if (this.#server.listening) closed.push(new Promise<void>((resolve) => this.#server.close(() => resolve())));
-      for (const [socket, abort] of this.#clients) {
-        abort.abort();
+      for (const [socket, client] of this.#clients) {
+        client.abort.abort();
         if (!socket.closed) closed.push(closeOf(socket));
         socket.destroy();
       }
@@ -178,11 +216,12 @@ export class ProxyServer {
       socket.destroy();
       return;
     }
-    const abort = new AbortController();
-    this.#clients.set(socket, abort);
+    const client: Client = { abort: new AbortController(), timer: undefined, refused: false };
+    this.#clients.set(socket, client);
     this.#totalConnections++;
     socket.once('close', () => {
-      abort.abort();
+      clearTimeout(client.timer);
+      client.abort.abort();
       this.#clients.delete(socket);
       this.#closedBytesIn += socket.bytesRead;
       this.#closedBytesOut += socket.bytesWritten;
@@ -190,7 +229,9 @@ export class ProxyServer {
     // Errors are handled by whoever owns the socket next; this keeps a reset from throwing.
     socket.on('error', () => undefined);
     socket.setNoDelay(true);
-    socket.setTimeout(this.#handshakeTimeoutMs, () => socket.destroy());
+    // A deadline, not socket.setTimeout(): an idle timeout is reset by every byte, so a client
+    // dribbling one byte a second would hold the socket for as long as it likes.
+    this.#armHandshake(socket);
 
     const onReadable = (): void => {
       const chunk = socket.read() as Buffer | null;
@@ -202,8 +243,8 @@ export class ProxyServer {
       if (first === 0x05) {
         serveSocks5(socket, this.#context);
       } else if ((first >= 0x41 && first <= 0x5a) || (first >= 0x61 && first <= 0x7a)) {
-        // The handshake timeout stays armed until the first request head is in (HttpFrontEnd
-        // clears it); between keep-alive requests Node's keepAliveTimeout re-arms it.
+        // The handshake deadline stays armed until the first request head is in (HttpFrontEnd
+        // clears it, and re-arms it between keep-alive requests).
         this.#http.accept(socket);
       } else {
         this.#emit(() => ({
@@ -223,29 +264,81 @@ export class ProxyServer {
     socket.once('end', onEnd);
   }
 
-  async #dial(client: Socket, protocol: ProxyProtocol, host: string, port: number): Promise<Duplex> {
-    const signal = this.#clients.get(client)?.signal;
-    if (signal === undefined || signal.aborted) throw new DialError('tunnel', host, port, 'the client went away');
+  /** (Re-)starts the handshake deadline of a client connection. */
+  #armHandshake(socket: Socket): void {
+    const client = this.#clients.get(socket);
+    if (client === undefined || client.refused) return;
+    clearTimeout(client.timer);
+    client.timer = setTimeout(() => {
+      this.#emit(() => ({
+        type: 'client-error',
+        protocol: 'unknown',
+        client: clientName(socket),
+        message: `no complete request within ${this.#handshakeTimeoutMs} ms`,
+      }));
+      socket.destroy();
+    }, this.#handshakeTimeoutMs);
+  }
+
+  #disarm(socket: Socket): void {
+    const client = this.#clients.get(socket);
+    if (client === undefined || client.refused) return;
+    clearTimeout(client.timer);
+    client.timer = undefined;
+  }
+
+  /**
+   * Sends a final reply and closes: a lingering close, as web servers do it. Destroying at once
+   * could turn into an RST (when the client has sent bytes we did not read) that makes the client's
+   * kernel drop the reply; waiting for the client's FIN could wait for ever. So: half-close, read
+   * and drop what still comes, destroy at the client's FIN or after lingerMs.
+   */
+  #refuse(socket: Socket, reply: Buffer | string): void {
+    const client = this.#clients.get(socket);
+    if (client === undefined || client.refused || socket.destroyed) return;
+    client.refused = true;
+    clearTimeout(client.timer);
+    client.timer = setTimeout(() => socket.destroy(), this.#lingerMs);
+    socket.once('end', () => socket.destroy());
+    socket.on('data', () => undefined);
+    socket.resume();
+    socket.end(reply);
+  }
+
+  async #dial(socket: Socket, protocol: ProxyProtocol, host: string, port: number): Promise<Duplex> {
+    const client = this.#clients.get(socket);
+    if (client === undefined || client.abort.signal.aborted) throw new DialError('tunnel', host, port, 'the client went away');
+    // One signal for the Dialer: the client went away, the deadline passed, or close().
+    const dial = new AbortController();
+    const onClientGone = (): void => dial.abort(new DialError('tunnel', host, port, 'the client went away'));
+    client.abort.signal.addEventListener('abort', onClientGone, { once: true });
+    const timer = setTimeout(
+      () => dial.abort(new DialError('unreachable', host, port, `no connection within ${this.#dialTimeoutMs / 1000} s`)),
+      this.#dialTimeoutMs,
+    );
+    this.#pendingDials++;
     let upstream: Duplex;
     try {
-      upstream = await this.#dialer.dial(host, port, {
-        signal,
-        originHost: client.remoteAddress,
-        originPort: client.remotePort,
-      });
+      const dialing = this.#dialer.dial(host, port, { signal: dial.signal, originHost: socket.remoteAddress, originPort: socket.remotePort });
+      upstream = await untilAborted(dialing, dial.signal);
     } catch (err) {
+      if (client.abort.signal.aborted) throw err;
       this.#dialFailures++;
       this.#emit(() => ({
         type: 'dial-failed',
         protocol,
-        client: clientName(client),
+        client: clientName(socket),
         target: targetName(host, port),
         reason: describeDialFailure(err, host, port),
         error: err instanceof Error ? err : new Error(String(err)),
       }));
       throw err;
+    } finally {
+      this.#pendingDials--;
+      clearTimeout(timer);
+      client.abort.signal.removeEventListener('abort', onClientGone);
     }
-    if (signal.aborted || this.#closing !== undefined) {
+    if (client.abort.signal.aborted || this.#closing !== undefined) {
       upstream.destroy();
       throw new DialError('tunnel', host, port, 'the client went away while dialing');
     }
@@ -253,13 +346,36 @@ export class ProxyServer {
     upstream.once('close', () => this.#upstreams.delete(upstream));
     // Errors are passed on by splice / the HTTP client; this keeps a late one from throwing.
     upstream.on('error', () => undefined);
-    this.#emit(() => ({ type: 'tunnel', protocol, client: clientName(client), target: targetName(host, port) }));
+    this.#emit(() => ({ type: 'tunnel', protocol, client: clientName(socket), target: targetName(host, port) }));
     return upstream;
   }
 
   #emit(make: () => ProxyEvent): void {
     if (this.#onEvent !== undefined) this.#onEvent(make());
   }
+}
+
+/**
+ * The dial, or its signal's reason as soon as the signal aborts: a Dialer that does not honour
+ * the signal cannot hold the proxy. A stream that arrives after that is destroyed.
+ */
+function untilAborted(dialing: Promise<Duplex>, signal: AbortSignal): Promise<Duplex> {
+  return new Promise((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+    dialing.then(
+      (stream) => {
+        signal.removeEventListener('abort', onAbort);
+        if (signal.aborted) stream.destroy();
+        else resolve(stream);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
 }
 
 /** Resolves on 'close' only (an 'error' on the way there is someone else's to handle). */

@@ -1,7 +1,6 @@
 import type { Socket } from 'node:net';
 import { DialError, type DialFailure } from '../errors.js';
 import type { ProxyContext } from './context.js';
-import { splice } from './splice.js';
 import {
   Command,
   MAX_GREETING,
@@ -42,7 +41,8 @@ export function replyForError(err: unknown): ReplyCode {
 /**
  * Serves one SOCKS5 client: no-auth method selection, one CONNECT request, then a raw tunnel.
  * The socket may hold bytes that were read and unshifted by the sniffer; it is read in paused
- * mode so no byte beyond the request is taken from the stream before the tunnel starts.
+ * mode and bytes beyond the request are unshifted, so the tunnel (src/proxy/tunnel.ts) gets them.
+ * The server's handshake deadline runs from accept until the request is parsed.
  */
 export function serveSocks5(socket: Socket, ctx: ProxyContext): void {
   let buffered: Buffer = Buffer.alloc(0);
@@ -75,7 +75,7 @@ export function serveSocks5(socket: Socket, ctx: ProxyContext): void {
   const fail = (message: string, reply?: ReplyCode): void => {
     ctx.clientError(socket, 'socks5', message);
     if (reply === undefined) socket.destroy();
-    else socket.end(encodeReply(reply));
+    else ctx.refuse(socket, encodeReply(reply));
   };
 
   readMessage(parseGreeting, MAX_GREETING, (greeting) => {
@@ -83,7 +83,7 @@ export function serveSocks5(socket: Socket, ctx: ProxyContext): void {
     // RFC 1928 §3: only "no authentication required" is offered; otherwise X'FF' and close.
     if (!greeting.value.methods.includes(Method.noAuth)) {
       ctx.clientError(socket, 'socks5', 'client offers no acceptable authentication method (only "none" is served)');
-      socket.end(encodeMethodSelection(Method.noAcceptable));
+      ctx.refuse(socket, encodeMethodSelection(Method.noAcceptable));
       return;
     }
     socket.write(encodeMethodSelection(Method.noAuth));
@@ -94,20 +94,8 @@ export function serveSocks5(socket: Socket, ctx: ProxyContext): void {
         // RFC 1928 §6: X'07' Command not supported (BIND and UDP ASSOCIATE are not served).
         return fail(`SOCKS5 command ${command} not supported (only CONNECT)`, Reply.commandNotSupported);
       }
-      socket.setTimeout(0);
-      ctx.dial(socket, 'socks5', host, port).then(
-        (upstream) => {
-          if (socket.destroyed) {
-            upstream.destroy();
-            return;
-          }
-          socket.write(encodeReply(Reply.succeeded));
-          splice(socket, upstream);
-        },
-        (err: unknown) => {
-          if (!socket.destroyed) socket.end(encodeReply(replyForError(err)));
-        },
-      );
+      ctx.handshakeDone(socket);
+      ctx.tunnel(socket, 'socks5', host, port, { succeeded: encodeReply(Reply.succeeded), failed: (err) => encodeReply(replyForError(err)) });
     });
   });
 }
