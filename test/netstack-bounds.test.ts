@@ -5,7 +5,13 @@
  */
 import test from 'ava';
 import { seq } from '../src/netstack/seq.js';
-import { DEFAULT_LIMITS } from '../src/netstack/stack.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DEFAULT_LIMITS, netstackBounds } from '../src/netstack/stack.js';
+import { PROXY_BOUNDS } from '../src/proxy/index.js';
+import { CLI } from './helpers/cli-process.js';
+import { run as run$ } from './helpers/netns.js';
 import { Peer, SimNet, settle, OUR4 } from './helpers/netstack-sim.js';
 import { prng } from './helpers/prng.js';
 
@@ -170,4 +176,16 @@ test('engine_boundsExposeEveryLimit', (t) => {
     maxZeroWindowProbes: 10, handshakeTimeout: 63_000, dialTimeout: 30_000,
   });
   t.is(b.maxBufferedWorstCase, (128 << 20) + 16384 * (16 << 10));
+});
+
+test('bounds: ktctl status --json shows the ones a default engine keeps, and the proxy\'s', async (t) => {
+  const net = new SimNet();
+  t.deepEqual(net.stack.bounds, netstackBounds(), 'the defaults are what an engine built with them reports');
+  const state = mkdtempSync(join(tmpdir(), 'kt-bounds-'));
+  t.teardown(() => rmSync(state, { recursive: true, force: true }));
+  const { stdout } = await run$('env', [`KTCTL_STATE_DIR=${state}`, `KUBECONFIG=${join(state, 'none')}`, process.execPath, CLI, 'status', '--json']);
+  const shown = JSON.parse(stdout) as { bounds: { tun: unknown; proxy: unknown } };
+  t.deepEqual(shown.bounds.tun, JSON.parse(JSON.stringify(netstackBounds())));
+  t.deepEqual(shown.bounds.proxy, { ...PROXY_BOUNDS });
+  t.is(netstackBounds().maxBufferedWorstCase, DEFAULT_LIMITS.maxBufferedBytes + DEFAULT_LIMITS.maxFlows * DEFAULT_LIMITS.flowShare);
 });

@@ -23,10 +23,12 @@ export class StatusCommand extends KubeCommand {
   override namespace = Option.String('--namespace,-n', { description: 'only this namespace (default: all namespaces you may list)' });
 
   async run(): Promise<number> {
-    const [{ listKtctlObjects }, { openKube }, { listProcessRecords }] = await Promise.all([
+    const [{ listKtctlObjects }, { openKube }, { listProcessRecords }, { netstackBounds }, { PROXY_BOUNDS }] = await Promise.all([
       import('../kube/clean.js'),
       import('../kube/session.js'),
       import('../kube/state.js'),
+      import('../netstack/index.js'),
+      import('../proxy/index.js'),
     ]);
     const processes = listProcessRecords().map((r) => ({ ...r.record, state: r.alive ? 'running' : 'stale' }));
     let objects: KtctlObject[] = [];
@@ -50,7 +52,9 @@ export class StatusCommand extends KubeCommand {
         owner: o.owner || null,
         heartbeatAgeSeconds: Math.round(o.ageMs / 1000),
       }));
-      out.write(`${JSON.stringify({ processes, cluster, clusterError: clusterError ?? null }, null, 2)}\n`);
+      // the resource bounds every ktctl of this version keeps (README: the TUN engine's and the proxy's bounds)
+      const bounds = { tun: netstackBounds(), proxy: PROXY_BOUNDS };
+      out.write(`${JSON.stringify({ processes, cluster, clusterError: clusterError ?? null, bounds }, null, 2)}\n`);
       return 0;
     }
     out.write(`this machine (${processes.length} ktctl process${processes.length === 1 ? '' : 'es'}):\n`);

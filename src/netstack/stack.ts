@@ -114,6 +114,32 @@ export interface NetStackBounds {
   icmpErrorsPerSecond: number;
 }
 
+/**
+ * The bounds an engine with `limits` and `tcp` tuning keeps (the defaults: what `ktctl connect`
+ * runs with), for `ktctl status --json` without an engine at hand.
+ */
+export function netstackBounds(limits: NetStackLimits = DEFAULT_LIMITS, tcp: Pick<TcpConfig, 'rtt' | 'maxSynAckRetransmits' | 'maxRetransmits' | 'maxOooEntries' | 'persistTimeout' | 'finWait2Timeout' | 'timeWait'> = { ...DEFAULT_TCP_CONFIG, rtt: DEFAULT_RTT }): NetStackBounds {
+  const l = limits;
+  // the SYN-ACK and its retransmissions, each RTO doubled up to the maximum
+  let handshake = 0;
+  let rto = tcp.rtt.initial;
+  for (let i = 0; i <= tcp.maxSynAckRetransmits; i++) {
+    handshake += rto;
+    rto = Math.min(rto * 2, tcp.rtt.max);
+  }
+  return {
+    maxFlows: l.maxFlows, maxPendingDials: l.maxPendingDials, maxHalfOpen: l.maxHalfOpen,
+    synPolicy: 'evict-oldest-half-open', dialTimeout: l.dialTimeout, handshakeTimeout: handshake,
+    maxBufferedBytes: l.maxBufferedBytes, flowShare: l.flowShare,
+    maxBufferedWorstCase: l.maxBufferedBytes + l.maxFlows * l.flowShare,
+    rxBufferPerFlow: l.rxBufferPerFlow, txBufferPerFlow: l.txBufferPerFlow, maxOooEntriesPerFlow: tcp.maxOooEntries,
+    maxRetransmits: tcp.maxRetransmits, maxSynAckRetransmits: tcp.maxSynAckRetransmits,
+    maxZeroWindowProbes: tcp.maxRetransmits, persistTimeout: tcp.persistTimeout, finWait2Timeout: tcp.finWait2Timeout,
+    timeWait: tcp.timeWait, maxRto: tcp.rtt.max, maxPendingDns: l.maxPendingDns, maxPendingProbes: l.maxPendingProbes,
+    icmpErrorsPerSecond: l.icmpErrorsPerSecond,
+  };
+}
+
 /** The engine's one timer; injected by tests that run on a simulated clock. */
 export interface NetStackTimers {
   set(fn: () => void, ms: number): unknown;
@@ -501,25 +527,7 @@ export class NetStack {
 
   /** Every resource bound of this engine (limits and TCP timeouts), for status displays. */
   get bounds(): NetStackBounds {
-    const l = this.limits;
-    const tcp = this.tcpV4;
-    let handshake = 0;
-    let rto = tcp.rtt.initial;
-    for (let i = 0; i <= tcp.maxSynAckRetransmits; i++) {
-      handshake += rto;
-      rto = Math.min(rto * 2, tcp.rtt.max);
-    }
-    return {
-      maxFlows: l.maxFlows, maxPendingDials: l.maxPendingDials, maxHalfOpen: l.maxHalfOpen,
-      synPolicy: 'evict-oldest-half-open', dialTimeout: l.dialTimeout, handshakeTimeout: handshake,
-      maxBufferedBytes: l.maxBufferedBytes, flowShare: l.flowShare,
-      maxBufferedWorstCase: l.maxBufferedBytes + l.maxFlows * l.flowShare,
-      rxBufferPerFlow: l.rxBufferPerFlow, txBufferPerFlow: l.txBufferPerFlow, maxOooEntriesPerFlow: tcp.maxOooEntries,
-      maxRetransmits: tcp.maxRetransmits, maxSynAckRetransmits: tcp.maxSynAckRetransmits,
-      maxZeroWindowProbes: tcp.maxRetransmits, persistTimeout: tcp.persistTimeout, finWait2Timeout: tcp.finWait2Timeout,
-      timeWait: tcp.timeWait, maxRto: tcp.rtt.max, maxPendingDns: l.maxPendingDns, maxPendingProbes: l.maxPendingProbes,
-      icmpErrorsPerSecond: l.icmpErrorsPerSecond,
-    };
+    return netstackBounds(this.limits, this.tcpV4);
   }
 
   /** RSTs every flow, destroys every far stream, aborts every dial. Idempotent. */

@@ -22,6 +22,9 @@ export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
 export const DEFAULT_LINGER_MS = 2_000;
 export const DEFAULT_DIAL_TIMEOUT_MS = 60_000;
 
+/** The proxy's bounds with the defaults (what `ktctl connect --mode socks` runs with), in ms. */
+export const PROXY_BOUNDS = { handshakeDeadline: DEFAULT_HANDSHAKE_TIMEOUT_MS, lingerAfterRefusal: DEFAULT_LINGER_MS, dialTimeout: DEFAULT_DIAL_TIMEOUT_MS } as const;
+
 export interface ProxyServerOptions {
   /** Where every stream goes: the ssh tunnel in ktctl, a plain socket dialer in tests. */
   dialer: Dialer;
