@@ -3,7 +3,7 @@ import { Command, Option } from 'clipanion';
 import type { Permission } from '../kube/access.js';
 import type { Kube } from '../kube/api.js';
 import type { KubeTarget } from '../kube/config.js';
-import { describeError, KubeCommand } from './base.js';
+import { describeError, KubeCommand } from './common/command.js';
 
 /** The Kubernetes layer, loaded when a command needs it (it carries @kubernetes/client-node). */
 async function kubeLayer() {

@@ -1,8 +1,8 @@
 import { Command, Option } from 'clipanion';
 import { UsageError } from '../errors.js';
 import { STALE_AFTER_MINUTES } from '../kube/names.js';
-import { KubeCommand } from './base.js';
-import { cleanLocalLeftovers } from './frontend-tun.js';
+import { KubeCommand } from './common/command.js';
+import { cleanLocalLeftovers } from '../connect/tun/session.js';
 
 export class CleanCommand extends KubeCommand {
   static override paths = [['clean']];

@@ -1,10 +1,11 @@
 import { Command, Option } from 'clipanion';
 import { UsageError } from '../errors.js';
 import { DEFAULT_PROXY_HOST, DEFAULT_PROXY_PORT } from '../proxy/index.js';
-import { serveTransport, TransportCommand } from './connect-transport.js';
-import { listenSocks } from './frontend-socks.js';
-import { checkTunAccess, connectTun, parseTunFlags } from './frontend-tun.js';
-import { parsePort } from './via.js';
+import { serveTransport } from '../connect/serve.js';
+import { TransportCommand } from './common/transport.js';
+import { listenSocks } from '../connect/socks.js';
+import { checkTunAccess, connectTun, parseTunFlags } from '../connect/tun/session.js';
+import { parsePort } from './common/validators.js';
 
 export class ConnectCommand extends TransportCommand {
   static override paths = [['connect']];

@@ -1,8 +1,10 @@
 import { Command, Option } from 'clipanion';
 import { UsageError } from '../errors.js';
 import type { ServiceTakeover } from '../kube/takeover.js';
-import { kubeTransport, serveTransport } from './connect-transport.js';
-import { ExposeCommand, serveExposedPorts } from './expose.js';
+import { serveTransport } from '../connect/serve.js';
+import { kubeTransport } from '../connect/transports.js';
+import { serveExposedPorts } from '../connect/expose.js';
+import { ExposeCommand } from './common/expose.js';
 
 export class ExchangeCommand extends ExposeCommand {
   static override paths = [['exchange']];

@@ -4,8 +4,9 @@ import type { Dialer } from '../dialer.js';
 import { UsageError } from '../errors.js';
 import type { ClusterTarget } from '../kube/forward.js';
 import { PortForwarder } from '../proxy/forward.js';
-import { serveTransport, TransportCommand } from './connect-transport.js';
-import { urlHost } from './transport-via.js';
+import { serveTransport } from '../connect/serve.js';
+import { TransportCommand } from './common/transport.js';
+import { urlHost } from '../ssh/via.js';
 
 /** What the first argument names. */
 export type ForwardTarget = ClusterTarget | { kind: 'host'; host: string; port?: number };

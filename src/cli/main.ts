@@ -9,7 +9,7 @@ import { PreviewCommand } from './preview.js';
 import { RecoverCommand } from './recover.js';
 import { ForwardCommand } from './forward.js';
 import { StatusCommand } from './status.js';
-import { VERSION } from './version.js';
+import { VERSION } from '../version.js';
 import { tuneHeapForStreaming } from '../protocol/heap.js';
 
 tuneHeapForStreaming();

@@ -3,9 +3,11 @@ import { Command, Option } from 'clipanion';
 import { UsageError } from '../errors.js';
 import { DEFAULT_MARK_HEADER, meshBindAddress, meshMarkProblem, type MeshMark } from '../protocol/index.js';
 import type { ServiceTakeover } from '../kube/takeover.js';
-import { kubeTransport, serveTransport } from './connect-transport.js';
-import { ExposeCommand, serveExposedPorts } from './expose.js';
-import type { KubeTransportOptions } from './transport-kube.js';
+import { serveTransport } from '../connect/serve.js';
+import { kubeTransport } from '../connect/transports.js';
+import { serveExposedPorts } from '../connect/expose.js';
+import { ExposeCommand } from './common/expose.js';
+import type { KubeTransportOptions } from '../kube/transport.js';
 
 /** `--versionMark key:val`, `val` (header VERSION), or nothing (a random value). */
 export function parseVersionMark(text: string | undefined): MeshMark {

@@ -1,7 +1,9 @@
 import { Command, Option } from 'clipanion';
 import type { PreviewTarget } from '../kube/takeover.js';
-import { kubeTransport, serveTransport } from './connect-transport.js';
-import { ExposeCommand, serveExposedPorts } from './expose.js';
+import { serveTransport } from '../connect/serve.js';
+import { kubeTransport } from '../connect/transports.js';
+import { serveExposedPorts } from '../connect/expose.js';
+import { ExposeCommand } from './common/expose.js';
 
 export class PreviewCommand extends ExposeCommand {
   static override paths = [['preview'], ['run']];

@@ -1,7 +1,7 @@
 import { Command, Option } from 'clipanion';
 import type { KtctlObject } from '../kube/clean.js';
 import { LABEL_ROLE } from '../kube/names.js';
-import { describeError, KubeCommand } from './base.js';
+import { describeError, KubeCommand } from './common/command.js';
 
 export class StatusCommand extends KubeCommand {
   static override paths = [['status']];

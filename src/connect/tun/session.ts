@@ -26,9 +26,9 @@ import {
   upstreamServersOf,
   type DnsMode,
   type SystemDnsChange,
-} from '../dns/index.js';
-import { PermissionError, TunError, UsageError } from '../errors.js';
-import { dialProbe, NetStack, type NetStackStats } from '../netstack/index.js';
+} from '../../dns/index.js';
+import { PermissionError, TunError, UsageError } from '../../errors.js';
+import { dialProbe, NetStack, type NetStackStats } from '../../netstack/index.js';
 import {
   addRoutes,
   aggregate,
@@ -50,11 +50,12 @@ import {
   TunStateRecord,
   type Cidr,
   type RouteEntry,
-} from '../tun/index.js';
-import { defaultStateDir, recordOwnerAlive } from '../state.js';
-import { serveTransport, type ServiceWatch, type Transport, type TransportContext } from './connect-transport.js';
-import type { Logger, Undo } from '../undo.js';
-import type { SignalWatch } from './lifecycle.js';
+} from '../../tun/index.js';
+import { defaultStateDir, recordOwnerAlive } from '../../state.js';
+import type { ServiceWatch, Transport, TransportBuilder } from '../../transport.js';
+import { serveTransport } from '../serve.js';
+import type { Logger, Undo } from '../../undo.js';
+import type { SignalWatch } from '../signals.js';
 
 /**
  * The TUN device's MTU. With TSO offloads both directions move 64 KiB super-segments whatever the
@@ -477,7 +478,7 @@ async function keepHostsCurrent(
 
 export interface ConnectTunOptions {
   flags: TunFlags;
-  buildTransport: (ctx: TransportContext) => Promise<Transport>;
+  buildTransport: TransportBuilder;
   stop: SignalWatch;
   stdout: Writable;
   log: Logger;

@@ -1,8 +1,11 @@
+/**
+ * `connect --mode socks`'s front end: the SOCKS5/HTTP proxy (src/proxy) on one local port.
+ */
 import type { Writable } from 'node:stream';
 import { ProxyServer } from '../proxy/index.js';
 import type { Dialer } from '../dialer.js';
 import type { Undo } from '../undo.js';
-import { urlHost } from './transport-via.js';
+import { urlHost } from '../ssh/via.js';
 
 export interface SocksFrontEndOptions {
   host: string;

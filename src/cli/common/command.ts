@@ -1,6 +1,6 @@
 import { Command, Option } from 'clipanion';
-import { KtctlError } from '../errors.js';
-import type { KubeFlags } from '../kube/session.js';
+import { KtctlError } from '../../errors.js';
+import type { KubeFlags } from '../../kube/session.js';
 
 /**
  * What every ktctl command shares: `--debug`, and turning a failure into one sentence on stderr
