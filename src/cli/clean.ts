@@ -2,7 +2,7 @@ import { Command, Option } from 'clipanion';
 import { UsageError } from '../errors.js';
 import { STALE_AFTER_MINUTES } from '../kube/names.js';
 import { KubeCommand } from './common/command.js';
-import { cleanLocalLeftovers } from '../connect/tun/session.js';
+import { cleanLocalLeftovers } from '../connect/local-cleanup.js';
 
 export class CleanCommand extends KubeCommand {
   static override paths = [['clean']];

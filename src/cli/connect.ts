@@ -4,7 +4,9 @@ import { DEFAULT_PROXY_HOST, DEFAULT_PROXY_PORT } from '../proxy/index.js';
 import { serveTransport } from '../connect/serve.js';
 import { TransportCommand } from './common/transport.js';
 import { listenSocks } from '../connect/socks.js';
-import { checkTunAccess, connectTun, parseTunFlags } from '../connect/tun/session.js';
+import { parseTunFlags } from '../connect/tun/flags.js';
+import { connectTun } from '../connect/tun/session.js';
+import { checkTunAccess } from '../tun/access.js';
 import { parsePort } from './common/validators.js';
 
 export class ConnectCommand extends TransportCommand {

@@ -4,6 +4,7 @@
  */
 export { ClusterResolver, type ClusterResolverOptions, type ResolverCounters, type Route } from './resolver.js';
 export { DnsServer, type DnsAnswerer, type DnsServerOptions } from './server.js';
+export { DNS_MODES, parseDnsMode, type DnsMode } from './mode.js';
 export { UpstreamClient, parseServer, formatServer, type UpstreamServer } from './upstream.js';
 export {
   cleanStaleDns,
@@ -35,6 +36,7 @@ export {
   type ResolvConf,
   type RestoreReport,
 } from './system.js';
+import type { DnsMode } from './mode.js';
 import { readResolvConf, ResolvConfChange, ResolvedChange, resolvedRunning, HostsBlock, type CommandRunner, type ResolvConf, type RestoreReport, DEFAULT_RESOLV_CONF, RESOLVED_RUN_DIR } from './system.js';
 
 /**
@@ -50,8 +52,6 @@ export function netstackDnsHandler(resolver: { answer(query: Buffer): Promise<Bu
   };
 }
 
-/** `--dnsMode`. */
-export type DnsMode = 'localDNS' | 'podDNS' | 'hosts';
 
 export interface SystemDnsOptions {
   mode: DnsMode;
