@@ -1,7 +1,7 @@
 import { Command, Option } from 'clipanion';
-import { UsageError } from '../errors.js';
 import { STALE_AFTER_MINUTES } from '../kube/names.js';
 import { KubeCommand } from './common/command.js';
+import { duration } from './common/validators.js';
 import { cleanLocalLeftovers } from '../connect/local-cleanup.js';
 
 export class CleanCommand extends KubeCommand {
@@ -26,13 +26,13 @@ export class CleanCommand extends KubeCommand {
 
   thresholdInMinus = Option.String('--thresholdInMinus,--threshold-in-minus,--threshold-in-minutes,--thresholdInMinutes', String(STALE_AFTER_MINUTES), {
     description: `minutes since the last heartbeat after which an object is a leftover (default ${STALE_AFTER_MINUTES})`,
+    validator: duration('--thresholdInMinus', { unit: 'minutes', zero: true }),
   });
   dryRun = Option.Boolean('--dryRun,--dry-run', false, { description: 'list what would be removed or restored, change nothing' });
   override namespace = Option.String('--namespace,-n', { description: 'only this namespace (default: all namespaces you may list)' });
 
   async run(): Promise<number> {
-    const minutes = Number(this.thresholdInMinus);
-    if (!Number.isFinite(minutes) || minutes < 0) throw new UsageError(`--thresholdInMinus takes a number of minutes, 0 or more (got "${this.thresholdInMinus}")`);
+    const minutes = this.thresholdInMinus;
     const out = (line: string): void => {
       this.context.stdout.write(`${line}\n`);
     };

@@ -1,10 +1,10 @@
 import { Command, Option } from 'clipanion';
-import { UsageError } from '../errors.js';
 import type { ServiceTakeover } from '../kube/takeover.js';
 import { serveTransport } from '../connect/serve.js';
 import { kubeTransport } from '../connect/transports.js';
 import { serveExposedPorts } from '../connect/expose.js';
 import { ExposeCommand } from './common/expose.js';
+import { duration, oneOf } from './common/validators.js';
 
 export class ExchangeCommand extends ExposeCommand {
   static override paths = [['exchange']];
@@ -31,15 +31,16 @@ export class ExchangeCommand extends ExposeCommand {
   });
 
   service = Option.String({ name: 'svc|svc/NAME|deploy/NAME' });
-  mode = Option.String('--mode,-m', 'selector', { description: 'selector (default: point the service at the shadow) or scale (scale the deployment to 0)' });
-  recoverWaitTime = Option.String('--recoverWaitTime,--recover-wait-time', '120', { description: 'seconds to wait on exit for the scaled-back replicas to be ready (scale mode)' });
+  mode = Option.String('--mode,-m', 'selector', { description: 'selector (default: point the service at the shadow) or scale (scale the deployment to 0)', validator: oneOf('--mode', ['selector', 'scale']) });
+  recoverWaitTime = Option.String('--recoverWaitTime,--recover-wait-time', '120', {
+    description: 'seconds to wait on exit for the scaled-back replicas to be ready (scale mode)',
+    validator: duration('--recoverWaitTime', { unit: 'seconds', zero: true }),
+  });
 
   async run(): Promise<number> {
     const ports = this.exposedPorts();
-    if (this.mode !== 'selector' && this.mode !== 'scale') throw new UsageError(`--mode must be selector or scale (got "${this.mode}")`);
     const mode = this.mode;
-    const wait = Number(this.recoverWaitTime);
-    if (!Number.isFinite(wait) || wait < 0) throw new UsageError(`--recoverWaitTime takes a number of seconds, 0 or more (got "${this.recoverWaitTime}")`);
+    const wait = this.recoverWaitTime;
     const shadow = this.kubeTransportOptions({ role: 'exchange', mode: `exchange ${mode}` });
     await this.checkLocal(ports);
     const k = await import('../kube/takeover.js');

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-import { Builtins, Cli } from 'clipanion';
+import { Builtins } from 'clipanion';
 import { CheckCommand } from './check.js';
 import { CleanCommand } from './clean.js';
+import { KtctlCli } from './common/command.js';
 import { ConnectCommand } from './connect.js';
 import { ExchangeCommand } from './exchange.js';
 import { MeshCommand } from './mesh.js';
@@ -14,7 +15,7 @@ import { tuneHeapForStreaming } from '../protocol/heap.js';
 
 tuneHeapForStreaming();
 
-const cli = new Cli({
+const cli = new KtctlCli({
   binaryLabel: 'ktctl',
   binaryName: 'ktctl',
   binaryVersion: VERSION,

@@ -7,6 +7,7 @@ import { serveTransport } from '../connect/serve.js';
 import { kubeTransport } from '../connect/transports.js';
 import { serveExposedPorts } from '../connect/expose.js';
 import { ExposeCommand } from './common/expose.js';
+import { oneOf } from './common/validators.js';
 import type { KubeTransportOptions } from '../kube/transport.js';
 
 /** `--versionMark key:val`, `val` (header VERSION), or nothing (a random value). */
@@ -60,13 +61,12 @@ export class MeshCommand extends ExposeCommand {
   });
 
   service = Option.String({ name: 'svc|svc/NAME|deploy/NAME' });
-  mode = Option.String('--mode,-m', 'auto', { description: 'auto (default: a router in front of the service) or manual (a shadow and the Istio rules for it)' });
+  mode = Option.String('--mode,-m', 'auto', { description: 'auto (default: a router in front of the service) or manual (a shadow and the Istio rules for it)', validator: oneOf('--mode', ['auto', 'manual']) });
   versionMark = Option.String('--versionMark,--version-mark', { description: 'HEADER:VALUE that marks the requests for this machine (default VERSION:<random>)' });
   routerImage = Option.String('--routerImage,--router-image', { description: 'image of the router pod (default: the shadow image)' });
 
   async run(): Promise<number> {
     const ports = this.exposedPorts();
-    if (this.mode !== 'auto' && this.mode !== 'manual') throw new UsageError(`--mode must be auto or manual (got "${this.mode}")`);
     const mode = this.mode;
     const mark = parseVersionMark(this.versionMark);
     if (mode === 'manual') checkLabelValue(mark.value);

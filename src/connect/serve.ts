@@ -3,6 +3,7 @@
  * preview): `prepare`, the transport, `start`, serve until a signal or the transport's fatal error,
  * then undo everything, newest first. The commands differ only in their `prepare` and `start`.
  */
+import type { Writable } from 'node:stream';
 import { PendingDialer, type Dialer } from '../dialer.js';
 import type { Transport, TransportBuilder, TransportContext } from '../transport.js';
 import { Undo, type Logger } from '../undo.js';
@@ -62,4 +63,12 @@ export async function serveTransport(o: ServeTransportOptions): Promise<number> 
   o.log(`got ${String(stop.aborted.reason)}; stopping`);
   await undo.run(o.log);
   return 0;
+}
+
+/** What a serving command hands down besides its own options: the signal watch and where it prints. */
+export interface CommandIo {
+  stop: SignalWatch;
+  stdout: Writable;
+  log: Logger;
+  debug: Logger;
 }

@@ -9,34 +9,26 @@ import { checkLocalListeners } from '../../connect/expose.js';
 import { UsageError } from '../../errors.js';
 import type { ExposePort } from '../../kube/target.js';
 import { ShadowCommand } from './shadow.js';
-
-export type { ExposePort } from '../../kube/target.js';
-
-function port(text: string, whole: string): number {
-  const t = text.trim();
-  const n = Number(t);
-  if (!/^\d+$/.test(t) || !Number.isInteger(n) || n < 1 || n > 65535) {
-    throw new UsageError(`--expose takes ports from 1 to 65535 as PORT or LOCAL:REMOTE, comma separated (got "${whole}")`);
-  }
-  return n;
-}
+import { flag, portNumber } from './validators.js';
 
 /** Parses `8080`, `8080:80`, `7001,8080:80`. */
 export function parseExpose(text: string): ExposePort[] {
   const out: ExposePort[] = [];
   if (text.trim() === '') throw new UsageError('--expose needs at least one port: PORT or LOCAL:REMOTE, comma separated (e.g. --expose 8080 or --expose 8080:80)');
+  const bad = (): UsageError => new UsageError(`--expose takes ports from 1 to 65535 as PORT or LOCAL:REMOTE, comma separated (got "${text}")`);
   for (const part of text.split(',')) {
     const fields = part.split(':');
-    if (fields.length > 2 || part.trim() === '') {
-      throw new UsageError(`--expose takes ports from 1 to 65535 as PORT or LOCAL:REMOTE, comma separated (got "${text}")`);
-    }
-    const local = port(fields[0]!, text);
-    const remote = fields.length === 2 ? port(fields[1]!, text) : local;
+    if (fields.length > 2 || part.trim() === '') throw bad();
+    const local = portNumber(fields[0]!.trim(), 1);
+    const remote = fields.length === 2 ? portNumber(fields[1]!.trim(), 1) : local;
+    if (local === undefined || remote === undefined) throw bad();
     if (out.some((p) => p.remote === remote)) throw new UsageError(`--expose names the remote port ${remote} twice (got "${text}")`);
     out.push({ local, remote });
   }
   return out;
 }
+
+export const expose = flag(parseExpose);
 
 /**
  * What `exchange`, `preview` and `mesh` share: `--expose`, `--skipPortChecking`, and the kubeconfig
@@ -44,7 +36,7 @@ export function parseExpose(text: string): ExposePort[] {
  * `serveTransport`'s (src/connect/serve.ts).
  */
 export abstract class ExposeCommand extends ShadowCommand {
-  expose = Option.String('--expose', { description: 'local ports that take the traffic: PORT or LOCAL:REMOTE, comma separated (e.g. 8080 or 7001,8080:80)' });
+  expose = Option.String('--expose', { description: 'local ports that take the traffic: PORT or LOCAL:REMOTE, comma separated (e.g. 8080 or 7001,8080:80)', validator: expose });
   skipPortChecking = Option.Boolean('--skipPortChecking,--skip-port-checking', false, { description: 'start even when nothing listens on the local ports yet' });
   // connect's flags that make no sense here, accepted only to refuse them in one sentence.
   via = Option.String('--via', { hidden: true });
@@ -56,7 +48,7 @@ export abstract class ExposeCommand extends ShadowCommand {
     if (this.via !== undefined) throw new UsageError(`${name} works in a Kubernetes cluster, so it takes no --via (that is for connect and forward): give the cluster with --kubeconfig and --context`);
     if (this.shareShadow) throw new UsageError(`${name} makes a shadow of its own (it carries the service's labels and ports), so it takes no --shareShadow`);
     if (this.expose === undefined) throw new UsageError('--expose is required: the local port(s) that take the traffic, e.g. --expose 8080 or --expose 8080:80');
-    return parseExpose(this.expose);
+    return this.expose;
   }
 
   /** Checks the local listeners unless --skipPortChecking. */

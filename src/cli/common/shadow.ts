@@ -5,14 +5,14 @@
  */
 import { Option } from 'clipanion';
 import type { CipherAlgorithm } from 'ssh2';
-import { UsageError } from '../../errors.js';
 import { shadowProgram } from '../../kube/bundle.js';
-import { DEFAULT_SHADOW_IMAGE, parseKeyValues } from '../../kube/names.js';
-import { parsePodQuota, SHADOW_UID, type PodSettings } from '../../kube/pod-settings.js';
+import { DEFAULT_SHADOW_IMAGE } from '../../kube/names.js';
+import { SHADOW_UID, type PodSettings } from '../../kube/pod-settings.js';
 import type { KubeTransportOptions } from '../../kube/transport.js';
 import { untilSignal, type SignalWatch } from '../../connect/signals.js';
 import { VERSION } from '../../version.js';
 import { KubeCommand } from './command.js';
+import { duration, keyValues, podQuota, runAsUser } from './validators.js';
 
 /** What a command adds to the shadow's options: its mode (`ktctl status`), role, labels and ports. */
 export interface ShadowRun {
@@ -55,22 +55,32 @@ export abstract class ShadowCommand extends KubeCommand {
 
   image = Option.String('--image', { description: 'shadow image' });
   imagePullSecret = Option.String('--imagePullSecret,--image-pull-secret', { description: 'image pull secret for the shadow pod' });
-  nodeSelector = Option.String('--nodeSelector,--node-selector', { description: 'node selector for the shadow pod (key=value,...)' });
-  withLabel = Option.String('--withLabel,--with-label', { description: 'extra labels on every object ktctl makes (key=value,...)' });
-  withAnnotation = Option.String('--withAnnotation,--with-annotation', { description: 'extra annotations on every object ktctl makes (key=value,...)' });
-  podCreationTimeout = Option.String('--podCreationTimeout,--pod-creation-timeout', '60', { description: 'seconds to wait for the shadow pod to be ready' });
-  portForwardTimeout = Option.String('--portForwardTimeout,--port-forward-timeout', '10', { description: 'seconds to wait for the port-forward to the shadow' });
+  nodeSelector = Option.String('--nodeSelector,--node-selector', { description: 'node selector for the shadow pod (key=value,...)', validator: keyValues('--nodeSelector') });
+  withLabel = Option.String('--withLabel,--with-label', { description: 'extra labels on every object ktctl makes (key=value,...)', validator: keyValues('--withLabel') });
+  withAnnotation = Option.String('--withAnnotation,--with-annotation', { description: 'extra annotations on every object ktctl makes (key=value,...)', validator: keyValues('--withAnnotation') });
+  podCreationTimeout = Option.String('--podCreationTimeout,--pod-creation-timeout', '60', {
+    description: 'seconds to wait for the shadow pod to be ready',
+    validator: duration('--podCreationTimeout', { unit: 'seconds', zero: false }),
+  });
+  portForwardTimeout = Option.String('--portForwardTimeout,--port-forward-timeout', '10', {
+    description: 'seconds to wait for the port-forward to the shadow',
+    validator: duration('--portForwardTimeout', { unit: 'seconds', zero: false }),
+  });
   clusterDomain = Option.String('--clusterDomain,--cluster-domain', 'cluster.local', { description: 'the cluster\'s DNS domain' });
-  podQuota = Option.String('--podQuota,--pod-quota', { description: 'CPU,MEMORY requests and limits of the shadow and router pods (KT Connect\'s 0.5c,512m, or 500m,512Mi)' });
+  podQuota = Option.String('--podQuota,--pod-quota', {
+    description: 'CPU,MEMORY requests and limits of the shadow and router pods (KT Connect\'s 0.5c,512m, or 500m,512Mi)',
+    validator: podQuota,
+  });
   serviceAccount = Option.String('--serviceAccount,--service-account', { description: 'service account of the shadow and router pods (its token is not mounted)' });
   forceUpdate = Option.Boolean('--forceUpdate,--force-update,-f', false, { description: 'pull the shadow image on every start (imagePullPolicy Always)' });
   runAsUser = Option.String('--runAsUser,--run-as-user', String(SHADOW_UID), {
     description: `user id of the shadow and router pods (default ${SHADOW_UID}, the Node.js image's user node); auto leaves it to the cluster (OpenShift's restricted SCC)`,
+    validator: runAsUser,
   });
 
   /**
-   * The shadow's options from the flags and the command's `run`; bad flags throw a UsageError.
-   * `labels` and `annotations` are the user's (--withLabel, --withAnnotation) plus `run.labels`.
+   * The shadow's options from the flags and the command's `run`. `labels` and `annotations` are the
+   * user's (--withLabel, --withAnnotation) plus `run.labels`.
    */
   protected kubeTransportOptions(run: ShadowRun): KubeTransportOptions {
     // the program every shadow runs must be in this installation before anything is made
@@ -80,11 +90,11 @@ export abstract class ShadowCommand extends KubeCommand {
       image: this.image ?? DEFAULT_SHADOW_IMAGE,
       imagePullSecret: this.imagePullSecret,
       pod: this.podSettings(),
-      nodeSelector: keyValues(this.nodeSelector, '--nodeSelector'),
-      labels: { ...keyValues(this.withLabel, '--withLabel'), ...run.labels },
-      annotations: keyValues(this.withAnnotation, '--withAnnotation'),
-      podCreationTimeoutMs: seconds(this.podCreationTimeout, '--podCreationTimeout'),
-      portForwardTimeoutMs: seconds(this.portForwardTimeout, '--portForwardTimeout'),
+      nodeSelector: this.nodeSelector ?? {},
+      labels: { ...this.withLabel, ...run.labels },
+      annotations: this.withAnnotation ?? {},
+      podCreationTimeoutMs: this.podCreationTimeout * 1000,
+      portForwardTimeoutMs: this.portForwardTimeout * 1000,
       shareShadow: run.shareShadow ?? false,
       clusterDomain: this.clusterDomain,
       ciphers: run.ciphers,
@@ -96,38 +106,14 @@ export abstract class ShadowCommand extends KubeCommand {
     };
   }
 
-  /** --runAsUser, --podQuota, --serviceAccount, --forceUpdate and the user's --withLabel, checked. */
+  /** --runAsUser, --podQuota, --serviceAccount, --forceUpdate and the user's --withLabel. */
   protected podSettings(): PodSettings {
-    let runAsUser: PodSettings['runAsUser'] = 'auto';
-    if (this.runAsUser !== 'auto') {
-      if (!/^\d+$/.test(this.runAsUser) || Number(this.runAsUser) === 0 || Number(this.runAsUser) > 2 ** 31 - 1) {
-        throw new UsageError(`--runAsUser takes a user id other than 0 (the pods run as non-root) or auto (got "${this.runAsUser}")`);
-      }
-      runAsUser = Number(this.runAsUser);
-    }
-    let resources: PodSettings['resources'];
-    if (this.podQuota !== undefined) {
-      try {
-        resources = parsePodQuota(this.podQuota);
-      } catch (error) {
-        throw new UsageError(`--podQuota ${(error as Error).message} (got "${this.podQuota}")`);
-      }
-    }
-    return { runAsUser, resources, serviceAccount: this.serviceAccount, pullPolicy: this.forceUpdate ? 'Always' : 'IfNotPresent', userLabels: keyValues(this.withLabel, '--withLabel') };
+    return {
+      runAsUser: this.runAsUser,
+      resources: this.podQuota,
+      serviceAccount: this.serviceAccount,
+      pullPolicy: this.forceUpdate ? 'Always' : 'IfNotPresent',
+      userLabels: this.withLabel ?? {},
+    };
   }
 }
-
-function seconds(text: string, flag: string): number {
-  const n = Number(text);
-  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`${flag} takes a number of seconds greater than 0 (got "${text}")`);
-  return n * 1000;
-}
-
-function keyValues(text: string | undefined, flag: string): Record<string, string> {
-  try {
-    return parseKeyValues(text, flag);
-  } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error));
-  }
-}
-
