@@ -42,7 +42,7 @@ export class CleanCommand extends KubeCommand {
     const [{ cleanStale }, { openKube }, { removeStaleProcessRecords }] = await Promise.all([
       import('../kube/clean.js'),
       import('../kube/session.js'),
-      import('../kube/state.js'),
+      import('../kube/process-record.js'),
     ]);
     const kube = openKube(this.kubeFlags());
     const actions = await cleanStale(kube, { thresholdMinutes: minutes, dryRun: this.dryRun, namespace: this.namespace, log: out });

@@ -11,7 +11,7 @@ import { RecoverCommand } from './recover.js';
 import { ForwardCommand } from './forward.js';
 import { StatusCommand } from './status.js';
 import { VERSION } from '../version.js';
-import { tuneHeapForStreaming } from '../protocol/heap.js';
+import { tuneHeapForStreaming } from '../runtime/v8-heap.js';
 
 tuneHeapForStreaming();
 

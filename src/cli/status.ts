@@ -26,7 +26,7 @@ export class StatusCommand extends KubeCommand {
     const [{ listKtctlObjects }, { openKube }, { listProcessRecords }] = await Promise.all([
       import('../kube/clean.js'),
       import('../kube/session.js'),
-      import('../kube/state.js'),
+      import('../kube/process-record.js'),
     ]);
     const processes = listProcessRecords().map((r) => ({ ...r.record, state: r.alive ? 'running' : 'stale' }));
     let objects: KtctlObject[] = [];

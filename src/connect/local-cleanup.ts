@@ -5,7 +5,7 @@
  * TUN session at its start and by `ktctl clean`.
  */
 import { cleanStaleDns } from '../dns/index.js';
-import { cleanStale } from '../tun/state.js';
+import { cleanStale } from '../tun/device-record.js';
 import type { Logger } from '../undo.js';
 
 /** Removes what dead ktctl processes left on this machine; returns how many records it handled. */

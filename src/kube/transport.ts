@@ -25,7 +25,7 @@ import { joinSharedShadow, sharedShadowName } from './shared.js';
 import { createPod, createSecret, makeShadowKeys, podReady, waitForShadow, type ShadowKeys, type ShadowSpec } from './shadow.js';
 import type { PodSettings } from './pod-settings.js';
 import { STALE_AFTER_MINUTES, type Role } from './names.js';
-import { writeProcessRecord } from './state.js';
+import { writeProcessRecord } from './process-record.js';
 import { watchServices } from './services-watch.js';
 
 export interface KubeTransportOptions {

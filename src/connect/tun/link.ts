@@ -8,10 +8,10 @@
  * 169.254.0.0/16 route a cloud image may have.
  */
 import { TunError, UsageError } from '../../errors.js';
-import { defaultStateDir, recordOwnerAlive } from '../../state.js';
+import { defaultStateDir, recordOwnerAlive } from '../../state-records.js';
 import { formatCidr, makeCidr, overlaps, tryParseCidr } from '../../tun/cidr.js';
 import { linkInfo, type RouteEntry } from '../../tun/ip.js';
-import { listRecords } from '../../tun/state.js';
+import { listRecords } from '../../tun/device-record.js';
 
 /**
  * The TUN device's MTU. With TSO offloads both directions move 64 KiB super-segments whatever the

@@ -4,7 +4,7 @@
  * the transport's tunnel; UDP/53 to ktctl's DNS address is answered by the cluster resolver
  * (src/dns), and the machine's DNS points there while ktctl runs (dns-plan.ts decides how).
  *
- * Everything is registered on the `Undo` and in a crash record (src/tun/state.ts, src/dns/system/)
+ * Everything is registered on the `Undo` and in a crash record (src/tun/device-record.ts, src/dns/system/)
  * before it is made. Order of the undo (newest first): DNS settings, the packet engine (every flow
  * gets a RST), the routes, the device, the crash record. The link's addresses: link.ts.
  */
@@ -15,7 +15,7 @@ import type { Transport, TransportBuilder } from '../../transport.js';
 import { aggregate, formatCidr, tryParseCidr, type Cidr } from '../../tun/cidr.js';
 import { TunDevice } from '../../tun/device.js';
 import { addRoutes, configureInterface, deleteRoutes, listRoutes, planRoutes } from '../../tun/ip.js';
-import { TunStateRecord } from '../../tun/state.js';
+import { TunStateRecord } from '../../tun/device-record.js';
 import type { Logger, Undo } from '../../undo.js';
 import { cleanLocalLeftovers } from '../local-cleanup.js';
 import { serveTransport } from '../serve.js';
@@ -35,7 +35,7 @@ export interface TunFrontEndOptions extends TunFlags {
   debug: Logger;
   debugEnabled: boolean;
   undo: Undo;
-  /** crash records (default: src/state.ts's defaultStateDir) */
+  /** crash records (default: src/state-records.ts's defaultStateDir) */
   stateDir?: string;
 }
 
