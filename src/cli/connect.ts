@@ -49,7 +49,7 @@ export class ConnectCommand extends TransportCommand {
   dnsCacheTtl = Option.String('--dnsCacheTtl,--dns-cache-ttl', '60', { description: 'seconds to cache cluster DNS answers at most', validator: wholeSeconds('--dnsCacheTtl') });
 
   async run(): Promise<number> {
-    const io = { stop: this.stop, stdout: this.context.stdout, log: (l: string) => this.log(l), debug: (l: string) => this.debugLog(l) };
+    const io = this.io();
     if (this.mode === 'socks') {
       const buildTransport = this.transportBuilder({ mode: this.mode, proxy: `${this.proxyAddr}:${this.proxyPort}`, dnsServer: this.dnsServer });
       return connectSocks({ ...io, host: this.proxyAddr, port: this.proxyPort, buildTransport });

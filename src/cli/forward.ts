@@ -44,7 +44,7 @@ export class ForwardCommand extends TransportCommand {
       throw new UsageError(`with --via there is no cluster to find ${target.kind} ${target.name} in: forward host:port instead`);
     }
     return serveForward({
-      stop: this.stop, stdout: this.context.stdout, log: (l) => this.log(l), debug: (l) => this.debugLog(l),
+      ...this.io(),
       text: this.target, target, mapping, address: this.address, kube: this.kubeFlags(), clusterDomain: this.clusterDomain,
       buildTransport: this.transportBuilder({ mode: 'forward' }),
     });

@@ -9,6 +9,7 @@ import { shadowProgram } from '../../kube/bundle.js';
 import { DEFAULT_SHADOW_IMAGE } from '../../kube/names.js';
 import { SHADOW_UID, type PodSettings } from '../../kube/pod-settings.js';
 import type { KubeTransportOptions } from '../../kube/transport.js';
+import type { CommandIo } from '../../connect/serve.js';
 import { untilSignal, type SignalWatch } from '../../connect/signals.js';
 import { VERSION } from '../../version.js';
 import { KubeCommand } from './command.js';
@@ -45,6 +46,11 @@ export abstract class ShadowCommand extends KubeCommand {
     } finally {
       this.#stop.release();
     }
+  }
+
+  /** The signal watch and where to print, for the function in src/connect the command calls. */
+  protected io(): CommandIo {
+    return { stop: this.stop, stdout: this.context.stdout, log: (l) => this.log(l), debug: (l) => this.debugLog(l) };
   }
 
   /** The signal watch `execute` installed, for `serveTransport`. */
