@@ -9,6 +9,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createNetns, linkNetns, run, runOk, waitForTcp, type Netns } from './helpers/netns.js';
 import { ed25519, REPO, startViaServer, TeardownList, VIA_PORTS, viaKnownHosts, ZONE, type ViaServer } from './helpers/ssh-fixtures.js';
+import { until } from './helpers/poll.js';
 
 const CLI = join(REPO, 'dist/cli/main.js');
 const { sshd: SSHD_PORT, shadow: SHADOW_PORT, http: HTTP_PORT } = VIA_PORTS;
@@ -52,14 +53,6 @@ function ktctl(ns: Netns, args: string[]): Running {
   return { child, stdout: () => out, stderr: () => err, exited };
 }
 
-async function until(check: () => boolean, what: () => string, ms = 20_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting: ${what()}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 for (const server of ['sshd', 'shadow'] as const) {
   test(`via ${server}: curl through socks5h and the HTTP proxy, refused target, then SIGINT removes everything`, async (t) => {
     const c = await clientNs(t);
@@ -70,7 +63,7 @@ for (const server of ['sshd', 'shadow'] as const) {
       '--identity', join(lab.dir, 'id_ed25519'), '--knownHosts', c.knownHosts, '--proxyPort', String(proxyPort), '--debug',
     ]);
     t.teardown(() => k.child.kill('SIGKILL'));
-    await until(() => k.stdout().includes('ALL_PROXY='), () => k.stderr());
+    await until(() => k.stdout().includes('ALL_PROXY='), { what: () => k.stderr(), timeoutMs: 20_000 });
     t.is(
       k.stdout().trim(),
       `export ALL_PROXY=socks5h://127.0.0.1:${proxyPort} HTTP_PROXY=http://127.0.0.1:${proxyPort} HTTPS_PROXY=http://127.0.0.1:${proxyPort}`,

@@ -13,6 +13,7 @@ import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { createNetns, linkNetns, waitForTcp, type Netns } from './helpers/netns.js';
 import { REPO, startViaServer, TeardownList, VIA_PORTS, viaKnownHosts, ZONE, type ViaServer } from './helpers/ssh-fixtures.js';
+import { until } from './helpers/poll.js';
 
 const CLI = join(REPO, 'dist/cli/main.js');
 const { sshd: SSHD_PORT, shadow: SHADOW_PORT, http: HTTP_PORT } = VIA_PORTS;
@@ -148,17 +149,9 @@ function connectArgs(l: Laptop, server: 'sshd' | 'shadow', extra: string[] = [])
   ];
 }
 
-async function until(check: () => boolean, what: () => string, ms = 30_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting: ${what()}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 async function started(l: Laptop, server: 'sshd' | 'shadow', extra: string[] = []): Promise<Running> {
   const k = ktctl(l, connectArgs(l, server, extra));
-  await until(() => /connected through/.test(k.stderr()) || /^ktctl: /m.test(k.stderr()), () => k.stderr());
+  await until(() => /connected through/.test(k.stderr()) || /^ktctl: /m.test(k.stderr()), { what: () => k.stderr(), timeoutMs: 30_000 });
   if (!/connected through/.test(k.stderr())) throw new Error(`ktctl did not start: ${k.stderr()}`);
   return k;
 }
@@ -428,7 +421,7 @@ maybe('without --dnsServer, --via leaves DNS untouched and says so', async (t) =
   const args = connectArgs(l, 'sshd').filter((a, i, all) => a !== '--dnsServer' && all[i - 1] !== '--dnsServer');
   const k = ktctl(l, args);
   t.teardown(() => k.child.kill('SIGKILL'));
-  await until(() => /connected through/.test(k.stderr()) || /^ktctl: /m.test(k.stderr()), () => k.stderr());
+  await until(() => /connected through/.test(k.stderr()) || /^ktctl: /m.test(k.stderr()), { what: () => k.stderr(), timeoutMs: 30_000 });
   t.regex(k.stderr(), /DNS: untouched \(with --via ktctl handles DNS only when --dnsServer IP/);
   t.is(readFileSync(l.resolvPath, 'utf8'), LAPTOP_RESOLV);
   t.is(await l.ns.execOk('curl', ['-sS', '--max-time', '10', `http://${lab.target}:${HTTP_PORT}/x`]), `hello GET /x host=${lab.target}:${HTTP_PORT}`);

@@ -27,7 +27,7 @@ import {
 import { DnsConfigError } from '../src/errors.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const SYSTEM_TS = fileURLToPath(new URL('../src/dns/system.ts', import.meta.url));
+const SYSTEM_TS = fileURLToPath(new URL('../src/dns/system/index.ts', import.meta.url));
 
 function tempDir(t: ExecutionContext): string {
   const d = mkdtempSync(join(tmpdir(), 'ktt-dns-'));

@@ -14,7 +14,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { UsageError } from '../src/errors.js';
-import { parseForwardTarget, parsePortMapping } from '../src/cli/forward.js';
+import { parseForwardTarget, parsePortMapping } from '../src/cli/common/forward-args.js';
 import { describePorts } from '../src/kube/target.js';
 import { fileNamespace, lab } from './lab/fixture.js';
 import { errorSentence, ktctlObjects, labKtctl, type CliRun } from './helpers/ktctl.js';

@@ -31,6 +31,7 @@ import {
   type Level,
   type PodMeta,
 } from './lab/api/podsecurity.js';
+import { eventually } from './helpers/poll.js';
 
 const RESTRICTED_SC: JsonObject = { allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } };
 
@@ -569,16 +570,6 @@ async function namespace(t: ExecutionContext, labels: Record<string, string>): P
   return name;
 }
 
-async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 const RESTRICTED_BARE = forbiddenDetail(evaluatePod('restricted', {}, { containers: [{ name: 'x', image: 'ktlab/echo' }] }));
 
 test.serial('API: a pod in an enforce=restricted namespace is refused with 403 Forbidden and the real message', async (t) => {
@@ -634,21 +625,21 @@ test.serial('API: a deployment in an enforce namespace gets only a warning; its 
   t.is(r.status, 201);
   const detail = forbiddenDetail(evaluatePod('restricted', {}, { containers: [{ name: 'web', image: 'ktlab/echo' }] }));
   t.deepEqual(r.warnings, [warningHeader(`would violate PodSecurity "restricted:latest": ${detail}`)]);
-  const event = await until('the FailedCreate event', async () => {
+  const event = await eventually(async () => {
     const evs = await request('GET', `/api/v1/namespaces/${ns}/events`);
     return (evs.json.items as JsonObject[]).find((e) => e.reason === 'FailedCreate');
-  });
+  }, 'the FailedCreate event', 10_000, 100);
   t.like(event, { type: 'Warning', involvedObject: { kind: 'ReplicaSet' }, source: { component: 'replicaset-controller' } });
   t.regex(String(event.message), new RegExp(`^Error creating: pods "web-[a-z0-9]+-[a-z0-9]{5}" is forbidden: violates PodSecurity "restricted:latest": `));
   t.true(String(event.message).endsWith(detail));
   const pods = await request('GET', `/api/v1/namespaces/${ns}/pods`);
   t.deepEqual(pods.json.items, []);
-  const rs = await until('the ReplicaFailure condition', async () => {
+  const rs = await eventually(async () => {
     const l = await request('GET', `/apis/apps/v1/namespaces/${ns}/replicasets`);
     const item = (l.json.items as JsonObject[])[0];
     const conds = ((item?.status as JsonObject | undefined)?.conditions ?? []) as JsonObject[];
     return conds.find((c) => c.type === 'ReplicaFailure');
-  });
+  }, 'the ReplicaFailure condition', 10_000, 100);
   t.like(rs, { status: 'True', reason: 'FailedCreate' });
 });
 

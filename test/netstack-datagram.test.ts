@@ -15,6 +15,7 @@ import { Ipv4Packet } from '../src/netstack/wire/ipv4.js';
 import { Ipv6Packet } from '../src/netstack/wire/ipv6.js';
 import { UdpPacket, UdpRepr } from '../src/netstack/wire/udp.js';
 import { VIRTIO_NET_HDR_LEN, VirtioFlags, VirtioNetHdr, VirtioRepr } from '../src/netstack/wire/virtio.js';
+import { until } from './helpers/poll.js';
 
 const LOCAL4 = Buffer.from([198, 18, 189, 2]);
 const DNS4 = Buffer.from([198, 19, 0, 10]);
@@ -108,14 +109,6 @@ function harness(t: ExecutionContext, opts: Partial<Omit<NetStackOptions, 'emit'
   return h;
 }
 
-async function until(pred: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error('condition not met');
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // DNS (N4)
 
@@ -161,7 +154,7 @@ async function ask(h: Harness, q: Buffer, v6 = false): Promise<Buffer> {
   const before = h.out.length;
   const pkt = h.builder.udp(v6 ? LOCAL6 : LOCAL4, v6 ? DNS6 : DNS4, { srcPort: 40053, dstPort: 53, payload: q });
   h.stack.input(pkt);
-  await until(() => h.out.length > before || h.bad.length > 0);
+  await until(() => h.out.length > before || h.bad.length > 0, { timeoutMs: 5000, intervalMs: 2 });
   if (h.bad.length > 0) throw new Error(h.bad.join('; '));
   const o = h.out[before]!;
   if (o.udp === null) throw new Error('not a UDP answer');
@@ -287,7 +280,7 @@ test('icmpEcho_requestLargerThanMtu_v4ReplyTruncatedToMtu', async (t) => {
   const data = Buffer.alloc(3000);
   for (let i = 0; i < data.length; i++) data[i] = (i * 7) & 0xff;
   h.stack.input(echoRequest(h.builder, false, data));
-  await until(() => h.out.length > 0 || h.bad.length > 0);
+  await until(() => h.out.length > 0 || h.bad.length > 0, { timeoutMs: 5000, intervalMs: 2 });
   t.deepEqual(h.bad, []);
   const r = h.out[0]!;
   t.is(r.ipLen, 1500);
@@ -296,7 +289,7 @@ test('icmpEcho_requestLargerThanMtu_v4ReplyTruncatedToMtu', async (t) => {
   t.deepEqual(got, data.subarray(0, 1500 - 20 - 8));
   // A request that fits is echoed whole.
   h.stack.input(echoRequest(h.builder, false, data.subarray(0, 1472), 2));
-  await until(() => h.out.length > 1);
+  await until(() => h.out.length > 1, { timeoutMs: 5000, intervalMs: 2 });
   t.deepEqual((h.out[1]!.icmp as { data: Buffer }).data, data.subarray(0, 1472));
   t.deepEqual(h.bad, []);
 });
@@ -305,9 +298,9 @@ test('icmpEcho_requestLargerThanMtu_v6Dropped', async (t) => {
   // RFC 4443 §4.2: the data is returned "entirely and unmodified"; we do not fragment, so no reply.
   const h = harness(t, { probe: reachable });
   h.stack.input(echoRequest(h.builder, true, Buffer.alloc(1500 - 40 - 8 + 1, 0x5a)));
-  await until(() => h.stack.stats().dropped.tooBig === 1);
+  await until(() => h.stack.stats().dropped.tooBig === 1, { timeoutMs: 5000, intervalMs: 2 });
   h.stack.input(echoRequest(h.builder, true, Buffer.alloc(1500 - 40 - 8, 0x5a), 2));
-  await until(() => h.out.length > 0);
+  await until(() => h.out.length > 0, { timeoutMs: 5000, intervalMs: 2 });
   t.is(h.out.length, 1);
   t.is(h.out[0]!.ipLen, 1500);
   t.deepEqual(h.bad, []);
@@ -336,14 +329,14 @@ test('icmpEcho_offloadFlagsDoNotMakeIcmpChecksumTrusted', async (t) => {
     for (const flags of [VirtioFlags.DataValid, VirtioFlags.NeedsCsum]) {
       h.stack.input(offloadedBadEcho(h.builder, v6, flags));
       n++;
-      await until(() => h.stack.stats().dropped.checksum === n);
+      await until(() => h.stack.stats().dropped.checksum === n, { timeoutMs: 5000, intervalMs: 2 });
     }
   }
   // A correct one with the same flags is answered, with a correct checksum.
   const good = echoRequest(h.builder, true, Buffer.from('ping'));
   VirtioNetHdr.newUnchecked(good).flags = VirtioFlags.DataValid;
   h.stack.input(good);
-  await until(() => h.out.length > 0 || h.bad.length > 0);
+  await until(() => h.out.length > 0 || h.bad.length > 0, { timeoutMs: 5000, intervalMs: 2 });
   t.deepEqual(h.bad, []);
   t.is(h.out.length, 1);
   t.like(h.out[0]!.icmp, { kind: 'echoReply', ident: 0x4242 });

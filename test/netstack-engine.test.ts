@@ -29,6 +29,7 @@ import { VIRTIO_NET_HDR_LEN, VirtioNetHdr, VirtioRepr } from '../src/netstack/wi
 import { formatIpv4 } from '../src/netstack/wire/ipv4.js';
 import { DirectDialer, type DirectDialerOptions } from './helpers/direct-dialer.js';
 import { closedPort } from './helpers/netns.js';
+import { until } from './helpers/poll.js';
 
 /** Maps every routed address to loopback (v4 -> 127.0.0.1, v6 -> ::1), same port, and records what was asked. */
 class LoopbackDialer implements Dialer {
@@ -466,14 +467,6 @@ function client(t: ExecutionContext, h: Harness, dstPort: number, v6 = false, is
   return c;
 }
 
-async function until(pred: () => boolean, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error('condition not met');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
 function readAll(s: Socket): Promise<Buffer> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
@@ -498,7 +491,7 @@ test('engine_synDialsFirstAndAbsorbsRepeatedSyn', async (t) => {
   t.like(c.synAck, { ackNumber: seqAdd(c.isn, 1), maxSegSize: 1460 });
   t.not(c.synAck!.windowScale, null);
   t.is(h.out.filter((o) => o.tcp?.control === 'syn').length, 1);
-  await until(() => accepted === 1);
+  await until(() => accepted === 1, { intervalMs: 5 });
   t.is(h.badChecksums, 0);
 });
 
@@ -535,7 +528,7 @@ test('engine_dataBothWaysChecksumsVerified', async (t) => {
   t.is(sha(c.received), sha(Buffer.concat([down, Buffer.from(sha(up))])));
   t.is(h.badChecksums, 0);
   // Our FIN acknowledged by the client: LAST-ACK -> CLOSED, the flow is gone.
-  await until(() => h.stack.stats().flows === 0);
+  await until(() => h.stack.stats().flows === 0, { intervalMs: 5 });
   const st = h.stack.stats();
   t.is(st.dropped.internal, 0);
   t.is(st.bytesBuffered, 0);
@@ -559,7 +552,7 @@ for (const [name, offload] of [['offload', true], ['full checksums', false]] as 
     c.end();
     await c.until(() => c.finReceived, 20_000);
     t.is(sha(c.received), sha(down));
-    await until(() => serverGot !== null);
+    await until(() => serverGot !== null, { intervalMs: 5 });
     t.is(sha(await serverGot!), sha(up));
     const data = h.out.filter((o) => (o.tcp?.payload.length ?? 0) > 0);
     t.true(data.length > 0);
@@ -589,7 +582,7 @@ test('engine_pooledCopiesForFarStreamsThatCopyOnWrite', async (t) => {
   await c.until(() => c.finReceived, 20_000);
   t.is(sha(serverGot), sha(up));
   t.is(c.received.toString(), sha(up));
-  await until(() => h.stack.stats().flows === 0);
+  await until(() => h.stack.stats().flows === 0, { intervalMs: 5 });
   t.is(h.stack.stats().bytesBuffered, 0);
 });
 
@@ -607,7 +600,7 @@ test('engine_replyWithNothingInFlightGoesOutWithinTheFarEvent', async (t) => {
   t.teardown(() => h.stack.close());
   const c = client(t, h, 80);
   t.is(await c.connect(), 'established');
-  await until(() => far !== null);
+  await until(() => far !== null, { intervalMs: 5 });
   await c.until(() => !c.ackOwed); // the client's ACK of our SYN-ACK has gone in: nothing in flight
   const sent = (from: number): string[] => h.out.slice(from).filter((p) => p.tcp && p.tcp.payload.length > 0).map((p) => p.tcp!.payload.toString());
   const before = h.out.length;
@@ -633,10 +626,10 @@ test('engine_farEndsFirstHalfCloseThenTimeWaitFreesFlow', async (t) => {
   // Half-closed: the local side still sends, and the far side gets it.
   c.write(Buffer.from('late data'));
   c.end();
-  await until(() => serverGot !== null);
+  await until(() => serverGot !== null, { intervalMs: 5 });
   t.is((await serverGot!).toString(), 'late data');
   // FIN-WAIT-2 -> TIME-WAIT -> (100 ms) CLOSED: the flow is freed.
-  await until(() => h.stack.stats().flows === 0);
+  await until(() => h.stack.stats().flows === 0, { intervalMs: 5 });
   t.is(h.stack.stats().flowsClosed, 1);
 });
 
@@ -669,7 +662,7 @@ test('engine_slowFarSideKeepsMemoryBounded', async (t) => {
   // The far side reads again: everything arrives, intact.
   c.end();
   far!.resume();
-  await until(() => got !== null);
+  await until(() => got !== null, { intervalMs: 5 });
   t.is(sha(await got!), sha(up));
   t.true(maxBuffered <= rx + (64 << 10), `buffered ${maxBuffered}`);
   t.is(h.badChecksums, 0);
@@ -687,8 +680,8 @@ test('engine_localRstDestroysFarStream', async (t) => {
   await c.connect();
   await new Promise((r) => setTimeout(r, 20));
   c.sendRst();
-  await until(() => closed);
-  await until(() => h.stack.stats().flows === 0);
+  await until(() => closed, { intervalMs: 5 });
+  await until(() => h.stack.stats().flows === 0, { intervalMs: 5 });
   t.pass();
 });
 
@@ -701,7 +694,7 @@ test('engine_farResetGivesRst', async (t) => {
   await c.connect();
   await c.until(() => c.rst !== null);
   t.is(c.rst!.control, 'rst');
-  await until(() => h.stack.stats().flows === 0);
+  await until(() => h.stack.stats().flows === 0, { intervalMs: 5 });
 });
 
 test('engine_ipv6Flow', async (t) => {
@@ -737,7 +730,7 @@ test('engine_offloadPartialChecksumsAndSuperSegments', async (t) => {
   c.end();
   await c.until(() => c.finReceived, 20_000);
   t.is(sha(c.received), sha(down));
-  await until(() => serverGot !== null);
+  await until(() => serverGot !== null, { intervalMs: 5 });
   t.is(sha(await serverGot!), sha(up));
   const gso = h.out.filter((o) => o.vnet?.gso);
   t.true(gso.length > 0, 'super-segments were sent');
@@ -782,11 +775,11 @@ test('engine_closeResetsEveryFlow', async (t) => {
   const { h } = harness(t);
   const cs = [client(t, h, p), client(t, h, p), client(t, h, p)];
   for (const c of cs) t.is(await c.connect(), 'established');
-  await until(() => farClosed.length === 3);
+  await until(() => farClosed.length === 3, { intervalMs: 5 });
   h.stack.close();
   h.stack.close(); // idempotent
   for (const c of cs) t.is(c.rst?.control, 'rst');
-  await until(() => farClosed.every(Boolean));
+  await until(() => farClosed.every(Boolean), { intervalMs: 5 });
   t.is(h.stack.stats().flows, 0);
 });
 
@@ -873,7 +866,7 @@ test('engine_icmpEchoOnlyWhenProbeSaysReachable', async (t) => {
   t.like(h.out.at(-1)!.icmp, { kind: 'echoReply', seqNo: 2 });
   // Unreachable address: no answer at all.
   h.stack.input(echo(LOCAL4, '198.18.191.21', 1));
-  await until(() => h.stack.stats().dropped.unreachable === 1);
+  await until(() => h.stack.stats().dropped.unreachable === 1, { intervalMs: 5 });
   t.is(h.out.filter((o) => o.icmp).length, 2);
   // IPv6
   const r6 = h.next((o) => o.icmp?.kind === 'echoReply' && o.v6);
@@ -926,7 +919,7 @@ test('engine_manyParallelFlows', async (t) => {
     await c.until(() => c.finReceived, 30_000);
     t.is(c.received.toString('hex'), sha(payloads[i]!));
   }));
-  await until(() => h.stack.stats().flows === 0);
+  await until(() => h.stack.stats().flows === 0, { intervalMs: 5 });
   t.is(h.badChecksums, 0);
   t.is(h.stack.stats().flowsOpened, n);
 });
@@ -955,14 +948,14 @@ test('engine_globalBudgetPausesFarReadsAndResumes', async (t) => {
     c.window = 0; // the local programs do not read yet
     t.is(await c.connect(), 'established');
   }
-  await until(() => fars.length === 4);
+  await until(() => fars.length === 4, { intervalMs: 5 });
   for (const s of fars) {
     const b = randomBytes(size);
     payloads.push(b);
     s.end(b);
   }
   // While the budget is used up, a new flow still starts: its share (flowShare) is its own.
-  await until(() => h.stack.stats().bytesBuffered >= budget);
+  await until(() => h.stack.stats().bytesBuffered >= budget, { intervalMs: 5 });
   const late = client(t, h, p);
   t.is(await late.connect(), 'established');
   t.is(h.stack.stats().dropped.memoryLimit, 0);

@@ -17,7 +17,7 @@ import { labDown, labUp } from './lab/cli.js';
 import { sysBin } from './lab/net/run.js';
 import { FILES } from './lab/api/pki.js';
 import { IMAGE_STORE_PREFIX } from './lab/images/store.js';
-import { defaultStateDir } from '../src/state.js';
+import { defaultStateDir } from '../src/state-records.js';
 
 const REPO = fileURLToPath(new URL('../', import.meta.url));
 

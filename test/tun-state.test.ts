@@ -15,8 +15,8 @@ const src = (p: string): string => JSON.stringify(pathToFileURL(fileURLToPath(ne
 const PRELUDE = `
 import { TunDevice } from ${src('device.ts')};
 import * as ipm from ${src('ip.ts')};
-import * as state from ${src('state.ts')};
-import { recordOwnerAlive } from ${src('../state.ts')};
+import * as state from ${src('device-record.ts')};
+import { recordOwnerAlive } from ${src('../state-records.ts')};
 import { parseCidr, formatCidr } from ${src('cidr.ts')};
 const emit = (o) => process.stdout.write(JSON.stringify(o) + '\\n');
 const A = JSON.parse(process.argv[2]);

@@ -1,9 +1,10 @@
-import { constants, accessSync, readFileSync } from 'node:fs';
+import { constants, accessSync } from 'node:fs';
 import { Command, Option } from 'clipanion';
 import type { Permission } from '../kube/access.js';
 import type { Kube } from '../kube/api.js';
 import type { KubeTarget } from '../kube/config.js';
-import { describeError, KubeCommand } from './base.js';
+import { netAdminCapability } from '../tun/access.js';
+import { describeError, KubeCommand } from './common/command.js';
 
 /** The Kubernetes layer, loaded when a command needs it (it carries @kubernetes/client-node). */
 async function kubeLayer() {
@@ -23,16 +24,6 @@ interface Line {
   level: Level;
   what: string;
   fix?: string;
-}
-
-/** CAP_NET_ADMIN (bit 12) in this process's effective capabilities. */
-function hasNetAdmin(): boolean {
-  try {
-    const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'));
-    return m !== null && (BigInt(`0x${m[1]}`) & (1n << 12n)) !== 0n;
-  } catch {
-    return false;
-  }
 }
 
 export class CheckCommand extends KubeCommand {
@@ -114,7 +105,7 @@ export class CheckCommand extends KubeCommand {
     } catch {
       tun = false;
     }
-    const netAdmin = hasNetAdmin();
+    const netAdmin = netAdminCapability() ?? false;
     if (tun && netAdmin) print({ level: 'ok', what: '/dev/net/tun is usable and this process has CAP_NET_ADMIN (connect --mode tun works)' });
     else
       print({

@@ -1,8 +1,8 @@
 import { Command, Option } from 'clipanion';
-import { UsageError } from '../errors.js';
 import { STALE_AFTER_MINUTES } from '../kube/names.js';
-import { KubeCommand } from './base.js';
-import { cleanLocalLeftovers } from './frontend-tun.js';
+import { KubeCommand } from './common/command.js';
+import { duration } from './common/validators.js';
+import { cleanLocalLeftovers } from '../connect/local-cleanup.js';
 
 export class CleanCommand extends KubeCommand {
   static override paths = [['clean']];
@@ -26,13 +26,13 @@ export class CleanCommand extends KubeCommand {
 
   thresholdInMinus = Option.String('--thresholdInMinus,--threshold-in-minus,--threshold-in-minutes,--thresholdInMinutes', String(STALE_AFTER_MINUTES), {
     description: `minutes since the last heartbeat after which an object is a leftover (default ${STALE_AFTER_MINUTES})`,
+    validator: duration('--thresholdInMinus', { unit: 'minutes', zero: true }),
   });
   dryRun = Option.Boolean('--dryRun,--dry-run', false, { description: 'list what would be removed or restored, change nothing' });
   override namespace = Option.String('--namespace,-n', { description: 'only this namespace (default: all namespaces you may list)' });
 
   async run(): Promise<number> {
-    const minutes = Number(this.thresholdInMinus);
-    if (!Number.isFinite(minutes) || minutes < 0) throw new UsageError(`--thresholdInMinus takes a number of minutes, 0 or more (got "${this.thresholdInMinus}")`);
+    const minutes = this.thresholdInMinus;
     const out = (line: string): void => {
       this.context.stdout.write(`${line}\n`);
     };
@@ -42,7 +42,7 @@ export class CleanCommand extends KubeCommand {
     const [{ cleanStale }, { openKube }, { removeStaleProcessRecords }] = await Promise.all([
       import('../kube/clean.js'),
       import('../kube/session.js'),
-      import('../kube/state.js'),
+      import('../kube/process-record.js'),
     ]);
     const kube = openKube(this.kubeFlags());
     const actions = await cleanStale(kube, { thresholdMinutes: minutes, dryRun: this.dryRun, namespace: this.namespace, log: out });

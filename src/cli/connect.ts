@@ -1,10 +1,11 @@
 import { Command, Option } from 'clipanion';
-import { UsageError } from '../errors.js';
+import { connectSocks } from '../connect/socks.js';
+import { checkDnsFlags } from '../connect/tun/dns-plan.js';
+import { connectTun } from '../connect/tun/session.js';
 import { DEFAULT_PROXY_HOST, DEFAULT_PROXY_PORT } from '../proxy/index.js';
-import { serveTransport, TransportCommand } from './connect-transport.js';
-import { listenSocks } from './frontend-socks.js';
-import { checkTunAccess, connectTun, parseTunFlags } from './frontend-tun.js';
-import { parsePort } from './via.js';
+import { checkTunAccess } from '../tun/access.js';
+import { TransportCommand } from './common/transport.js';
+import { cidrList, dnsMode, oneOf, parseClusterDomain, port, tunName, wholeSeconds } from './common/validators.js';
 
 export class ConnectCommand extends TransportCommand {
   static override paths = [['connect']];
@@ -33,47 +34,34 @@ export class ConnectCommand extends TransportCommand {
     ],
   });
 
-  mode = Option.String('--mode,-m', 'tun', { description: 'tun (default: every program, needs root) or socks (a local SOCKS5/HTTP proxy, no root)' });
+  mode = Option.String('--mode,-m', 'tun', { description: 'tun (default: every program, needs root) or socks (a local SOCKS5/HTTP proxy, no root)', validator: oneOf('--mode', ['tun', 'socks']) });
   proxyAddr = Option.String('--proxyAddr,--proxy-addr', DEFAULT_PROXY_HOST, { description: 'address the proxy listens on (socks mode)' });
-  proxyPort = Option.String('--proxyPort,--proxy-port', String(DEFAULT_PROXY_PORT), { description: 'port the proxy listens on (socks mode)' });
+  proxyPort = Option.String('--proxyPort,--proxy-port', String(DEFAULT_PROXY_PORT), { description: 'port the proxy listens on (socks mode)', validator: port('--proxyPort') });
   dnsServer = Option.String('--dnsServer,--dns-server', { description: 'a DNS server on the far side (IP) for servers without ktctl\'s DNS subsystem' });
 
   // The --via and Kubernetes flags come from TransportCommand.
 
-  // TUN mode.
-  tunName = Option.String('--tunName,--tun-name', { description: 'TUN device name (default kt0, or the next free ktN)' });
-  includeIps = Option.String('--includeIps,--include-ips', { description: 'extra CIDRs to route through the tunnel (comma separated)' });
-  excludeIps = Option.String('--excludeIps,--exclude-ips', { description: 'CIDRs never to route through the tunnel (comma separated)' });
-  dnsMode = Option.String('--dnsMode,--dns-mode', 'localDNS', { description: 'localDNS (default), hosts or podDNS' });
-  dnsCacheTtl = Option.String('--dnsCacheTtl,--dns-cache-ttl', '60', { description: 'seconds to cache cluster DNS answers at most' });
+  // TUN mode (src/connect/tun/).
+  tunName = Option.String('--tunName,--tun-name', { description: 'TUN device name (default kt0, or the next free ktN)', validator: tunName });
+  includeIps = Option.String('--includeIps,--include-ips', { description: 'extra CIDRs to route through the tunnel (comma separated)', validator: cidrList('--includeIps') });
+  excludeIps = Option.String('--excludeIps,--exclude-ips', { description: 'CIDRs never to route through the tunnel (comma separated)', validator: cidrList('--excludeIps') });
+  dnsMode = Option.String('--dnsMode,--dns-mode', 'localDNS', { description: 'localDNS (default), hosts or podDNS', validator: dnsMode });
+  dnsCacheTtl = Option.String('--dnsCacheTtl,--dns-cache-ttl', '60', { description: 'seconds to cache cluster DNS answers at most', validator: wholeSeconds('--dnsCacheTtl') });
 
   async run(): Promise<number> {
-    if (this.mode !== 'socks' && this.mode !== 'tun') throw new UsageError(`--mode must be tun or socks (got "${this.mode}")`);
-    if (this.mode === 'tun') {
-      const flags = parseTunFlags({
-        tunName: this.tunName, includeIps: this.includeIps, excludeIps: this.excludeIps, dnsMode: this.dnsMode,
-        dnsCacheTtl: this.dnsCacheTtl, clusterDomain: this.clusterDomain, dnsServer: this.dnsServer, via: this.via !== undefined,
-      });
-      const buildTransport = this.transportBuilder({ mode: this.mode, dnsServer: this.dnsServer });
-      checkTunAccess();
-      return connectTun({ flags, buildTransport, stop: this.stop, stdout: this.context.stdout, log: (l) => this.log(l), debug: (l) => this.debugLog(l), debugEnabled: this.debug });
+    const io = this.io();
+    if (this.mode === 'socks') {
+      const buildTransport = this.transportBuilder({ mode: this.mode, proxy: `${this.proxyAddr}:${this.proxyPort}`, dnsServer: this.dnsServer });
+      return connectSocks({ ...io, host: this.proxyAddr, port: this.proxyPort, buildTransport });
     }
-    const proxyPort = parsePort(this.proxyPort, '--proxyPort');
-    const buildTransport = this.transportBuilder({ mode: this.mode, proxy: `${this.proxyAddr}:${this.proxyPort}`, dnsServer: this.dnsServer });
-    let socks: { announce(): void } | undefined;
-    return serveTransport({
-      buildTransport,
-      stop: this.stop,
-      log: (l) => this.log(l),
-      debug: (l) => this.debugLog(l),
-      // The proxy listens before the transport exists: a taken port fails before any network traffic,
-      // and what it accepts meanwhile waits for the tunnel.
-      prepare: async (ctx, dialer) => {
-        socks = await listenSocks({ host: this.proxyAddr, port: proxyPort, stdout: this.context.stdout, log: ctx.log, debug: ctx.debug, undo: ctx.undo }, dialer);
-      },
-      start: async () => {
-        socks?.announce();
-      },
-    });
+    const via = this.via !== undefined;
+    checkDnsFlags({ dnsMode: this.dnsMode, via });
+    const flags = {
+      tunName: this.tunName, include: this.includeIps ?? [], exclude: this.excludeIps ?? [], dnsMode: this.dnsMode,
+      dnsCacheTtl: this.dnsCacheTtl, clusterDomain: parseClusterDomain(this.clusterDomain), dnsServer: this.dnsServer, via,
+    };
+    const buildTransport = this.transportBuilder({ mode: this.mode, dnsServer: this.dnsServer });
+    checkTunAccess();
+    return connectTun({ ...io, flags, buildTransport, debugEnabled: this.debug });
   }
 }

@@ -1,8 +1,7 @@
 import { Command, Option } from 'clipanion';
-import { UsageError } from '../errors.js';
-import type { ServiceTakeover } from '../kube/takeover.js';
-import { kubeTransport, serveTransport } from './connect-transport.js';
-import { ExposeCommand, serveExposedPorts } from './expose.js';
+import { exchangeService } from '../connect/takeover.js';
+import { ExposeCommand } from './common/expose.js';
+import { duration, oneOf } from './common/validators.js';
 
 export class ExchangeCommand extends ExposeCommand {
   static override paths = [['exchange']];
@@ -29,39 +28,19 @@ export class ExchangeCommand extends ExposeCommand {
   });
 
   service = Option.String({ name: 'svc|svc/NAME|deploy/NAME' });
-  mode = Option.String('--mode,-m', 'selector', { description: 'selector (default: point the service at the shadow) or scale (scale the deployment to 0)' });
-  recoverWaitTime = Option.String('--recoverWaitTime,--recover-wait-time', '120', { description: 'seconds to wait on exit for the scaled-back replicas to be ready (scale mode)' });
+  mode = Option.String('--mode,-m', 'selector', { description: 'selector (default: point the service at the shadow) or scale (scale the deployment to 0)', validator: oneOf('--mode', ['selector', 'scale']) });
+  recoverWaitTime = Option.String('--recoverWaitTime,--recover-wait-time', '120', {
+    description: 'seconds to wait on exit for the scaled-back replicas to be ready (scale mode)',
+    validator: duration('--recoverWaitTime', { unit: 'seconds', zero: true }),
+  });
 
   async run(): Promise<number> {
     const ports = this.exposedPorts();
-    if (this.mode !== 'selector' && this.mode !== 'scale') throw new UsageError(`--mode must be selector or scale (got "${this.mode}")`);
-    const mode = this.mode;
-    const wait = Number(this.recoverWaitTime);
-    if (!Number.isFinite(wait) || wait < 0) throw new UsageError(`--recoverWaitTime takes a number of seconds, 0 or more (got "${this.recoverWaitTime}")`);
-    const shadow = this.kubeTransportOptions({ role: 'exchange', mode: `exchange ${mode}` });
+    const shadow = this.kubeTransportOptions({ role: 'exchange', mode: `exchange ${this.mode}` });
     await this.checkLocal(ports);
-    const k = await import('../kube/takeover.js');
-    let t!: ServiceTakeover;
-    let labels: Record<string, string> = {};
-    return serveTransport({
-      stop: this.stop,
-      log: (l) => this.log(l),
-      debug: (l) => this.debugLog(l),
-      // Everything that can refuse comes before the shadow: RBAC, the target, its ports, the lock.
-      prepare: async (ctx) => {
-        t = await k.prepareServiceTakeover({ ...ctx, flags: this.kubeFlags(), role: 'exchange', target: this.service, expose: ports, check: mode === 'scale' ? k.requireDeployment : undefined });
-        labels = k.exchangeLabels(t, mode);
-      },
-      buildTransport: (ctx) => kubeTransport({ ...shadow, labels: { ...shadow.labels, ...labels }, ports: k.shadowPorts(t.exposed) }, ctx),
-      start: async (transport, ctx) => {
-        await serveExposedPorts(transport.tunnel, t.exposed, ctx.log, ctx.undo);
-        await k.divertService(t, { ...ctx, mode, labels, recoverWaitMs: wait * 1000, stderr: this.context.stderr });
-        // Stopped first on exit, so no heartbeat lands on an object whose annotations were just removed.
-        ctx.undo.add('the heartbeat', () => t.heartbeat.stop());
-        for (const p of t.exposed) {
-          this.context.stdout.write(`exchanged service ${t.namespace}/${t.service} port ${p.servicePort}${p.listen !== p.servicePort ? ` (pods' port ${p.listen})` : ''} -> 127.0.0.1:${p.local} (--mode ${mode}); Ctrl-C restores it\n`);
-        }
-      },
+    return exchangeService({
+      ...this.io(), stderr: this.context.stderr, flags: this.kubeFlags(), ports, shadow,
+      service: this.service, mode: this.mode, recoverWaitMs: this.recoverWaitTime * 1000,
     });
   }
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-import { Builtins, Cli } from 'clipanion';
+import { Builtins } from 'clipanion';
 import { CheckCommand } from './check.js';
 import { CleanCommand } from './clean.js';
+import { KtctlCli } from './common/command.js';
 import { ConnectCommand } from './connect.js';
 import { ExchangeCommand } from './exchange.js';
 import { MeshCommand } from './mesh.js';
@@ -9,12 +10,12 @@ import { PreviewCommand } from './preview.js';
 import { RecoverCommand } from './recover.js';
 import { ForwardCommand } from './forward.js';
 import { StatusCommand } from './status.js';
-import { VERSION } from './version.js';
-import { tuneHeapForStreaming } from '../protocol/heap.js';
+import { VERSION } from '../version.js';
+import { tuneHeapForStreaming } from '../runtime/v8-heap.js';
 
 tuneHeapForStreaming();
 
-const cli = new Cli({
+const cli = new KtctlCli({
   binaryLabel: 'ktctl',
   binaryName: 'ktctl',
   binaryVersion: VERSION,

@@ -1,11 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { Command, Option } from 'clipanion';
 import { UsageError } from '../errors.js';
-import { DEFAULT_MARK_HEADER, meshBindAddress, meshMarkProblem, type MeshMark } from '../protocol/index.js';
-import type { ServiceTakeover } from '../kube/takeover.js';
-import { kubeTransport, serveTransport } from './connect-transport.js';
-import { ExposeCommand, serveExposedPorts } from './expose.js';
-import type { KubeTransportOptions } from './transport-kube.js';
+import { DEFAULT_MARK_HEADER, meshMarkProblem, type MeshMark } from '../protocol/index.js';
+import { meshService } from '../connect/takeover.js';
+import { ExposeCommand } from './common/expose.js';
+import { oneOf } from './common/validators.js';
 
 /** `--versionMark key:val`, `val` (header VERSION), or nothing (a random value). */
 export function parseVersionMark(text: string | undefined): MeshMark {
@@ -58,54 +57,20 @@ export class MeshCommand extends ExposeCommand {
   });
 
   service = Option.String({ name: 'svc|svc/NAME|deploy/NAME' });
-  mode = Option.String('--mode,-m', 'auto', { description: 'auto (default: a router in front of the service) or manual (a shadow and the Istio rules for it)' });
+  mode = Option.String('--mode,-m', 'auto', { description: 'auto (default: a router in front of the service) or manual (a shadow and the Istio rules for it)', validator: oneOf('--mode', ['auto', 'manual']) });
   versionMark = Option.String('--versionMark,--version-mark', { description: 'HEADER:VALUE that marks the requests for this machine (default VERSION:<random>)' });
   routerImage = Option.String('--routerImage,--router-image', { description: 'image of the router pod (default: the shadow image)' });
 
   async run(): Promise<number> {
     const ports = this.exposedPorts();
-    if (this.mode !== 'auto' && this.mode !== 'manual') throw new UsageError(`--mode must be auto or manual (got "${this.mode}")`);
     const mode = this.mode;
     const mark = parseVersionMark(this.versionMark);
     if (mode === 'manual') checkLabelValue(mark.value);
-    const header = `${mark.key}: ${mark.value}`;
     const shadow = this.kubeTransportOptions(mode === 'manual' ? { role: 'mesh', mode: 'mesh manual' } : { role: 'router', mode: 'mesh auto' });
     await this.checkLocal(ports);
-    const k = await import('../kube/takeover.js');
-    let t!: ServiceTakeover;
-    let manifests = '';
-    let transportOptions!: KubeTransportOptions;
-    return serveTransport({
-      stop: this.stop,
-      log: (l) => this.log(l),
-      debug: (l) => this.debugLog(l),
-      // Everything that can refuse comes before the tunnel: RBAC, the target, its ports, the lock, the mark.
-      prepare: async (ctx) => {
-        t = await k.prepareServiceTakeover({ ...ctx, flags: this.kubeFlags(), role: 'mesh', target: this.service, expose: ports });
-        if (mode === 'manual') {
-          const manual = k.meshManual(t, mark, this.clusterDomain);
-          manifests = manual.manifests;
-          transportOptions = { ...shadow, labels: { ...shadow.labels, ...manual.labels }, ports: k.shadowPorts(t.exposed) };
-          return;
-        }
-        const image = this.routerImage ?? shadow.image;
-        const router = await k.joinMeshRouter(t, { ...ctx, ...shadow, image, mark, signal: ctx.signal });
-        transportOptions = { ...shadow, image, attach: { name: router.name, keys: router.keys, what: router.what } };
-      },
-      buildTransport: (ctx) => kubeTransport(transportOptions, ctx),
-      start: async (transport, ctx) => {
-        await serveExposedPorts(transport.tunnel, t.exposed, ctx.log, ctx.undo, mode === 'auto' ? meshBindAddress(mark) : undefined);
-        // Stopped first on exit, so no heartbeat lands on an object whose annotations were just removed.
-        ctx.undo.add('the heartbeat', () => t.heartbeat.stop());
-        const out = this.context.stdout;
-        if (mode === 'manual') {
-          out.write(`a shadow with the labels of service ${t.namespace}/${t.service} and version=${mark.value} takes a share of its traffic; for routing by header, apply:\n${manifests}`);
-        }
-        out.write(`version mark: ${header}\n`);
-        for (const p of t.exposed) {
-          out.write(`meshed service ${t.namespace}/${t.service} port ${p.servicePort} (--mode ${mode}): requests with "${header}" -> 127.0.0.1:${p.local}; Ctrl-C stops\n`);
-        }
-      },
+    return meshService({
+      ...this.io(), stderr: this.context.stderr, flags: this.kubeFlags(), ports, shadow,
+      service: this.service, mode, mark, clusterDomain: this.clusterDomain, routerImage: this.routerImage,
     });
   }
 }

@@ -1,7 +1,6 @@
 import { Command, Option } from 'clipanion';
-import type { PreviewTarget } from '../kube/takeover.js';
-import { kubeTransport, serveTransport } from './connect-transport.js';
-import { ExposeCommand, serveExposedPorts } from './expose.js';
+import { previewService } from '../connect/takeover.js';
+import { ExposeCommand } from './common/expose.js';
 
 export class PreviewCommand extends ExposeCommand {
   static override paths = [['preview'], ['run']];
@@ -27,23 +26,6 @@ export class PreviewCommand extends ExposeCommand {
     const ports = this.exposedPorts();
     const shadow = this.kubeTransportOptions({ role: 'preview', mode: 'preview', ports: ports.map((x) => ({ containerPort: x.remote })) });
     await this.checkLocal(ports);
-    const k = await import('../kube/takeover.js');
-    let p!: PreviewTarget;
-    return serveTransport({
-      stop: this.stop,
-      log: (l) => this.log(l),
-      debug: (l) => this.debugLog(l),
-      prepare: async (ctx) => {
-        p = await k.preparePreview({ ...ctx, flags: this.kubeFlags(), name: this.name });
-      },
-      buildTransport: (ctx) => kubeTransport({ ...shadow, labels: { ...shadow.labels, ...k.previewLabels(p) } }, ctx),
-      start: async (transport, ctx) => {
-        await serveExposedPorts(transport.tunnel, ports.map((x) => ({ local: x.local, listen: x.remote })), ctx.log, ctx.undo);
-        await k.publishPreview(p, { ...ctx, labels: shadow.labels, annotations: shadow.annotations, ports, external: this.external });
-        for (const x of ports) {
-          this.context.stdout.write(`previewing service ${p.namespace}/${p.name} port ${x.remote} -> 127.0.0.1:${x.local}${this.external ? ' (LoadBalancer)' : ''}; Ctrl-C removes it\n`);
-        }
-      },
-    });
+    return previewService({ ...this.io(), stderr: this.context.stderr, flags: this.kubeFlags(), ports, shadow, name: this.name, external: this.external });
   }
 }

@@ -1,6 +1,6 @@
 import { Command, Option } from 'clipanion';
 import { STALE_AFTER_MINUTES } from '../kube/names.js';
-import { KubeCommand } from './base.js';
+import { KubeCommand } from './common/command.js';
 
 export class RecoverCommand extends KubeCommand {
   static override paths = [['recover']];

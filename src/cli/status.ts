@@ -1,7 +1,7 @@
 import { Command, Option } from 'clipanion';
 import type { KtctlObject } from '../kube/clean.js';
 import { LABEL_ROLE } from '../kube/names.js';
-import { describeError, KubeCommand } from './base.js';
+import { describeError, KubeCommand } from './common/command.js';
 
 export class StatusCommand extends KubeCommand {
   static override paths = [['status']];
@@ -26,7 +26,7 @@ export class StatusCommand extends KubeCommand {
     const [{ listKtctlObjects }, { openKube }, { listProcessRecords }, { netstackBounds }, { PROXY_BOUNDS }] = await Promise.all([
       import('../kube/clean.js'),
       import('../kube/session.js'),
-      import('../kube/state.js'),
+      import('../kube/process-record.js'),
       import('../netstack/index.js'),
       import('../proxy/index.js'),
     ]);

@@ -5,7 +5,7 @@
  */
 import { isIP } from 'node:net';
 import { aggregate, cover, formatCidr, tryParseCidr, type Cidr } from '../tun/cidr.js';
-import type { TransportNetwork } from '../cli/connect-transport.js';
+import type { TransportNetwork } from '../transport.js';
 import type { Kube } from './api.js';
 import { kubeCall } from './errors.js';
 

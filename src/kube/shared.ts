@@ -25,7 +25,7 @@ import { isConflict, isNotFound, kubeCall, KubeConfigError, unlessNotFound } fro
 import { patchAnnotations } from './heartbeat.js';
 import { ANNOTATION_SHARED_BY, ANNOTATION_USERS, dnsLabel, ownerOf, userAtHost } from './names.js';
 import { createPod, createSecret, deleteAndWait, makeShadowKeys, type ShadowKeys, type ShadowSpec } from './shadow.js';
-import { readSharedKey, removeSharedKey, writeSharedKey } from './state.js';
+import { readSharedKey, removeSharedKey, writeSharedKey } from './shared-key.js';
 import { sleep } from './util.js';
 
 /** Attempts at a join or leave before giving up (each conflict is one). */

@@ -10,7 +10,7 @@ import type { Kube } from './api.js';
 import { isNotFound, kubeCall } from './errors.js';
 import { originalSelectorOf } from './selector.js';
 
-/** One `--expose` port pair (parsed by src/cli/expose.ts). */
+/** One `--expose` port pair (parsed by src/cli/common/expose.ts). */
 export interface ExposePort {
   /** the port on this machine that gets the connections */
   local: number;

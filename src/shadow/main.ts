@@ -12,7 +12,7 @@ import { ROUTER_ENV, SHADOW_ENV, SHADOW_PORT, SHADOW_SECRET_KEYS, SHADOW_SECRET_
 import { jsonLineLogger } from './log.js';
 import { MeshRouter, RoutePortError } from './router.js';
 import { KeyError, ShadowServer } from './server.js';
-import { tuneHeapForStreaming } from '../protocol/heap.js';
+import { tuneHeapForStreaming } from '../runtime/v8-heap.js';
 
 tuneHeapForStreaming();
 

@@ -2,4 +2,4 @@
 export * from './device.js';
 export * from './cidr.js';
 export * from './ip.js';
-export * from './state.js';
+export * from './device-record.js';

@@ -233,15 +233,8 @@ export function readAll(stream: NodeJS.ReadableStream): Promise<Buffer> {
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** Polls `check` until it returns true or `timeoutMs` passes; returns its last result. */
-export async function eventually(check: () => Promise<boolean>, timeoutMs = 10_000): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return true;
-    if (Date.now() > deadline) return false;
-    await sleep(100);
-  }
-}
+/** Polls until a check holds (test/helpers/poll.ts); returns whether it did. */
+export { eventuallyTrue as eventually } from './poll.js';
 
 /**
  * An sshd_config for Debian's sshd run by a test or the bench: port `port`, host key, authorized

@@ -89,21 +89,7 @@ export async function waitForReadyPods(namespace: string, labelSelector: string,
   throw new Error(`pods ${labelSelector} in ${namespace}: wanted ${count} ready, saw [${seen}]`);
 }
 
-/** Polls `fn` until it returns a value other than undefined. */
-export async function eventually<T>(fn: () => Promise<T | undefined>, what: string, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (e) {
-      lastError = e;
-    }
-    await sleep(150);
-  }
-  throw new Error(`timed out waiting for ${what}${lastError ? `: ${String(lastError)}` : ''}`);
-}
+export { eventually } from '../helpers/poll.js';
 
 export interface CommandResult {
   stdout: string;

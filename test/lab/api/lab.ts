@@ -4,7 +4,7 @@
  */
 import { Store } from './store.js';
 import { R, Registry } from './registry.js';
-import { Controllers, NODE_IP, NODE_LABELS, NODE_NAME } from './controllers.js';
+import { Controllers, NODE_IP, NODE_LABELS, NODE_NAME } from './controllers/index.js';
 import { ApiServer } from './server.js';
 import type { User } from './auth.js';
 import { USERS, type Tokens } from './pki.js';

@@ -1,8 +1,13 @@
+/**
+ * `connect --mode socks`'s front end: the SOCKS5/HTTP proxy (src/proxy) on one local port.
+ */
 import type { Writable } from 'node:stream';
 import { ProxyServer } from '../proxy/index.js';
 import type { Dialer } from '../dialer.js';
+import type { TransportBuilder } from '../transport.js';
 import type { Undo } from '../undo.js';
-import { urlHost } from './transport-via.js';
+import { serveTransport, type CommandIo } from './serve.js';
+import { urlHost } from '../ssh/via.js';
 
 export interface SocksFrontEndOptions {
   host: string;
@@ -37,4 +42,25 @@ export async function listenSocks(o: SocksFrontEndOptions, dialer: Dialer): Prom
       o.stdout.write(`export ALL_PROXY=socks5h://${where} HTTP_PROXY=http://${where} HTTPS_PROXY=http://${where}\n`);
     },
   };
+}
+
+/**
+ * `ktctl connect --mode socks`: the proxy listens before the transport exists (a taken port fails
+ * before any network traffic, and what it accepts meanwhile waits for the tunnel); the line to
+ * paste is printed once the transport is up.
+ */
+export async function connectSocks(o: CommandIo & { host: string; port: number; buildTransport: TransportBuilder }): Promise<number> {
+  let socks: { announce(): void } | undefined;
+  return serveTransport({
+    buildTransport: o.buildTransport,
+    stop: o.stop,
+    log: o.log,
+    debug: o.debug,
+    prepare: async (ctx, dialer) => {
+      socks = await listenSocks({ host: o.host, port: o.port, stdout: o.stdout, log: ctx.log, debug: ctx.debug, undo: ctx.undo }, dialer);
+    },
+    start: async () => {
+      socks?.announce();
+    },
+  });
 }

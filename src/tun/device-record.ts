@@ -14,11 +14,11 @@
  * interface, provided the interface is still a TUN device (a different interface that took the
  * name meanwhile is left alone).
  *
- * The state directory and the record files are src/state.ts's, shared with the DNS changes and
+ * The state directory and the record files are src/state-records.ts's, shared with the DNS changes and
  * the process records.
  */
 import { rmSync } from 'node:fs';
-import { defaultStateDir, listStateRecords, newRecordBase, recordOwnerAlive, StateRecordFile, type StateRecordBase } from '../state.js';
+import { defaultStateDir, listStateRecords, newRecordBase, recordOwnerAlive, StateRecordFile, type StateRecordBase } from '../state-records.js';
 import { formatCidr, tryParseCidr, type Cidr } from './cidr.js';
 import { deleteLink, deleteRoutes, linkInfo } from './ip.js';
 

@@ -3,12 +3,10 @@
  * (pid, mode, namespace, shadow, proxy) into the state directory and removes it on exit. A record
  * whose process is gone (kill -9) is shown as stale and removed by `ktctl clean`.
  *
- * Also where --shareShadow keeps the shared client key (0600, keyed by namespace and shadow), so
- * that the user's other processes can use the shadow without the key ever being in the cluster.
  */
-import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { defaultStateDir, processStartTime, recordOwnerAlive, StateRecordFile, writeStateFile } from '../state.js';
+import { defaultStateDir, processStartTime, recordOwnerAlive, StateRecordFile } from '../state-records.js';
 
 export interface ProcessRecord {
   version: 1;
@@ -80,33 +78,3 @@ export function removeStaleProcessRecords(dir: string = defaultStateDir()): Proc
   return gone;
 }
 
-export interface SharedKeyFile {
-  clientPrivate: string;
-  clientPublic: string;
-  hostPublic: string;
-}
-
-function sharedKeyPath(dir: string, namespace: string, shadow: string): string {
-  return join(dir, `shared-${namespace}-${shadow}.key.json`);
-}
-
-export function readSharedKey(namespace: string, shadow: string, dir: string = defaultStateDir()): SharedKeyFile | undefined {
-  try {
-    const k = JSON.parse(readFileSync(sharedKeyPath(dir, namespace, shadow), 'utf8')) as SharedKeyFile;
-    if (typeof k.clientPrivate === 'string' && typeof k.clientPublic === 'string' && typeof k.hostPublic === 'string') return k;
-  } catch {
-    /* none */
-  }
-  return undefined;
-}
-
-export function writeSharedKey(namespace: string, shadow: string, key: SharedKeyFile, dir: string = defaultStateDir()): string {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const path = sharedKeyPath(dir, namespace, shadow);
-  writeStateFile(path, JSON.stringify(key));
-  return path;
-}
-
-export function removeSharedKey(namespace: string, shadow: string, dir: string = defaultStateDir()): void {
-  rmSync(sharedKeyPath(dir, namespace, shadow), { force: true });
-}

@@ -1,6 +1,6 @@
-import { Command, Option } from 'clipanion';
-import { KtctlError } from '../errors.js';
-import type { KubeFlags } from '../kube/session.js';
+import { Cli, Command, Option, type BaseContext } from 'clipanion';
+import { KtctlError } from '../../errors.js';
+import type { KubeFlags } from '../../kube/session.js';
 
 /**
  * What every ktctl command shares: `--debug`, and turning a failure into one sentence on stderr
@@ -52,4 +52,35 @@ export function describeError(error: unknown, withStack = false): string {
   }
   if (error instanceof Error) return withStack ? (error.stack ?? error.message) : error.message;
   return String(error);
+}
+
+/**
+ * A flag that fails its validator (validators.ts) fails while clipanion parses, before any command
+ * runs: this command stands in for the one that could not be made, and reports the failure as
+ * `execute()` reports every other (`ktctl: <sentence>` on stderr, exit 1).
+ */
+class FlagErrorCommand extends Command {
+  constructor(
+    readonly error: KtctlError,
+    readonly withStack: boolean,
+  ) {
+    super();
+  }
+
+  async execute(): Promise<number> {
+    this.context.stderr.write(`ktctl: ${describeError(this.error, this.withStack)}\n`);
+    return 1;
+  }
+}
+
+/** clipanion's Cli, with a flag's validation failure reported in ktctl's words (see FlagErrorCommand). */
+export class KtctlCli extends Cli {
+  override process(input: string[], context: Partial<BaseContext> | void): Command<BaseContext> {
+    try {
+      return super.process(input, context ?? {});
+    } catch (error) {
+      if (!(error instanceof KtctlError)) throw error;
+      return new FlagErrorCommand(error, input.includes('--debug') || input.includes('-d'));
+    }
+  }
 }

@@ -1,28 +1,32 @@
+/**
+ * The Kubernetes transport (src/transport.ts's contract): a shadow pod made for this run (or shared),
+ * ssh over the API server's port-forward, made again when it disappears, kept by heartbeats. Loaded
+ * lazily by src/connect/transports.ts: @kubernetes/client-node is heavy, and a --via run must not carry it.
+ */
 import { randomBytes } from 'node:crypto';
-import { isIP } from 'node:net';
 import type { Writable } from 'node:stream';
-import { makeInformer, type V1Service } from '@kubernetes/client-node';
 import type { CipherAlgorithm } from 'ssh2';
 import { AuthError, HostKeyError, InputFileError } from '../errors.js';
 import { SHADOW_PORT } from '../protocol/index.js';
 import { ReconnectingTunnel } from '../ssh/reconnect.js';
 import { SshTunnel } from '../ssh/tunnel.js';
-import { firstDenied, NEEDS } from '../kube/access.js';
-import { Kube } from '../kube/api.js';
-import { cleanStale } from '../kube/clean.js';
-import { loadKubeConfig } from '../kube/config.js';
-import { isNotFound, kubeCall, KubeForbiddenError, KubeNotFoundError, KubeUnauthorizedError, PodSecurityError, ShadowPodError, unlessNotFound } from '../kube/errors.js';
-import { ShadowProgramError } from '../kube/bundle.js';
-import { Heartbeat } from '../kube/heartbeat.js';
-import { discoverNetwork } from '../kube/network.js';
-import { openPortForward } from '../kube/portforward.js';
-import { Progress } from '../kube/progress.js';
-import { joinSharedShadow, sharedShadowName } from '../kube/shared.js';
-import { createPod, createSecret, makeShadowKeys, podReady, waitForShadow, type ShadowKeys, type ShadowSpec } from '../kube/shadow.js';
-import type { PodSettings } from '../kube/pod-settings.js';
-import { STALE_AFTER_MINUTES, type Role } from '../kube/names.js';
-import { writeProcessRecord } from '../kube/state.js';
-import type { ClusterService, ServiceWatch, Transport, TransportContext } from './connect-transport.js';
+import type { Transport, TransportContext } from '../transport.js';
+import { firstDenied, NEEDS } from './access.js';
+import { Kube } from './api.js';
+import { cleanStale } from './clean.js';
+import { loadKubeConfig } from './config.js';
+import { isNotFound, kubeCall, KubeForbiddenError, KubeNotFoundError, KubeUnauthorizedError, PodSecurityError, ShadowPodError, unlessNotFound } from './errors.js';
+import { ShadowProgramError } from './bundle.js';
+import { Heartbeat } from './heartbeat.js';
+import { discoverNetwork } from './network.js';
+import { openPortForward } from './portforward.js';
+import { Progress } from './progress.js';
+import { joinSharedShadow, sharedShadowName } from './shared.js';
+import { createPod, createSecret, makeShadowKeys, podReady, waitForShadow, type ShadowKeys, type ShadowSpec } from './shadow.js';
+import type { PodSettings } from './pod-settings.js';
+import { STALE_AFTER_MINUTES, type Role } from './names.js';
+import { writeProcessRecord } from './process-record.js';
+import { watchServices } from './services-watch.js';
 
 export interface KubeTransportOptions {
   kubeconfig?: string;
@@ -201,66 +205,5 @@ export async function kubeTransport(o: KubeTransportOptions, ctx: TransportConte
     fatal,
     network: () => discoverNetwork(kube, { clusterDomain: o.clusterDomain, namespace, debug: ctx.debug }),
     services: (onChange) => watchServices(kube, namespace, onChange, ctx),
-  };
-}
-
-/** How long a burst of watch events is collected before `onChange` sees the list. */
-const SERVICES_SETTLE_MS = 50;
-/** How long after a failed list or watch the Services are listed and watched again. */
-const SERVICES_RETRY_MS = 2000;
-
-/**
- * Lists and watches Services (client-node's informer: a list, then a watch from its
- * resourceVersion, listed again after 410 Gone); every namespace's when RBAC allows it, else the
- * connected namespace's. A failed list or watch is retried until `stop()`.
- */
-async function watchServices(kube: Kube, namespace: string, onChange: (services: ClusterService[]) => void, ctx: TransportContext): Promise<ServiceWatch> {
-  let scope: ServiceWatch['scope'] = 'cluster';
-  try {
-    await kubeCall({ verb: 'list', resource: 'services', server: kube.server }, () => kube.core.listServiceForAllNamespaces({ limit: 1 }));
-  } catch (error) {
-    if (!(error instanceof KubeForbiddenError)) throw error;
-    scope = 'namespace';
-    await kubeCall({ verb: 'list', resource: 'services', namespace, server: kube.server }, () => kube.core.listNamespacedService({ namespace, limit: 1 }));
-  }
-  const informer =
-    scope === 'cluster'
-      ? makeInformer<V1Service>(kube.kc, '/api/v1/services', () => kube.core.listServiceForAllNamespaces())
-      : makeInformer<V1Service>(kube.kc, `/api/v1/namespaces/${namespace}/services`, () => kube.core.listNamespacedService({ namespace }));
-  let stopped = false;
-  let settle: NodeJS.Timeout | undefined;
-  let retry: NodeJS.Timeout | undefined;
-  const deliver = (): void => {
-    clearTimeout(settle);
-    settle = undefined;
-    if (stopped) return;
-    onChange(
-      informer.list().map((s) => ({
-        namespace: s.metadata?.namespace ?? '',
-        name: s.metadata?.name ?? '',
-        ips: (s.spec?.clusterIPs ?? (s.spec?.clusterIP ? [s.spec.clusterIP] : [])).filter((ip) => isIP(ip) !== 0),
-      })),
-    );
-  };
-  const changed = (): void => {
-    settle ??= setTimeout(deliver, SERVICES_SETTLE_MS);
-  };
-  informer.on('change', changed);
-  informer.on('error', (error: unknown) => {
-    if (stopped) return;
-    ctx.debug(`watch of services: ${error instanceof Error ? error.message : String(error)}; again in ${SERVICES_RETRY_MS / 1000} s`);
-    clearTimeout(retry);
-    retry = setTimeout(() => void informer.start(), SERVICES_RETRY_MS);
-  });
-  await informer.start();
-  deliver();
-  return {
-    scope,
-    async stop() {
-      stopped = true;
-      clearTimeout(settle);
-      clearTimeout(retry);
-      await informer.stop();
-    },
   };
 }

@@ -1,5 +1,5 @@
 /**
- * V8 tuning for a process that moves a stream of bytes through ssh2.
+ * V8 heap tuning for a process that moves a stream of bytes through ssh2.
  *
  * V8 starts a full mark-compact when the old generation, counted together with the ArrayBuffer
  * memory allocated since the last one, reaches a limit it sets from the live heap times a growth
@@ -13,8 +13,8 @@
  * process RSS unchanged (young ArrayBuffers are still freed by every scavenge).
  *
  * V8 reads this flag each time it sets the limit, so setting it at startup is enough. Call once,
- * first thing, in long-running entry points: the CLI and the shadow (this file lives in
- * src/protocol, the one folder both share, for that reason).
+ * first thing, in long-running entry points: the CLI and the shadow. src/runtime holds what both
+ * programs set in their Node runtime; with src/protocol it is all the shadow may import.
  */
 import { setFlagsFromString } from 'node:v8';
 

@@ -1,0 +1,125 @@
+/**
+ * The flags of every command that makes a shadow pod (`connect`, `forward`, `exchange`, `mesh`,
+ * `preview`): the kubeconfig ones plus the pod's, checked into the options of src/kube/transport.ts;
+ * and the signal watch these serving commands install first.
+ */
+import { Option } from 'clipanion';
+import type { CipherAlgorithm } from 'ssh2';
+import { shadowProgram } from '../../kube/bundle.js';
+import { DEFAULT_SHADOW_IMAGE } from '../../kube/names.js';
+import { SHADOW_UID, type PodSettings } from '../../kube/pod-settings.js';
+import type { KubeTransportOptions } from '../../kube/transport.js';
+import type { CommandIo } from '../../connect/serve.js';
+import { untilSignal, type SignalWatch } from '../../connect/signals.js';
+import { VERSION } from '../../version.js';
+import { KubeCommand } from './command.js';
+import { duration, keyValues, podQuota, runAsUser } from './validators.js';
+
+/** What a command adds to the shadow's options: its mode (`ktctl status`), role, labels and ports. */
+export interface ShadowRun {
+  mode: string;
+  proxy?: string;
+  role?: KubeTransportOptions['role'];
+  /** labels beside --withLabel (the command's own win) */
+  labels?: Record<string, string>;
+  ports?: KubeTransportOptions['ports'];
+  shareShadow?: boolean;
+  ciphers?: CipherAlgorithm[];
+}
+
+/**
+ * The kubeconfig flags plus the shadow pod's (`connect`, `forward`, `exchange`, `mesh`, `preview`;
+ * kebab-case accepted), checked into the options of `kubeTransport`.
+ */
+export abstract class ShadowCommand extends KubeCommand {
+  #stop: SignalWatch | undefined;
+
+  /**
+   * These commands serve until a signal: they watch for it before anything else happens, so a
+   * Ctrl-C at any moment of the start-up ends in `serveTransport`'s undo and exit 0.
+   */
+  override async execute(): Promise<number> {
+    this.#stop = untilSignal((l) => this.log(l));
+    this.debugLog(`ktctl ${VERSION} ${this.path.join(' ')}, pid ${process.pid}: watching for SIGINT/SIGTERM/SIGHUP`);
+    try {
+      return await super.execute();
+    } finally {
+      this.#stop.release();
+    }
+  }
+
+  /** The signal watch and where to print, for the function in src/connect the command calls. */
+  protected io(): CommandIo {
+    return { stop: this.stop, stdout: this.context.stdout, log: (l) => this.log(l), debug: (l) => this.debugLog(l) };
+  }
+
+  /** The signal watch `execute` installed, for `serveTransport`. */
+  protected get stop(): SignalWatch {
+    if (this.#stop === undefined) throw new TypeError('the signal watch exists only while execute() runs');
+    return this.#stop;
+  }
+
+  image = Option.String('--image', { description: 'shadow image' });
+  imagePullSecret = Option.String('--imagePullSecret,--image-pull-secret', { description: 'image pull secret for the shadow pod' });
+  nodeSelector = Option.String('--nodeSelector,--node-selector', { description: 'node selector for the shadow pod (key=value,...)', validator: keyValues('--nodeSelector') });
+  withLabel = Option.String('--withLabel,--with-label', { description: 'extra labels on every object ktctl makes (key=value,...)', validator: keyValues('--withLabel') });
+  withAnnotation = Option.String('--withAnnotation,--with-annotation', { description: 'extra annotations on every object ktctl makes (key=value,...)', validator: keyValues('--withAnnotation') });
+  podCreationTimeout = Option.String('--podCreationTimeout,--pod-creation-timeout', '60', {
+    description: 'seconds to wait for the shadow pod to be ready',
+    validator: duration('--podCreationTimeout', { unit: 'seconds', zero: false }),
+  });
+  portForwardTimeout = Option.String('--portForwardTimeout,--port-forward-timeout', '10', {
+    description: 'seconds to wait for the port-forward to the shadow',
+    validator: duration('--portForwardTimeout', { unit: 'seconds', zero: false }),
+  });
+  clusterDomain = Option.String('--clusterDomain,--cluster-domain', 'cluster.local', { description: 'the cluster\'s DNS domain' });
+  podQuota = Option.String('--podQuota,--pod-quota', {
+    description: 'CPU,MEMORY requests and limits of the shadow and router pods (KT Connect\'s 0.5c,512m, or 500m,512Mi)',
+    validator: podQuota,
+  });
+  serviceAccount = Option.String('--serviceAccount,--service-account', { description: 'service account of the shadow and router pods (its token is not mounted)' });
+  forceUpdate = Option.Boolean('--forceUpdate,--force-update,-f', false, { description: 'pull the shadow image on every start (imagePullPolicy Always)' });
+  runAsUser = Option.String('--runAsUser,--run-as-user', String(SHADOW_UID), {
+    description: `user id of the shadow and router pods (default ${SHADOW_UID}, the Node.js image's user node); auto leaves it to the cluster (OpenShift's restricted SCC)`,
+    validator: runAsUser,
+  });
+
+  /**
+   * The shadow's options from the flags and the command's `run`. `labels` and `annotations` are the
+   * user's (--withLabel, --withAnnotation) plus `run.labels`.
+   */
+  protected kubeTransportOptions(run: ShadowRun): KubeTransportOptions {
+    // the program every shadow runs must be in this installation before anything is made
+    shadowProgram();
+    return {
+      ...this.kubeFlags(),
+      image: this.image ?? DEFAULT_SHADOW_IMAGE,
+      imagePullSecret: this.imagePullSecret,
+      pod: this.podSettings(),
+      nodeSelector: this.nodeSelector ?? {},
+      labels: { ...this.withLabel, ...run.labels },
+      annotations: this.withAnnotation ?? {},
+      podCreationTimeoutMs: this.podCreationTimeout * 1000,
+      portForwardTimeoutMs: this.portForwardTimeout * 1000,
+      shareShadow: run.shareShadow ?? false,
+      clusterDomain: this.clusterDomain,
+      ciphers: run.ciphers,
+      mode: run.mode,
+      proxy: run.proxy,
+      stderr: this.context.stderr,
+      role: run.role,
+      ports: run.ports,
+    };
+  }
+
+  /** --runAsUser, --podQuota, --serviceAccount, --forceUpdate and the user's --withLabel. */
+  protected podSettings(): PodSettings {
+    return {
+      runAsUser: this.runAsUser,
+      resources: this.podQuota,
+      serviceAccount: this.serviceAccount,
+      pullPolicy: this.forceUpdate ? 'Always' : 'IfNotPresent',
+      userLabels: this.withLabel ?? {},
+    };
+  }
+}

@@ -1,0 +1,74 @@
+/**
+ * The life of every serving command around its transport (connect, forward, exchange, mesh,
+ * preview): `prepare`, the transport, `start`, serve until a signal or the transport's fatal error,
+ * then undo everything, newest first. The commands differ only in their `prepare` and `start`.
+ */
+import type { Writable } from 'node:stream';
+import { PendingDialer, type Dialer } from '../dialer.js';
+import type { Transport, TransportBuilder, TransportContext } from '../transport.js';
+import { Undo, type Logger } from '../undo.js';
+import type { SignalWatch } from './signals.js';
+
+export interface ServeTransportOptions {
+  buildTransport: TransportBuilder;
+  log: Logger;
+  debug: Logger;
+  /** The signal watch, installed when the command began (ShadowCommand's `execute`). */
+  stop: SignalWatch;
+  /**
+   * Before the transport: what must fail before any network traffic (a taken local port). `dialer`
+   * is the tunnel's, usable before it exists: a dial made before the transport is up waits for it
+   * (DIAL_WAIT_MS, as during a reconnect), and fails at once when the start-up fails or the user stops.
+   */
+  prepare?: (ctx: TransportContext, dialer: Dialer) => Promise<void>;
+  /** With the transport up (skipped when a signal came while it was being built). */
+  start: (transport: Transport, ctx: TransportContext) => Promise<void>;
+}
+
+/**
+ * A command's life around a transport: `prepare`, the transport, `start`; then it serves until
+ * SIGINT/SIGTERM/SIGHUP or the transport's fatal error, and undoes everything it made, newest
+ * first, also when a step fails. A signal before or during a step skips the steps after it (the
+ * running one sees `ctx.signal`) and goes straight to the undo. Returns 0 after a signal, also one
+ * that came during the start-up (a step's failure then is only a debug line); throws the failure
+ * otherwise.
+ */
+export async function serveTransport(o: ServeTransportOptions): Promise<number> {
+  const undo = new Undo();
+  const { stop } = o;
+  const ctx: TransportContext = { undo, log: o.log, debug: o.debug, signal: stop.aborted };
+  const dialer = new PendingDialer();
+  const stopping = (): void => dialer.fail('ktctl is stopping');
+  if (stop.aborted.aborted) stopping();
+  else stop.aborted.addEventListener('abort', stopping, { once: true });
+  try {
+    if (!stop.aborted.aborted) await o.prepare?.(ctx, dialer);
+    const transport = stop.aborted.aborted ? undefined : await o.buildTransport(ctx);
+    if (transport !== undefined && !stop.aborted.aborted) {
+      dialer.ready(transport.tunnel);
+      await o.start(transport, ctx);
+    }
+    const error = await Promise.race([stop.signal.then(() => undefined), transport?.fatal ?? new Promise<never>(() => undefined)]);
+    if (error !== undefined) throw error;
+  } catch (error) {
+    if (!stop.aborted.aborted) {
+      dialer.fail(`ktctl could not start: ${error instanceof Error ? error.message : String(error)}`);
+      await undo.run(o.log);
+      throw error;
+    }
+    o.debug(`stopped during the start-up: ${error instanceof Error ? error.message : String(error)}`);
+  } finally {
+    stop.aborted.removeEventListener('abort', stopping);
+  }
+  o.log(`got ${String(stop.aborted.reason)}; stopping`);
+  await undo.run(o.log);
+  return 0;
+}
+
+/** What a serving command hands down besides its own options: the signal watch and where it prints. */
+export interface CommandIo {
+  stop: SignalWatch;
+  stdout: Writable;
+  log: Logger;
+  debug: Logger;
+}

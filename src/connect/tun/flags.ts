@@ -1,0 +1,13 @@
+/** The TUN flags of `connect`, checked (src/cli/connect.ts's validators), as the TUN session takes them. */
+import type { Cidr } from '../../tun/cidr.js';
+import type { DnsFlags } from './dns-plan.js';
+
+export interface TunFlags extends DnsFlags {
+  tunName: string | undefined;
+  /** `--includeIps` */
+  include: Cidr[];
+  /** `--excludeIps` */
+  exclude: Cidr[];
+  /** `--dnsCacheTtl`, seconds */
+  dnsCacheTtl: number;
+}

@@ -1,0 +1,69 @@
+/**
+ * The cluster's Services, listed and kept current for `--dnsMode hosts` (`Transport.services`).
+ */
+import { isIP } from 'node:net';
+import { makeInformer, type V1Service } from '@kubernetes/client-node';
+import type { ClusterService, ServiceWatch, TransportContext } from '../transport.js';
+import type { Kube } from './api.js';
+import { kubeCall, KubeForbiddenError } from './errors.js';
+
+/** How long a burst of watch events is collected before `onChange` sees the list. */
+const SERVICES_SETTLE_MS = 50;
+/** How long after a failed list or watch the Services are listed and watched again. */
+const SERVICES_RETRY_MS = 2000;
+
+/**
+ * Lists and watches Services (client-node's informer: a list, then a watch from its
+ * resourceVersion, listed again after 410 Gone); every namespace's when RBAC allows it, else the
+ * connected namespace's. A failed list or watch is retried until `stop()`.
+ */
+export async function watchServices(kube: Kube, namespace: string, onChange: (services: ClusterService[]) => void, ctx: TransportContext): Promise<ServiceWatch> {
+  let scope: ServiceWatch['scope'] = 'cluster';
+  try {
+    await kubeCall({ verb: 'list', resource: 'services', server: kube.server }, () => kube.core.listServiceForAllNamespaces({ limit: 1 }));
+  } catch (error) {
+    if (!(error instanceof KubeForbiddenError)) throw error;
+    scope = 'namespace';
+    await kubeCall({ verb: 'list', resource: 'services', namespace, server: kube.server }, () => kube.core.listNamespacedService({ namespace, limit: 1 }));
+  }
+  const informer =
+    scope === 'cluster'
+      ? makeInformer<V1Service>(kube.kc, '/api/v1/services', () => kube.core.listServiceForAllNamespaces())
+      : makeInformer<V1Service>(kube.kc, `/api/v1/namespaces/${namespace}/services`, () => kube.core.listNamespacedService({ namespace }));
+  let stopped = false;
+  let settle: NodeJS.Timeout | undefined;
+  let retry: NodeJS.Timeout | undefined;
+  const deliver = (): void => {
+    clearTimeout(settle);
+    settle = undefined;
+    if (stopped) return;
+    onChange(
+      informer.list().map((s) => ({
+        namespace: s.metadata?.namespace ?? '',
+        name: s.metadata?.name ?? '',
+        ips: (s.spec?.clusterIPs ?? (s.spec?.clusterIP ? [s.spec.clusterIP] : [])).filter((ip) => isIP(ip) !== 0),
+      })),
+    );
+  };
+  const changed = (): void => {
+    settle ??= setTimeout(deliver, SERVICES_SETTLE_MS);
+  };
+  informer.on('change', changed);
+  informer.on('error', (error: unknown) => {
+    if (stopped) return;
+    ctx.debug(`watch of services: ${error instanceof Error ? error.message : String(error)}; again in ${SERVICES_RETRY_MS / 1000} s`);
+    clearTimeout(retry);
+    retry = setTimeout(() => void informer.start(), SERVICES_RETRY_MS);
+  });
+  await informer.start();
+  deliver();
+  return {
+    scope,
+    async stop() {
+      stopped = true;
+      clearTimeout(settle);
+      clearTimeout(retry);
+      await informer.stop();
+    },
+  };
+}
