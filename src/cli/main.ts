@@ -1,4 +1,6 @@
 #!/usr/bin/env node
+// First: a Ctrl-C while the modules below load must not kill ktctl by the signal (early-signals.ts).
+import { releaseEarlySignals } from './early-signals.js';
 import { Builtins } from 'clipanion';
 import { CheckCommand } from './check.js';
 import { CleanCommand } from './clean.js';
@@ -35,3 +37,5 @@ cli.register(RecoverCommand);
 
 const code = await cli.run(process.argv.slice(2));
 process.exitCode = code;
+// (for clipanion's own commands, --help and --version, which take no signal over)
+releaseEarlySignals();

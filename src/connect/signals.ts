@@ -11,6 +11,8 @@ export interface SignalWatch {
   readonly signal: Promise<NodeJS.Signals>;
   /** Aborted when the first signal came (its reason is the signal's name). */
   readonly aborted: AbortSignal;
+  /** Counts `s` as received (one that came while the process was still loading). */
+  received(s: NodeJS.Signals): void;
   /** Stops watching: the process's default handling comes back. */
   release(): void;
 }
@@ -36,6 +38,7 @@ export function untilSignal(log: Logger, message = 'cleaning up, please wait (th
   return {
     signal,
     aborted: aborted.signal,
+    received: handler,
     release() {
       for (const s of signals) process.off(s, handler);
     },

@@ -1,5 +1,6 @@
 import { Cli, Command, Option, type BaseContext } from 'clipanion';
 import { KtctlError } from '../../errors.js';
+import { releaseEarlySignals } from '../early-signals.js';
 import type { KubeFlags } from '../../kube/session.js';
 
 /**
@@ -13,6 +14,8 @@ export abstract class KtctlCommand extends Command {
   abstract run(): Promise<number>;
 
   async execute(): Promise<number> {
+    // a command that does not serve until a signal ends by it as usual (ShadowCommand takes it over first)
+    releaseEarlySignals();
     try {
       return await this.run();
     } catch (error) {

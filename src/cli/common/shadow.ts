@@ -11,6 +11,7 @@ import { SHADOW_UID, type PodSettings } from '../../kube/pod-settings.js';
 import type { KubeTransportOptions } from '../../kube/transport.js';
 import type { CommandIo } from '../../connect/serve.js';
 import { untilSignal, type SignalWatch } from '../../connect/signals.js';
+import { takeEarlySignals } from '../early-signals.js';
 import { VERSION } from '../../version.js';
 import { KubeCommand } from './command.js';
 import { duration, keyValues, podQuota, runAsUser } from './validators.js';
@@ -40,6 +41,8 @@ export abstract class ShadowCommand extends KubeCommand {
    */
   override async execute(): Promise<number> {
     this.#stop = untilSignal((l) => this.log(l));
+    const early = takeEarlySignals();
+    if (early !== undefined) this.#stop.received(early);
     this.debugLog(`ktctl ${VERSION} ${this.path.join(' ')}, pid ${process.pid}: watching for SIGINT/SIGTERM/SIGHUP`);
     try {
       return await super.execute();
