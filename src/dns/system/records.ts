@@ -4,7 +4,7 @@
  * operations the three mechanisms share (whole-file writes, the original as it was).
  */
 import { basename, dirname, join } from 'node:path';
-import { lstatSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, ftruncateSync, lstatSync, openSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import type { StateRecordBase } from '../../state-records.js';
 
 export type Original = { type: 'file'; data: string; mode: number } | { type: 'symlink'; target: string } | { type: 'absent' };
@@ -47,8 +47,9 @@ export interface RestoreReport {
 /**
  * Writes `data` to `path` through a temporary file and a rename, so readers never see half a
  * file. A path that cannot be renamed over (a bind mount, as /etc/resolv.conf and /etc/hosts are
- * in containers) is written in place instead.
-
+ * in containers and in `ip netns exec`) is written in place instead: the new bytes over the old in
+ * one write, then cut to length, so a reader in between never finds the file empty (as it would
+ * after a truncate-then-write), at worst a moment's tail of the old content.
  */
 export function writeAtomic(path: string, data: string | Buffer, mode: number): void {
   const tmp = join(dirname(path), `.${basename(path)}.ktctl-${process.pid}.tmp`);
@@ -59,7 +60,18 @@ export function writeAtomic(path: string, data: string | Buffer, mode: number): 
     rmSync(tmp, { force: true });
     const code = (e as NodeJS.ErrnoException).code;
     if (code !== 'EBUSY' && code !== 'EXDEV' && code !== 'EACCES' && code !== 'EPERM' && code !== 'EROFS') throw e;
-    writeFileSync(path, data);
+    const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+    if (!existsSync(path)) {
+      writeFileSync(path, bytes, { mode });
+      return;
+    }
+    const fd = openSync(path, 'r+');
+    try {
+      writeSync(fd, bytes, 0, bytes.length, 0);
+      ftruncateSync(fd, bytes.length);
+    } finally {
+      closeSync(fd);
+    }
   }
 }
 
