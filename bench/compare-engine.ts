@@ -2,9 +2,10 @@
  * The engine micro-benchmarks (bench/engine-measure.ts) against two trees in one process: the
  * NetStack of a baseline checkout and this tree's, run in turns (A B, B A, A B, ...) so that the
  * drift of a shared, noisy machine falls on both alike. Prints the best and the median of each,
- * and the ratio of the bests (this tree / baseline).
+ * and the ratio of the bests (this tree / baseline). BENCH_SCALE multiplies the bytes and the
+ * handshakes of each measurement (longer runs, less noise).
  *
- *   BENCH_BASELINE=/path/to/old/checkout [BENCH_ROUNDS=5] node --expose-gc --import tsx bench/compare-engine.ts [--json out.json]
+ *   BENCH_BASELINE=/path/to/old/checkout [BENCH_ROUNDS=5] [BENCH_SCALE=1] node --expose-gc --import tsx bench/compare-engine.ts [--json out.json]
  *
  * The baseline needs only its sources (src/netstack/stack.ts and what it imports) and a
  * node_modules beside them (a symlink to this tree's will do); the in-process peer is this tree's.
@@ -21,6 +22,7 @@ if (!baseDir) {
   process.exit(2);
 }
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const SCALE = Number(process.env.BENCH_SCALE ?? 1);
 const baseline = (await import(pathToFileURL(resolve(baseDir, 'src/netstack/stack.ts')).href)) as { NetStack: EngineClass };
 if (typeof baseline.NetStack !== 'function') throw new Error(`${baseDir}: src/netstack/stack.ts exports no NetStack`);
 if (typeof globalThis.gc !== 'function') console.error('note: without --expose-gc the idle-flow heap figures are noisy');
@@ -33,7 +35,7 @@ const variants: Array<{ name: string; Engine: EngineClass; runs: EngineResults[]
 for (let r = 0; r < ROUNDS; r++) {
   const order = r % 2 === 0 ? variants : [...variants].reverse();
   for (const v of order) {
-    const res = await measureEngine(v.Engine);
+    const res = await measureEngine(v.Engine, SCALE);
     v.runs.push(res);
     console.error(`round ${r + 1}/${ROUNDS} ${v.name}: down ${res.downloadGbps.plain.toFixed(2)}/${res.downloadGbps.offload.toFixed(2)} up ${res.uploadGbps.plain.toFixed(2)}/${res.uploadGbps.offload.toFixed(2)} Gbit/s, ${res.connectionsPerSecond.toFixed(0)} conn/s, idle heap ${res.idle1000.heapMB.toFixed(2)} MB`);
   }
@@ -55,7 +57,7 @@ const median = (xs: number[]): number => {
   return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 const table: Array<Record<string, number | string>> = [];
-console.log(`| engine only, ${ROUNDS} rounds alternating | baseline best (median) | this tree best (median) | ratio of bests |`);
+console.log(`| engine only, ${ROUNDS} rounds alternating${SCALE !== 1 ? `, scale ${SCALE}` : ''} | baseline best (median) | this tree best (median) | ratio of bests |`);
 console.log('|---|---|---|---|');
 for (const row of rows) {
   const stat = variants.map((v) => {
@@ -70,5 +72,5 @@ for (const row of rows) {
 }
 const jsonAt = process.argv.indexOf('--json');
 if (jsonAt > 0 && process.argv[jsonAt + 1]) {
-  writeFileSync(process.argv[jsonAt + 1]!, JSON.stringify({ baseline: resolve(baseDir), rounds: ROUNDS, table, runs: variants.map((v) => ({ name: v.name, runs: v.runs })) }, null, 2));
+  writeFileSync(process.argv[jsonAt + 1]!, JSON.stringify({ baseline: resolve(baseDir), rounds: ROUNDS, scale: SCALE, table, runs: variants.map((v) => ({ name: v.name, runs: v.runs })) }, null, 2));
 }

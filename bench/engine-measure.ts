@@ -218,13 +218,17 @@ export interface EngineResults {
   connectionsPerSecond: number;
 }
 
-/** Idle flows first, while the heap is clean; then bulk both ways, then handshakes. */
-export async function measureEngine(Engine: EngineClass): Promise<EngineResults> {
+/**
+ * Idle flows first, while the heap is clean; then bulk both ways, then handshakes. `scale`
+ * multiplies the bytes moved and the handshakes made (longer runs, less noise).
+ */
+export async function measureEngine(Engine: EngineClass, scale = 1): Promise<EngineResults> {
   const idle1000 = await idleFlows(Engine, 1000);
+  const bytes = (n: number): number => Math.round(n * scale);
   return {
     idle1000,
-    downloadGbps: { plain: await download(Engine, false, 256 * MiB), offload: await download(Engine, true, 512 * MiB) },
-    uploadGbps: { plain: await upload(Engine, false, 256 * MiB), offload: await upload(Engine, true, 512 * MiB) },
-    connectionsPerSecond: await connectionsPerSecond(Engine, 5000),
+    downloadGbps: { plain: await download(Engine, false, bytes(256 * MiB)), offload: await download(Engine, true, bytes(512 * MiB)) },
+    uploadGbps: { plain: await upload(Engine, false, bytes(256 * MiB)), offload: await upload(Engine, true, bytes(512 * MiB)) },
+    connectionsPerSecond: await connectionsPerSecond(Engine, Math.round(5000 * scale)),
   };
 }
