@@ -159,8 +159,11 @@ export async function upload(Engine: EngineClass, vnet: boolean, size: number): 
   const segSize = vnet ? 64 * 1024 - 1024 : 1460; // super-segments like a TSO sender
   const payload = Buffer.alloc(segSize, 0x62);
   let sent = 0;
+  // Acknowledged bytes, summed step by step (a size of 2 GiB or more wraps a sequence difference).
+  let acked = 0;
+  let una = peer.sndUna;
   const t0 = performance.now();
-  while (seqDiff(peer.sndUna, seq(0xfffff001)) < size) {
+  while (acked < size) {
     const batch: Buffer[] = [];
     while (sent < size && seqDiff(peer.sndNxt, peer.sndUna) + segSize <= peer.peerWnd && batch.length < 64) {
       const n = Math.min(segSize, size - sent);
@@ -171,6 +174,8 @@ export async function upload(Engine: EngineClass, vnet: boolean, size: number): 
     pending.length = 0;
     if (batch.length > 0) peer.stack.inputBatch(batch);
     await new Promise((r) => setImmediate(r));
+    acked += seqDiff(peer.sndUna, una);
+    una = peer.sndUna;
   }
   const ms = performance.now() - t0;
   peer.stack.close();
