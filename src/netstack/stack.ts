@@ -3,12 +3,13 @@ import type { Duplex } from 'node:stream';
 import type { Dialer } from '../dialer.js';
 import { DialError } from '../errors.js';
 import { PacketBuilder, type TxOffload } from './emit.js';
+import { BufferBudget, Flow, type FlowHost } from './flow.js';
+import { FlowTable, flowHash } from './flow-table.js';
 import { seq, seqGt } from './seq.js';
 import {
-  DEFAULT_TCP_CONFIG, TcpSocket, newTcpCounters, type TcpConfig, type TcpCounters, type TcpSocketHost,
+  DEFAULT_TCP_CONFIG, TcpSocket, newTcpCounters, type TcpConfig, type TcpCounters,
 } from './tcp/socket.js';
 import { DEFAULT_RTT } from './tcp/rtt.js';
-import { WriteSlab } from './pool.js';
 import { DatagramService, addrText } from './udp.js';
 import { CHECKSUM_FULL, CHECKSUM_OFFLOADED, pseudoHeaderV4, pseudoHeaderV6, type ChecksumPolicy } from './wire/checksum.js';
 import { DROP_REASONS, type DropReason } from './wire/error.js';
@@ -249,94 +250,7 @@ export interface NetStackStats {
   portUnreachables: number;
 }
 
-const MAX_SEGMENTS_PER_FLUSH = 64;
 const IPV4_QUOTE = 576 - 28;
-
-/** One TCP flow: from the dial to the end of TIME-WAIT. It is its socket's host. */
-class Flow implements TcpSocketHost {
-  readonly stack: NetStack;
-  readonly v6: boolean;
-  /** The address the local program dialed (we answer from it) and the program's own. */
-  readonly ourAddr: Buffer;
-  readonly peerAddr: Buffer;
-  readonly ourPort: number;
-  readonly peerPort: number;
-  readonly hash: number;
-  /** Next flow in the same hash bucket. */
-  next: Flow | null = null;
-  slot = -1;
-  socket: TcpSocket | null = null;
-  far: Duplex | null = null;
-  /** While dialing: the SYN, and the first bytes of its IP packet for an ICMP quote. */
-  syn: TcpRepr | null;
-  synPacket: Buffer | null;
-  dialAbort: AbortController | null = null;
-  /** While dialing: when the dial is given up (checked by the engine's one timer). */
-  dialDeadline = Infinity;
-  dialTimedOut = false;
-  farPaused = false;
-  farEnded = false;
-  /** far.writableLength as last seen (counted in the global budget). */
-  backlog = 0;
-  /** socket.txBuffered as last counted in the global budget. */
-  txCounted = 0;
-  dirty = false;
-  closed = false;
-  /** When the engine must look at this flow again (its place in the timer heap), Infinity: never. */
-  due = Infinity;
-  heapIdx = -1;
-  /** Neighbours in the engine's SYN-RECEIVED list (oldest first), while in it. */
-  hoPrev: Flow | null = null;
-  hoNext: Flow | null = null;
-  halfOpen = false;
-  /** Copies of the bytes written to the far stream, until each write calls back. */
-  readonly rxCopies = new WriteSlab();
-
-  constructor(stack: NetStack, v6: boolean, ourAddr: Buffer, peerAddr: Buffer, ourPort: number, peerPort: number, hash: number, syn: TcpRepr, synPacket: Buffer) {
-    this.stack = stack;
-    this.v6 = v6;
-    this.ourAddr = ourAddr;
-    this.peerAddr = peerAddr;
-    this.ourPort = ourPort;
-    this.peerPort = peerPort;
-    this.hash = hash;
-    this.syn = syn;
-    this.synPacket = synPacket;
-  }
-
-  // ---- TcpSocketHost
-  onData(data: Buffer): void {
-    this.stack.farWrite(this, data);
-  }
-  onFin(): void {
-    const far = this.far;
-    if (far && !far.destroyed) far.end();
-  }
-  onReset(): void {
-    this.stack.destroyFar(this);
-  }
-  onTxFreed(): void {
-    this.stack.txFreed(this);
-  }
-  onClosed(): void {
-    this.stack.freeFlow(this);
-  }
-  rxRoom(): number {
-    return this.stack.rxRoom(this);
-  }
-
-  /** Hands this flow's segments to the engine (bound once per flow). */
-  readonly emitSeg = (seg: TcpRepr): boolean => this.stack.emitTcp(this, seg);
-
-  // ---- far stream events (bound once per flow; a bug in them must not become an uncaught exception)
-  readonly onFarData = (chunk: Buffer): void => this.stack.guard(() => this.stack.farData(this, chunk));
-  readonly onFarEnd = (): void => this.stack.guard(() => this.stack.farEnd(this));
-  readonly onFarDrain = (): void => this.stack.guard(() => this.stack.farDrain(this));
-  /** Write callback (one per flow, shared by all its writes): what the far side took. */
-  readonly onFarWritten = (): void => this.stack.guard(() => this.stack.farWritten(this));
-  readonly onFarError = (): void => this.stack.guard(() => this.stack.farError(this));
-  readonly onFarClose = (): void => this.stack.guard(() => this.stack.farClose(this));
-}
 
 /**
  * The packet engine: IP packets in (`input`), IP packets out (`emit`), one TCP socket per flow
@@ -357,27 +271,18 @@ export class NetStack {
   private readonly builder: PacketBuilder;
   private readonly datagrams: DatagramService;
   private readonly issFn: () => number;
-  private readonly pooledWrites: boolean;
   private readonly issPool = new Uint32Array(64);
   private issLeft = 0;
 
-  // ---- flow table: hash buckets with chaining, flows in a slot array with a free list
-  private readonly buckets = new Map<number, Flow>();
-  private readonly slots: Array<Flow | null> = [];
-  private readonly freeSlots: number[] = [];
-  private flowCount = 0;
-  private pendingDials = 0;
+  // ---- flows: by 4-tuple, by deadline, half-open ones oldest first
+  private readonly table = new FlowTable();
+  /** What flows need of the engine (bound once per engine; not part of NetStack's public face). */
+  private readonly host: FlowHost;
 
   // ---- deferred work
   private readonly dirty: Flow[] = [];
   private flushScheduled = false;
   private timer: unknown = null;
-  /** Flows by `due`, earliest first: a timer run costs O(due flows x log n), not O(flows). */
-  private readonly heap: Flow[] = [];
-  /** SYN-RECEIVED flows, oldest first (for maxHalfOpen and a full table). */
-  private hoHead: Flow | null = null;
-  private hoTail: Flow | null = null;
-  private hoCount = 0;
   private stallLogged = false;
   private timerAt = Infinity;
   private inInput = false;
@@ -385,11 +290,8 @@ export class NetStack {
   private flushing = false;
 
   // ---- accounting
-  private buffered = 0;
-  /** Σ max(0, flow's bytes - flowShare): what the global budget limits. */
-  private over = 0;
-  /** Flows whose far stream is paused because the global budget ran out (not their own queue). */
-  private readonly budgetPaused = new Set<Flow>();
+  /** Bytes flows hold, and the flows paused because the global budget ran out. */
+  private readonly budget: BufferBudget;
   private readonly counters = {
     packetsIn: 0, packetsOut: 0, bytesIn: 0, bytesOut: 0, flowsOpened: 0, flowsClosed: 0,
     dialsFailed: 0, synsAbsorbed: 0, resetsSent: 0, halfOpenEvicted: 0, timerRuns: 0, timerFlowsDue: 0,
@@ -409,7 +311,6 @@ export class NetStack {
     this.vnet = opts.offload !== undefined && opts.offload !== false;
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.issFn = opts.iss ?? (() => this.randomIss());
-    this.pooledWrites = opts.farCopiesOnWrite === true;
     const base: TcpConfig = {
       ...DEFAULT_TCP_CONFIG,
       ...opts.tcp,
@@ -425,6 +326,26 @@ export class NetStack {
     const burst = this.builder.tso ? 65535 - IPV6_HEADER_LEN - 60 : 0;
     this.tcpV4 = { ...base, mss: Math.max(64, opts.mtu - IPV4_HEADER_LEN - 20), maxBurst: burst };
     this.tcpV6 = { ...base, mss: Math.max(64, opts.mtu - IPV6_HEADER_LEN - 20), maxBurst: burst };
+    this.budget = new BufferBudget(this.limits);
+    const engine = this;
+    this.host = {
+      limits: this.limits,
+      budget: this.budget,
+      pooledWrites: opts.farCopiesOnWrite === true,
+      get closed() {
+        return engine.closedFlag;
+      },
+      sendTcp: (src, dst, seg, mss) => this.sendTcp(src, dst, seg, mss),
+      wake: (flow, now) => this.wake(flow, now),
+      release: (flow) => {
+        this.table.remove(flow);
+        this.counters.flowsClosed++;
+      },
+      dialEnded: () => {
+        this.table.pendingDials--;
+      },
+      drop: (reason) => this.drop(reason),
+    };
     this.drops = Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<DropReason, number>;
     const dnsAddresses: Buffer[] = [];
     for (const a of opts.dnsAddresses ?? []) {
@@ -493,9 +414,8 @@ export class NetStack {
   /**
    * Runs engine work from an event (device input, stream event, timer): an exception there is a
    * bug, counted as 'internal', never thrown at the caller or left uncaught.
-   * @internal
    */
-  guard(fn: () => void): void {
+  private guard(fn: () => void): void {
     try {
       fn();
     } catch {
@@ -507,16 +427,18 @@ export class NetStack {
 
   stats(): NetStackStats {
     let ooo = 0;
-    for (const f of this.slots) if (f && f.socket) ooo += f.socket.oooBuffered;
+    this.table.forEach((f) => {
+      if (f.socket) ooo += f.socket.oooBuffered;
+    });
     const d = this.datagrams.counters;
     return {
       ...this.counters,
       dropped: { ...this.drops },
-      flows: this.flowCount,
-      pendingDials: this.pendingDials,
-      bytesBuffered: this.buffered + ooo,
-      halfOpen: this.hoCount,
-      bytesOverShare: this.over,
+      flows: this.table.size,
+      pendingDials: this.table.pendingDials,
+      bytesBuffered: this.budget.buffered + ooo,
+      halfOpen: this.table.halfOpen,
+      bytesOverShare: this.budget.over,
       tcp: { ...this.tcpCounters },
       dnsQueries: d.dnsQueries,
       dnsAnswers: d.dnsAnswers,
@@ -533,22 +455,14 @@ export class NetStack {
   /** RSTs every flow, destroys every far stream, aborts every dial. Idempotent. */
   close(): void {
     if (this.closedFlag) return;
-    for (const f of this.slots) {
-      if (!f) continue;
+    this.table.forEach((f) => {
       const s = f.socket;
       if (s && !s.isClosed) {
         const st = s.state;
-        if (st !== 'TIME-WAIT' && st !== 'CLOSED') {
-          s.abort();
-          try {
-            s.dispatch(this.nowFn(), f.emitSeg);
-          } catch {
-            this.drop('internal');
-          }
-        }
+        if (st !== 'TIME-WAIT' && st !== 'CLOSED') f.abortNow(this.nowFn());
       }
-      this.freeFlow(f);
-    }
+      f.free();
+    });
     this.closedFlag = true;
     this.datagrams.close();
     if (this.timer !== null) this.timers.clear(this.timer);
@@ -638,14 +552,14 @@ export class NetStack {
     const dstOff = v6 ? Ipv6Packet.DST_OFFSET : Ipv4Packet.DST_OFFSET;
     const alen = v6 ? 16 : 4;
     const hash = flowHash(ip, srcOff, dstOff, alen, seg.srcPort, seg.dstPort);
-    let flow = this.lookup(hash, ip, srcOff, dstOff, alen, seg.srcPort, seg.dstPort);
+    let flow = this.table.lookup(hash, ip, srcOff, dstOff, alen, seg.srcPort, seg.dstPort);
     const now = this.nowFn();
 
     if (flow && flow.socket && flow.socket.state === 'TIME-WAIT' && seg.control === 'syn' &&
       seg.ackNumber === null && seqGt(seg.seqNumber, flow.socket.remoteSeqNo)) {
       // RFC 9293 §3.10.7.4 / RFC 6191: a new SYN with a higher sequence number may reopen a
       // connection in TIME-WAIT: the old flow goes, the SYN starts a new one.
-      this.freeFlow(flow);
+      flow.free();
       flow = null;
     }
 
@@ -668,7 +582,7 @@ export class NetStack {
       if (seg.control === 'syn' && seg.ackNumber === null && flow.syn && seg.seqNumber === flow.syn.seqNumber) {
         this.counters.synsAbsorbed++;
       } else if (seg.control === 'rst') {
-        this.freeFlow(flow);
+        flow.free();
       } else {
         this.drop('outOfWindow');
       }
@@ -676,8 +590,8 @@ export class NetStack {
     }
 
     const reply = socket.process(now, seg);
-    if (reply) this.emitTcp(flow, reply);
-    if (flow.halfOpen && socket.state !== 'SYN-RECEIVED') this.hoRemove(flow);
+    if (reply) flow.emitSeg(reply);
+    if (flow.halfOpen && socket.state !== 'SYN-RECEIVED') this.table.halfOpenRemove(flow);
     this.markDirty(flow);
   }
 
@@ -717,30 +631,23 @@ export class NetStack {
 
   // ---- flows
 
-  private lookup(hash: number, ip: Buffer, srcOff: number, dstOff: number, alen: number, srcPort: number, dstPort: number): Flow | null {
-    for (let f = this.buckets.get(hash) ?? null; f !== null; f = f.next) {
-      if (f.peerPort !== srcPort || f.ourPort !== dstPort || f.ourAddr.length !== alen) continue;
-      if (bytesEqual(f.peerAddr, ip, srcOff, alen) && bytesEqual(f.ourAddr, ip, dstOff, alen)) return f;
-    }
-    return null;
-  }
-
   private newFlow(ip: Buffer, v6: boolean, srcOff: number, dstOff: number, alen: number, hash: number, syn: TcpRepr): void {
     // Admission (SYN-flood policy): a full dial queue drops the SYN (evicting a dial younger than
     // its round trip would let no dial complete under a flood); a full flow table evicts the
     // oldest half-open flow, a flood's, since the local kernel completes real handshakes at once.
     // No memory check: every flow's share is guaranteed (flowShare) and the rest is budgeted.
-    if (this.pendingDials >= this.limits.maxPendingDials) return this.drop('synFlood');
-    if (this.flowCount >= this.limits.maxFlows && !this.evictHalfOpen()) return this.drop('flowLimit');
+    if (this.table.pendingDials >= this.limits.maxPendingDials) return this.drop('synFlood');
+    if (this.table.size >= this.limits.maxFlows && !this.evictHalfOpen()) return this.drop('flowLimit');
     const ourAddr = Buffer.from(ip.subarray(dstOff, dstOff + alen));
     const peerAddr = Buffer.from(ip.subarray(srcOff, srcOff + alen));
     // Keep the SYN (its payload, if any, is not kept: we do not accept data on a SYN) and the
     // head of its packet to quote in an ICMP error.
     const synCopy: TcpRepr = { ...syn, payload: EMPTY };
     const quoteLen = Math.min(ip.length, v6 ? 1280 - 48 : IPV4_QUOTE);
-    const flow = new Flow(this, v6, ourAddr, peerAddr, syn.dstPort, syn.srcPort, hash, synCopy, Buffer.from(ip.subarray(0, quoteLen)));
-    this.insertFlow(flow);
-    this.pendingDials++;
+    const flow = new Flow(this.host, v6, ourAddr, peerAddr, syn.dstPort, syn.srcPort, hash, synCopy, Buffer.from(ip.subarray(0, quoteLen)));
+    this.table.insert(flow);
+    this.counters.flowsOpened++;
+    this.table.pendingDials++;
     const ac = new AbortController();
     flow.dialAbort = ac;
     const signal = ac.signal;
@@ -760,26 +667,10 @@ export class NetStack {
     );
   }
 
-  private insertFlow(flow: Flow): void {
-    const head = this.buckets.get(flow.hash) ?? null;
-    flow.next = head;
-    this.buckets.set(flow.hash, flow);
-    const slot = this.freeSlots.pop();
-    if (slot === undefined) {
-      flow.slot = this.slots.length;
-      this.slots.push(flow);
-    } else {
-      flow.slot = slot;
-      this.slots[slot] = flow;
-    }
-    this.flowCount++;
-    this.counters.flowsOpened++;
-  }
-
   private dialDone(flow: Flow, far: Duplex): void {
     if (flow.dialAbort) {
       flow.dialAbort = null;
-      this.pendingDials--;
+      this.table.pendingDials--;
     }
     if (flow.closed || this.closedFlag) {
       far.destroy();
@@ -788,28 +679,21 @@ export class NetStack {
     const syn = flow.syn!;
     flow.syn = null;
     flow.synPacket = null;
-    flow.far = far;
     const cfg = flow.v6 ? this.tcpV6 : this.tcpV4;
     // RFC 9293 §3.7.1 / RFC 8200 §5: without an MSS option assume 536 over IPv4, 1220 over IPv6.
     const synForSocket: TcpRepr = flow.v6 && syn.maxSegSize === null ? { ...syn, maxSegSize: 1220 } : syn;
-    flow.socket = TcpSocket.fromSyn(synForSocket, seq(this.issFn()), cfg, flow, this.tcpCounters);
-    this.hoAppend(flow);
-    far.on('data', flow.onFarData);
-    far.on('end', flow.onFarEnd);
-    far.on('drain', flow.onFarDrain);
-    far.on('error', flow.onFarError);
-    far.on('close', flow.onFarClose);
-    // A stream that died between its creation and now will not tell us again.
-    if (far.destroyed) this.farAbort(flow);
+    const socket = TcpSocket.fromSyn(synForSocket, seq(this.issFn()), cfg, flow, this.tcpCounters);
+    this.table.halfOpenAppend(flow);
+    flow.attach(far, socket);
     this.markDirty(flow);
     this.scheduleFlush();
-    if (this.hoCount > this.limits.maxHalfOpen) this.evictHalfOpen();
+    if (this.table.halfOpen > this.limits.maxHalfOpen) this.evictHalfOpen();
   }
 
   private dialFailed(flow: Flow, err: unknown): void {
     if (flow.dialAbort) {
       flow.dialAbort = null;
-      this.pendingDials--;
+      this.table.pendingDials--;
     }
     if (flow.closed || this.closedFlag) return;
     this.counters.dialsFailed++;
@@ -817,7 +701,7 @@ export class NetStack {
     const quote = flow.synPacket!;
     // A dial that ran out of time is "unreachable" (like a connect timeout), whatever the dialer says.
     const reason = flow.dialTimedOut ? 'unreachable' : err instanceof DialError ? err.reason : 'tunnel';
-    this.freeFlow(flow);
+    flow.free();
     switch (reason) {
       case 'refused': {
         // Like a real host with nobody listening: <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>
@@ -844,241 +728,22 @@ export class NetStack {
     this.scheduleFlush();
   }
 
-  /** Called by the socket (onClosed), by RST while dialing, by close(). Idempotent. */
-  freeFlow(flow: Flow): void {
-    if (flow.closed) return;
-    flow.closed = true;
-    // Unlink from the bucket chain.
-    let prev: Flow | null = null;
-    for (let f = this.buckets.get(flow.hash) ?? null; f !== null; prev = f, f = f.next) {
-      if (f !== flow) continue;
-      if (prev) prev.next = f.next;
-      else if (f.next) this.buckets.set(flow.hash, f.next);
-      else this.buckets.delete(flow.hash);
-      break;
-    }
-    flow.next = null;
-    if (flow.slot >= 0) {
-      this.slots[flow.slot] = null;
-      this.freeSlots.push(flow.slot);
-      flow.slot = -1;
-    }
-    this.flowCount--;
-    this.counters.flowsClosed++;
-    if (flow.heapIdx >= 0) this.heapRemove(flow);
-    flow.due = Infinity;
-    if (flow.halfOpen) this.hoRemove(flow);
-    if (flow.dialAbort) {
-      const ac = flow.dialAbort;
-      flow.dialAbort = null;
-      this.pendingDials--;
-      ac.abort();
-    }
-    const used = flow.backlog + flow.txCounted;
-    this.buffered -= used;
-    this.over -= Math.max(0, used - this.limits.flowShare);
-    flow.backlog = 0;
-    flow.txCounted = 0;
-    this.budgetPaused.delete(flow);
-    this.resumeBudgetPaused();
-    // A far stream that ended both ways is left to flush what it still holds; any other is aborted.
-    const far = flow.far;
-    if (far && flow.farEnded && far.writableEnded && !this.closedFlag) this.detachFar(flow);
-    else this.destroyFar(flow);
-  }
-
-  // ---- far stream side (called through Flow)
-
-  farWrite(flow: Flow, data: Buffer): void {
-    const far = flow.far;
-    if (!far || far.destroyed || far.writableEnded) {
-      // The far side is gone (closed both ways): like a host whose socket is closed, answer
-      // more data with a RST (RFC 9293 §3.10.7.4 seventh, "connection closing").
-      flow.socket?.abort();
-      this.markDirty(flow);
-      this.scheduleFlush();
-      return;
-    }
-    // The write callback, not only 'drain', reports progress: a far stream whose highWaterMark
-    // is above our window (ssh2 channels: 2 MiB) never says 'drain' before our window is closed.
-    // `data` is a view into the device's read buffer: the far stream gets a copy, from reused
-    // blocks when it is known to be done with each chunk once the write calls back.
-    far.write(this.pooledWrites ? flow.rxCopies.copy(data) : Buffer.from(data), flow.onFarWritten);
-    this.setBacklog(flow, far.writableLength);
-  }
-
-  farWritten(flow: Flow): void {
-    if (this.pooledWrites) flow.rxCopies.written();
-    const far = flow.far;
-    if (flow.closed || !far) return;
-    const before = flow.backlog;
-    this.setBacklog(flow, far.writableLength);
-    if (flow.backlog < before) {
-      this.markDirty(flow);
-      this.scheduleFlush();
-    }
-  }
-
-  destroyFar(flow: Flow): void {
-    // A destroyed stream calls back its queued writes out of order with the one in progress:
-    // its copies are left to the garbage collector, never reused.
-    flow.rxCopies.abandon();
-    const far = this.detachFar(flow);
-    if (far && !far.destroyed) far.destroy();
-  }
-
-  /** Stops listening to the far stream (which may still flush what it holds) and returns it. */
-  private detachFar(flow: Flow): Duplex | null {
-    const far = flow.far;
-    if (!far) return null;
-    flow.far = null;
-    far.off('data', flow.onFarData);
-    far.off('end', flow.onFarEnd);
-    far.off('drain', flow.onFarDrain);
-    far.off('close', flow.onFarClose);
-    // Keep an error listener: a late error must not become an uncaught exception.
-    far.on('error', noop);
-    far.off('error', flow.onFarError);
-    this.setBacklog(flow, 0);
-    return far;
-  }
-
-  farData(flow: Flow, chunk: Buffer): void {
-    const s = flow.socket;
-    if (!s || flow.closed) return;
-    s.send(chunk);
-    this.setTxCounted(flow, s.txBuffered);
-    if (!flow.farPaused && flow.far) {
-      // Flow control towards the far side: stop reading until the local side acknowledged, when
-      // this flow's send queue is full or every flow's buffers together use up the budget.
-      // Beyond its share a flow reads on only while the global budget has room (finding N2: the
-      // readers that stopped wait, a flow that is drained keeps its share and moves).
-      const own = s.txBuffered >= this.limits.txBufferPerFlow;
-      const overBudget = flow.backlog + flow.txCounted >= this.limits.flowShare && this.over >= this.limits.maxBufferedBytes;
-      if (own || overBudget) {
-        flow.farPaused = true;
-        flow.far.pause();
-        if (!own) this.budgetPaused.add(flow);
-      }
-    }
-    this.markDirty(flow);
-    // Nagle's rule (RFC 896 §2) turned to latency: with nothing unacknowledged the bytes go out
-    // at once, within the far stream's event (a reply must not wait for the end of the event
-    // loop's turn: that cost ~10 us a round trip); with bytes in flight they wait for the flush at
-    // the end of the turn, which packs what else the tunnel delivers meanwhile into the same
-    // super-segment.
-    if (s.unacked === s.localSeqNo && !this.inInput && !this.flushing) this.flush();
-    else this.scheduleFlush();
-  }
-
-  farEnd(flow: Flow): void {
-    flow.farEnded = true;
-    const s = flow.socket;
-    if (!s || flow.closed) return;
-    s.close();
-    this.markDirty(flow);
-    this.scheduleFlush();
-  }
-
-  farDrain(flow: Flow): void {
-    if (flow.closed || !flow.far) return;
-    this.setBacklog(flow, flow.far.writableLength);
-    this.markDirty(flow);
-    this.scheduleFlush();
-  }
-
-  farError(flow: Flow): void {
-    this.farAbort(flow);
-  }
-
-  farClose(flow: Flow): void {
-    // A close before the far side's end is an abort (RST); after it, the stream is simply gone
-    // (more data from the local side would then be answered with a RST, see farWrite).
-    if (flow.farEnded) {
-      this.detachFar(flow);
-      return;
-    }
-    this.farAbort(flow);
-  }
-
-  private farAbort(flow: Flow): void {
-    const s = flow.socket;
-    if (!s || flow.closed) return;
-    this.destroyFar(flow);
-    s.abort();
-    this.markDirty(flow);
-    this.scheduleFlush();
-  }
-
-  txFreed(flow: Flow): void {
-    const s = flow.socket;
-    if (!s) return;
-    this.setTxCounted(flow, s.txBuffered);
-    if (flow.farPaused) this.maybeResume(flow);
-  }
-
-  private maybeResume(flow: Flow): void {
-    const s = flow.socket;
-    if (!s || !flow.far || flow.closed) return;
-    if (s.txBuffered >= this.limits.txBufferPerFlow / 2) return;
-    // Under its share a flow always reads on; above it, once the budget is below 3/4.
-    if (flow.backlog + flow.txCounted >= this.limits.flowShare && this.over >= this.limits.maxBufferedBytes * 0.75) {
-      this.budgetPaused.add(flow);
-      return;
-    }
-    this.budgetPaused.delete(flow);
-    flow.farPaused = false;
-    flow.far.resume();
-  }
-
-  /** The budget has room again: flows paused for it (and not for their own queue) read on. */
-  private resumeBudgetPaused(): void {
-    if (this.budgetPaused.size === 0 || this.over >= this.limits.maxBufferedBytes * 0.75) return;
-    for (const f of [...this.budgetPaused]) this.maybeResume(f);
-  }
-
-  /**
-   * The receive window's room: the flow's own buffer, and of that what its guaranteed share
-   * still holds plus what the global budget has left.
-   */
-  rxRoom(flow: Flow): number {
-    const own = this.limits.rxBufferPerFlow - flow.backlog;
-    const share = Math.max(0, this.limits.flowShare - flow.backlog - flow.txCounted);
-    const global = Math.max(0, this.limits.maxBufferedBytes - this.over);
-    return Math.min(own, share + global);
-  }
-
-  private setBacklog(flow: Flow, n: number): void {
-    const used = flow.backlog + flow.txCounted;
-    flow.backlog = n;
-    this.accounted(flow, used);
-  }
-
-  private setTxCounted(flow: Flow, n: number): void {
-    const used = flow.backlog + flow.txCounted;
-    flow.txCounted = n;
-    this.accounted(flow, used);
-  }
-
-  /** Books a change of the flow's bytes (was `before`) in the totals; a decrease may resume reads. */
-  private accounted(flow: Flow, before: number): void {
-    const used = flow.backlog + flow.txCounted;
-    if (used === before) return;
-    const share = this.limits.flowShare;
-    this.buffered += used - before;
-    this.over += Math.max(0, used - share) - Math.max(0, before - share);
-    if (used < before) {
-      if (flow.farPaused && this.budgetPaused.has(flow)) this.maybeResume(flow);
-      this.resumeBudgetPaused();
-    }
-  }
-
   // ---- output
 
   private markDirty(flow: Flow): void {
     if (flow.dirty) return;
     flow.dirty = true;
     this.dirty.push(flow);
+  }
+
+  /**
+   * A flow has something to dispatch: at once when `now` and no input or flush is running (a
+   * reply must not wait for the end of the turn), else in the flush at the end of this turn.
+   */
+  private wake(flow: Flow, now: boolean): void {
+    this.markDirty(flow);
+    if (now && !this.inInput && !this.flushing) this.flush();
+    else this.scheduleFlush();
   }
 
   private scheduleFlush(): void {
@@ -1112,7 +777,7 @@ export class NetStack {
       flow.dirty = false;
       if (flow.closed || !flow.socket) continue;
       const refusedBefore = this.drops.emitFailed;
-      if (!this.dispatchFlow(flow, now)) {
+      if (!flow.dispatch(now)) {
         // More to send than one round allows: come back after other work.
         again = true;
         this.markDirtyLater(flow);
@@ -1149,38 +814,18 @@ export class NetStack {
     this.later.push(flow);
   }
 
-  /** Returns false if the flow still had segments to send after the per-round cap. */
-  private dispatchFlow(flow: Flow, now: number): boolean {
-    const s = flow.socket!;
-    for (let n = 0; n < MAX_SEGMENTS_PER_FLUSH; n++) {
-      if (flow.closed) return true;
-      let sent: boolean;
-      try {
-        sent = s.dispatch(now, flow.emitSeg);
-      } catch {
-        this.drop('internal');
-        return true;
-      }
-      if (!sent) return true;
-    }
-    return s.pollAt() > now;
-  }
-
-  /** @internal (Flow's emitter) */
-  emitTcp(flow: Flow, seg: TcpRepr): boolean {
-    const s = flow.socket;
-    const mss = s ? s.sendMss : (flow.v6 ? this.tcpV6 : this.tcpV4).mss;
+  /** Sends one TCP segment from `src` to `dst`: a flow's, or a RST outside any flow (mss 0xffff). */
+  private sendTcp(src: Buffer, dst: Buffer, seg: TcpRepr, mss: number): boolean {
     if (seg.control === 'rst') this.counters.resetsSent++;
     if (this.emitGatherFn !== null && seg.payload.length > 0) {
-      return this.sendGather(this.builder.tcpHeader(flow.ourAddr, flow.peerAddr, seg, mss), seg.payload);
+      return this.sendGather(this.builder.tcpHeader(src, dst, seg, mss), seg.payload);
     }
-    return this.send(this.builder.tcp(flow.ourAddr, flow.peerAddr, seg, mss));
+    return this.send(this.builder.tcp(src, dst, seg, mss));
   }
 
-  /** A TCP segment outside any flow (RSTs). */
+  /** A TCP segment outside any flow (RSTs, which carry no payload). */
   private sendRaw(src: Buffer, dst: Buffer, seg: TcpRepr): void {
-    if (seg.control === 'rst') this.counters.resetsSent++;
-    this.send(this.builder.tcp(src, dst, seg, 0xffff));
+    this.sendTcp(src, dst, seg, 0xffff);
   }
 
   private send(packet: Buffer): boolean {
@@ -1222,67 +867,8 @@ export class NetStack {
   /** Sets when the engine must look at `flow` again (Infinity: never) and re-arms if earlier. */
   private schedule(flow: Flow, at: number): void {
     if (flow.closed) return;
-    if (at === Infinity) {
-      if (flow.heapIdx >= 0) this.heapRemove(flow);
-      flow.due = Infinity;
-      return;
-    }
-    const earlier = at < flow.due;
-    flow.due = at;
-    if (flow.heapIdx < 0) {
-      flow.heapIdx = this.heap.length;
-      this.heap.push(flow);
-      this.siftUp(flow.heapIdx);
-    } else if (earlier) {
-      this.siftUp(flow.heapIdx);
-    } else {
-      this.siftDown(flow.heapIdx);
-    }
+    this.table.schedule(flow, at);
     this.armFor(at);
-  }
-
-  private heapRemove(flow: Flow): void {
-    const i = flow.heapIdx;
-    const last = this.heap.pop()!;
-    flow.heapIdx = -1;
-    if (last === flow) return;
-    this.heap[i] = last;
-    last.heapIdx = i;
-    this.siftDown(i);
-    this.siftUp(last.heapIdx);
-  }
-
-  private siftUp(i: number): void {
-    const h = this.heap;
-    const f = h[i]!;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      const pf = h[p]!;
-      if (pf.due <= f.due) break;
-      h[i] = pf;
-      pf.heapIdx = i;
-      i = p;
-    }
-    h[i] = f;
-    f.heapIdx = i;
-  }
-
-  private siftDown(i: number): void {
-    const h = this.heap;
-    const n = h.length;
-    const f = h[i]!;
-    for (;;) {
-      let c = 2 * i + 1;
-      if (c >= n) break;
-      if (c + 1 < n && h[c + 1]!.due < h[c]!.due) c++;
-      const cf = h[c]!;
-      if (cf.due >= f.due) break;
-      h[i] = cf;
-      cf.heapIdx = i;
-      i = c;
-    }
-    h[i] = f;
-    f.heapIdx = i;
   }
 
   private armFor(at: number): void {
@@ -1305,10 +891,7 @@ export class NetStack {
     this.counters.timerRuns++;
     const now = this.nowFn();
     // Only the flows whose deadline passed: idle flows cost nothing here.
-    while (this.heap.length > 0 && this.heap[0]!.due <= now) {
-      const f = this.heap[0]!;
-      this.heapRemove(f);
-      f.due = Infinity;
+    for (let f = this.table.popDue(now); f !== null; f = this.table.popDue(now)) {
       this.counters.timerFlowsDue++;
       if (!f.socket) {
         if (f.dialAbort && !f.dialTimedOut && f.dialDeadline <= now) {
@@ -1321,52 +904,23 @@ export class NetStack {
       this.markDirty(f);
     }
     this.flush();
-    if (this.heap.length > 0) this.armFor(this.heap[0]!.due);
+    this.armFor(this.table.nextDue);
   };
 
-  // ---- SYN-RECEIVED flows, oldest first
-
-  private hoAppend(flow: Flow): void {
-    flow.halfOpen = true;
-    flow.hoPrev = this.hoTail;
-    flow.hoNext = null;
-    if (this.hoTail) this.hoTail.hoNext = flow;
-    else this.hoHead = flow;
-    this.hoTail = flow;
-    this.hoCount++;
-  }
-
-  private hoRemove(flow: Flow): void {
-    if (!flow.halfOpen) return;
-    flow.halfOpen = false;
-    if (flow.hoPrev) flow.hoPrev.hoNext = flow.hoNext;
-    else this.hoHead = flow.hoNext;
-    if (flow.hoNext) flow.hoNext.hoPrev = flow.hoPrev;
-    else this.hoTail = flow.hoPrev;
-    flow.hoPrev = null;
-    flow.hoNext = null;
-    this.hoCount--;
-  }
+  // ---- SYN-flood policy, initial sequence numbers
 
   /**
    * Resets the oldest SYN-RECEIVED flow (RFC 9293 §3.10.5 ABORT: a RST to the local side) and
    * destroys its far stream. Returns false when there is none.
    */
   private evictHalfOpen(): boolean {
-    const f = this.hoHead;
+    const f = this.table.oldestHalfOpen;
     if (f === null) return false;
-    this.hoRemove(f);
+    this.table.halfOpenRemove(f);
     this.counters.halfOpenEvicted++;
     const s = f.socket;
-    if (s && !s.isClosed) {
-      s.abort();
-      try {
-        s.dispatch(this.nowFn(), f.emitSeg);
-      } catch {
-        this.drop('internal');
-      }
-    }
-    this.freeFlow(f);
+    if (s && !s.isClosed) f.abortNow(this.nowFn());
+    f.free();
     return true;
   }
 
@@ -1379,21 +933,4 @@ export class NetStack {
   }
 }
 
-function noop(): void {}
-
 const EMPTY = Buffer.alloc(0);
-
-function bytesEqual(a: Buffer, b: Buffer, off: number, len: number): boolean {
-  for (let i = 0; i < len; i++) if (a[i] !== b[off + i]) return false;
-  return true;
-}
-
-/** FNV-1a over both addresses and ports, read straight from the packet (no key object). */
-function flowHash(ip: Buffer, srcOff: number, dstOff: number, alen: number, srcPort: number, dstPort: number): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < alen; i++) h = Math.imul(h ^ ip[srcOff + i]!, 0x01000193);
-  for (let i = 0; i < alen; i++) h = Math.imul(h ^ ip[dstOff + i]!, 0x01000193);
-  h = Math.imul(h ^ srcPort, 0x01000193);
-  h = Math.imul(h ^ dstPort, 0x01000193);
-  return h >>> 0;
-}
