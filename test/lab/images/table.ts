@@ -12,6 +12,7 @@
  * Programs read only the image (the host's node binary, the bundled echo in the lab's image store,
  * a directory every user can read) and the pod's volumes, never the checkout.
  */
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { DEFAULT_SHADOW_IMAGE } from '../../../src/kube/names.js';
 
@@ -83,8 +84,8 @@ export const ECHO_IMAGE: LabImage = { repository: 'docker.io/ktlab/echo', digest
 export const NODE_IMAGE: LabImage = {
   repository: 'docker.io/library/node',
   tags: [shadowRef.tag ?? '', (shadowRef.tag ?? '').replace(/-alpine[\d.]+$/, '-alpine')],
-  // sha256 of "ktlab node image <tag>": a digest of the lab's registry, stable across runs
-  digests: ['sha256:5ce1d5b1f0a2a0a4f8e0d7d0f0b8a4c6a1b0b9b5d2e9c4f3a7e6d1c8b2a5f4e3'],
+  // the lab's own digest (it cannot know Docker Hub's offline): sha256 of "ktlab node image <tag>"
+  digests: [`sha256:${createHash('sha256').update(`ktlab node image ${shadowRef.tag ?? ''}`).digest('hex')}`],
   uid: 0,
   users: { root: 0, node: 1000, nobody: 65534 },
 };
