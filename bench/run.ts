@@ -29,7 +29,7 @@
  * (4 workers, connect + 1-byte echo + close). Same cipher everywhere it can be set (BENCH_CIPHER).
  *
  * Environment: BENCH_BYTES (default 268435456), BENCH_REPEAT (2), BENCH_CIPHER
- * (aes128-gcm@openssh.com), BENCH_ONLY (comma-separated row ids to run, e.g. ktctl-startup-lab), BENCH_NODE_ARGS (node flags
+ * (aes128-gcm@openssh.com), BENCH_RESULTS_DIR (where the JSON goes), BENCH_ONLY (comma-separated row ids to run, e.g. ktctl-startup-lab), BENCH_NODE_ARGS (node flags
  * for ktctl's own processes in the socks and tun rows, e.g. a CPU profile).
  */
 import type { ChildProcess } from 'node:child_process';
@@ -376,10 +376,12 @@ async function main(): Promise<void> {
   }
   for (const [k, v] of Object.entries(ratios)) process.stdout.write(`${k}: ${v.toFixed(2)}x\n`);
   const result = { date: new Date().toISOString(), bytes: BYTES, repeat: REPEAT, cipher: CIPHER, node: process.version, rows, ratios };
-  mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
+  // BENCH_RESULTS_DIR: elsewhere than bench/results (bench/compare-builds.ts keeps the committed ones)
+  const resultsDir = process.env.BENCH_RESULTS_DIR ?? join(ROOT, 'bench/results');
+  mkdirSync(resultsDir, { recursive: true });
   const stamp = result.date.replace(/[:.]/g, '-');
-  writeFileSync(join(ROOT, 'bench/results', `bench-${stamp}.json`), JSON.stringify(result, null, 2) + '\n');
-  writeFileSync(join(ROOT, 'bench/results', 'latest.json'), JSON.stringify(result, null, 2) + '\n');
+  writeFileSync(join(resultsDir, `bench-${stamp}.json`), JSON.stringify(result, null, 2) + '\n');
+  writeFileSync(join(resultsDir, 'latest.json'), JSON.stringify(result, null, 2) + '\n');
 }
 
 // ---------------------------------------------------------------------------------------------
