@@ -13,6 +13,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import type { KubeRow } from './kube-connect.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const BASELINE = process.env.BENCH_BASELINE;
@@ -20,15 +21,8 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const ONLY = process.env.BENCH_ONLY ?? 'ktctl-socks-sshd,ktctl-tun-sshd,ktctl-socks-shadow,ktctl-tun-shadow';
 const BYTES = process.env.BENCH_BYTES ?? String(128 * 1024 * 1024);
 
-interface Row {
-  id: string;
-  path: string;
-  downloadMbit?: number;
-  uploadMbit?: number;
-  p50us?: number;
-  p99us?: number;
-  connPerSec?: number;
-}
+/** The columns bench/run.ts writes for every row (and kube-connect.ts for its own). */
+type Row = KubeRow;
 
 /** One bench/run.ts of `tree`; its rows (read from the results file it writes). */
 async function runTree(tree: string): Promise<Row[]> {

@@ -8,32 +8,19 @@
 import test, { type ExecutionContext } from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DialOptions, Dialer } from '../src/dialer.js';
 import { DialError } from '../src/errors.js';
 import { ProxyServer, type ProxyServerOptions } from '../src/proxy/index.js';
 import { DirectDialer } from './helpers/direct-dialer.js';
+import { listenLocal } from './helpers/local-server.js';
 import { closedPort } from './helpers/netns.js';
 
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
-async function listen(t: ExecutionContext, server: Server): Promise<number> {
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const sockets = new Set<Socket>();
-  server.on('connection', (s: Socket) => {
-    sockets.add(s);
-    s.on('error', () => undefined);
-    s.once('close', () => sockets.delete(s));
-  });
-  t.teardown(() => {
-    for (const s of sockets) s.destroy();
-    server.close();
-  });
-  return (server.address() as AddressInfo).port;
-}
+const listen = listenLocal;
 
 async function startProxy(
   t: ExecutionContext,

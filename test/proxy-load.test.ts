@@ -10,24 +10,11 @@ import { connect, createServer, type AddressInfo, type Server, type Socket } fro
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ProxyServer } from '../src/proxy/index.js';
 import { DirectDialer, type DirectDialerOptions } from './helpers/direct-dialer.js';
+import { listenLocal } from './helpers/local-server.js';
 
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
-async function listen(t: ExecutionContext, server: Server): Promise<number> {
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const sockets = new Set<Socket>();
-  server.on('connection', (s: Socket) => {
-    sockets.add(s);
-    s.on('error', () => undefined);
-    s.once('close', () => sockets.delete(s));
-  });
-  t.teardown(() => {
-    for (const s of sockets) s.destroy();
-    server.close();
-  });
-  return (server.address() as AddressInfo).port;
-}
+const listen = listenLocal;
 
 /** Echoes everything and half-closes after the client does. */
 function echoServer(): Server {
