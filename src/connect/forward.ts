@@ -36,11 +36,8 @@ export interface ForwardOptions extends CommandIo {
 export async function serveForward(o: ForwardOptions): Promise<number> {
   let forwarder: PortForwarder | undefined;
   let to = '';
-  return serveTransport({
+  return serveTransport(o, {
     buildTransport: o.buildTransport,
-    stop: o.stop,
-    log: o.log,
-    debug: o.debug,
     prepare: async (ctx, dialer) => {
       const { host, port, label } = await resolveTarget(o);
       const local = o.mapping.local ?? port;

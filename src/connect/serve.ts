@@ -9,12 +9,12 @@ import type { Transport, TransportBuilder, TransportContext } from '../transport
 import { Undo, type Logger } from '../undo.js';
 import type { SignalWatch } from './signals.js';
 
-export interface ServeTransportOptions {
+/** Where a serving command prints, and its signal watch (installed when the command began, ShadowCommand's `execute`). */
+export type ServeIo = Pick<CommandIo, 'stop' | 'log' | 'debug'>;
+
+/** The steps a serving command adds to the common life. */
+export interface ServeSteps {
   buildTransport: TransportBuilder;
-  log: Logger;
-  debug: Logger;
-  /** The signal watch, installed when the command began (ShadowCommand's `execute`). */
-  stop: SignalWatch;
   /**
    * Before the transport: what must fail before any network traffic (a taken local port). `dialer`
    * is the tunnel's, usable before it exists: a dial made before the transport is up waits for it
@@ -33,35 +33,35 @@ export interface ServeTransportOptions {
  * that came during the start-up (a step's failure then is only a debug line); throws the failure
  * otherwise.
  */
-export async function serveTransport(o: ServeTransportOptions): Promise<number> {
+export async function serveTransport(io: ServeIo, steps: ServeSteps): Promise<number> {
   const undo = new Undo();
-  const { stop } = o;
-  const ctx: TransportContext = { undo, log: o.log, debug: o.debug, signal: stop.aborted };
+  const { stop } = io;
+  const ctx: TransportContext = { undo, log: io.log, debug: io.debug, signal: stop.aborted };
   const dialer = new PendingDialer();
   const stopping = (): void => dialer.fail('ktctl is stopping');
   if (stop.aborted.aborted) stopping();
   else stop.aborted.addEventListener('abort', stopping, { once: true });
   try {
-    if (!stop.aborted.aborted) await o.prepare?.(ctx, dialer);
-    const transport = stop.aborted.aborted ? undefined : await o.buildTransport(ctx);
+    if (!stop.aborted.aborted) await steps.prepare?.(ctx, dialer);
+    const transport = stop.aborted.aborted ? undefined : await steps.buildTransport(ctx);
     if (transport !== undefined && !stop.aborted.aborted) {
       dialer.ready(transport.tunnel);
-      await o.start(transport, ctx);
+      await steps.start(transport, ctx);
     }
     const error = await Promise.race([stop.signal.then(() => undefined), transport?.fatal ?? new Promise<never>(() => undefined)]);
     if (error !== undefined) throw error;
   } catch (error) {
     if (!stop.aborted.aborted) {
       dialer.fail(`ktctl could not start: ${error instanceof Error ? error.message : String(error)}`);
-      await undo.run(o.log);
+      await undo.run(io.log);
       throw error;
     }
-    o.debug(`stopped during the start-up: ${error instanceof Error ? error.message : String(error)}`);
+    io.debug(`stopped during the start-up: ${error instanceof Error ? error.message : String(error)}`);
   } finally {
     stop.aborted.removeEventListener('abort', stopping);
   }
-  o.log(`got ${String(stop.aborted.reason)}; stopping`);
-  await undo.run(o.log);
+  io.log(`got ${String(stop.aborted.reason)}; stopping`);
+  await undo.run(io.log);
   return 0;
 }
 

@@ -51,11 +51,8 @@ export async function listenSocks(o: SocksFrontEndOptions, dialer: Dialer): Prom
  */
 export async function connectSocks(o: CommandIo & { host: string; port: number; buildTransport: TransportBuilder }): Promise<number> {
   let socks: { announce(): void } | undefined;
-  return serveTransport({
+  return serveTransport(o, {
     buildTransport: o.buildTransport,
-    stop: o.stop,
-    log: o.log,
-    debug: o.debug,
     prepare: async (ctx, dialer) => {
       socks = await listenSocks({ host: o.host, port: o.port, stdout: o.stdout, log: ctx.log, debug: ctx.debug, undo: ctx.undo }, dialer);
     },

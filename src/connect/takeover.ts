@@ -28,10 +28,7 @@ export async function exchangeService(o: TakeoverOptions & { service: string; mo
   const k = await import('../kube/takeover.js');
   let t!: ServiceTakeover;
   let labels: Record<string, string> = {};
-  return serveTransport({
-    stop: o.stop,
-    log: o.log,
-    debug: o.debug,
+  return serveTransport(o, {
     // Everything that can refuse comes before the shadow: RBAC, the target, its ports, the lock.
     prepare: async (ctx) => {
       t = await k.prepareServiceTakeover({ ...ctx, flags: o.flags, role: 'exchange', target: o.service, expose: o.ports, check: mode === 'scale' ? k.requireDeployment : undefined });
@@ -60,10 +57,7 @@ export async function meshService(
   let t!: ServiceTakeover;
   let manifests = '';
   let transportOptions!: KubeTransportOptions;
-  return serveTransport({
-    stop: o.stop,
-    log: o.log,
-    debug: o.debug,
+  return serveTransport(o, {
     // Everything that can refuse comes before the tunnel: RBAC, the target, its ports, the lock, the mark.
     prepare: async (ctx) => {
       t = await k.prepareServiceTakeover({ ...ctx, flags: o.flags, role: 'mesh', target: o.service, expose: o.ports });
@@ -99,10 +93,7 @@ export async function previewService(o: TakeoverOptions & { name: string; extern
   const { shadow, ports } = o;
   const k = await import('../kube/takeover.js');
   let p!: PreviewTarget;
-  return serveTransport({
-    stop: o.stop,
-    log: o.log,
-    debug: o.debug,
+  return serveTransport(o, {
     prepare: async (ctx) => {
       p = await k.preparePreview({ ...ctx, flags: o.flags, name: o.name });
     },

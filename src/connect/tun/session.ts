@@ -222,11 +222,8 @@ export interface ConnectTunOptions {
  * The caller has checked the flags and `checkTunAccess()` before: nothing is made before that.
  */
 export async function connectTun(o: ConnectTunOptions): Promise<number> {
-  return serveTransport({
+  return serveTransport(o, {
     buildTransport: o.buildTransport,
-    stop: o.stop,
-    log: o.log,
-    debug: o.debug,
     start: async (transport, ctx) => {
       await serveTun({ ...o.flags, stdout: o.stdout, log: o.log, debug: o.debug, debugEnabled: o.debugEnabled, undo: ctx.undo }, transport);
       if (!ctx.signal.aborted) o.log(`connected through ${transport.label}; press Ctrl-C to disconnect`);
