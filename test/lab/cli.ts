@@ -6,6 +6,8 @@
  *   status                      what runs: daemon, API server, pods
  *   laptop NAME [--delete]      make (or remove) a network namespace that plays a developer's machine
  *   exec NAMESPACE/POD [-c CONTAINER] -- CMD...   run a command inside a pod (its network namespace)
+ *   fault cut-portforward [--abrupt]   end every open port-forward stream (close frame 1001, or a
+ *                               TCP cut with no close frame: 1006)
  *
  * The state folder is .lab (or $KTLAB_DIR).
  */
@@ -185,7 +187,22 @@ async function execCmd(stateDir: string, args: string[]): Promise<number> {
   return res.exitCode;
 }
 
-const USAGE = `usage: lab up | down | status | laptop NAME [--delete] | exec NAMESPACE/POD [-c CONTAINER] -- CMD...
+/** Faults on command, while another process holds the lab (tests, benches, the demo). */
+async function fault(stateDir: string, args: string[]): Promise<number> {
+  const [what, ...opts] = args;
+  if (what === 'cut-portforward') {
+    const abrupt = opts.includes('--abrupt');
+    const r = await request(endpointFromState(stateDir), 'POST', '/lab/v1/faults/cut-portforward', { abrupt });
+    if (r.status !== 200) throw new Error(`the lab refused the fault (${r.status}): ${JSON.stringify(r.body)}`);
+    const cut = (r.body as { cut: number }).cut;
+    process.stdout.write(`cut ${cut} port-forward stream(s) ${abrupt ? 'abruptly (TCP reset, no close frame: 1006)' : 'with a close frame (1001)'}\n`);
+    return 0;
+  }
+  process.stderr.write('usage: lab fault cut-portforward [--abrupt]\n');
+  return 2;
+}
+
+const USAGE = `usage: lab up | down | status | laptop NAME [--delete] | exec NAMESPACE/POD [-c CONTAINER] -- CMD... | fault cut-portforward [--abrupt]
 state folder: .lab (or $KTLAB_DIR)
 `;
 
@@ -224,6 +241,8 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'exec':
       return execCmd(stateDir, rest);
+    case 'fault':
+      return fault(stateDir, rest);
     default:
       process.stderr.write(USAGE);
       return cmd === undefined || cmd === 'help' || cmd === '--help' ? 0 : 2;

@@ -17,7 +17,7 @@ import { matchFields, matchRequirements, parseFieldSelector, parseLabelSelector,
 import { metaOf, type StoreEvent } from './store.js';
 import { clockSkewSeconds, now, setClockSkewSeconds } from './clock.js';
 import type { LabNet } from '../net/types.js';
-import { handleExec, handlePortForward, handleLog } from './streams.js';
+import { cutPortForwards, handleExec, handlePortForward, handleLog } from './streams.js';
 import { toTable, wantsTable } from './table.js';
 import { decodeK8sProtobuf, isProtobuf } from './proto.js';
 import { openApiDocument, openApiIndex } from './openapi.js';
@@ -602,6 +602,14 @@ export class ApiServer {
       }
       return this.#send(res, 200, { skewSeconds: clockSkewSeconds(), now: now().toISOString() });
     }
+    // lab-only: POST /lab/v1/faults/cut-portforward {"abrupt": bool}
+    if (parts[1] === 'v1' && parts[2] === 'faults' && parts[3] === 'cut-portforward' && parts.length === 4) {
+      if (req.method !== 'POST') throw methodNotAllowed();
+      if (user.verbs) throw new ApiError(403, 'Forbidden', `User "${user.name}" cannot inject lab faults`);
+      const body = await this.#readJson(req, undefined);
+      const abrupt = isObject(body) && body.abrupt === true;
+      return this.#send(res, 200, { cut: cutPortForwards(abrupt ? 'abrupt' : 'close'), how: abrupt ? 'abrupt' : 'close' });
+    }
     throw unknownResource();
   }
 
@@ -648,7 +656,7 @@ export class ApiServer {
         if (!proto) throw badRequest(`unable to upgrade connection: requested protocols ${JSON.stringify(protocols)} are not supported (v4.channel.k8s.io)`);
         const prep = handlePortForward.prepare(this.#opts.net, pod, url.searchParams);
         if ('setNoDelay' in socket && typeof socket.setNoDelay === 'function') socket.setNoDelay(true);
-        this.#wss.handleUpgrade(req, socket, head, (ws) => prep.run(ws));
+        this.#wss.handleUpgrade(req, socket, head, (ws) => prep.run(ws, socket));
         return;
       }
       throw badRequest('Upgrade request required');

@@ -4,6 +4,7 @@
  */
 import type http from 'node:http';
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import { ApiError, badRequest } from './status.js';
 import type { ContainerStatus, JsonObject, Pod } from './json.js';
@@ -193,8 +194,26 @@ export const handleExec = {
   },
 };
 
+/** The port-forward streams open now, for the lab's faults (`npm run lab -- fault cut-portforward`). */
+const openPortForwards = new Set<{ ws: WebSocket; socket: Duplex }>();
+
+/**
+ * Ends every open port-forward stream: `close` with a close frame (1001, going away, as an API
+ * server that shuts down sends), `abrupt` by destroying the TCP connection with no close frame
+ * (the client sees 1006, as when a load balancer or NAT drops it). Returns how many it cut.
+ */
+export function cutPortForwards(how: 'close' | 'abrupt'): number {
+  const all = [...openPortForwards];
+  openPortForwards.clear();
+  for (const pf of all) {
+    if (how === 'abrupt') pf.socket.destroy();
+    else pf.ws.close(1001, 'the lab cut this port-forward (fault cut-portforward)');
+  }
+  return all.length;
+}
+
 export const handlePortForward = {
-  prepare(net: LabNet, obj: JsonObject, q: URLSearchParams): Prepared {
+  prepare(net: LabNet, obj: JsonObject, q: URLSearchParams): { run(ws: WebSocket, socket: Duplex): void } {
     const pod = asPod(obj);
     const phase = pod.status?.phase;
     if (pod.metadata.deletionTimestamp || phase !== 'Running') {
@@ -208,7 +227,10 @@ export const handlePortForward = {
       return n;
     });
     return {
-      run(ws: WebSocket): void {
+      run(ws: WebSocket, socket: Duplex): void {
+        const entry = { ws, socket };
+        openPortForwards.add(entry);
+        ws.once('close', () => openPortForwards.delete(entry));
         const sockets: Socket[] = [];
         let closed = false;
         const closeAll = (): void => {
