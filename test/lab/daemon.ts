@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ControlPlane } from './api/lab.js';
 import { FILES, readTokens } from './api/pki.js';
+import { readExecKey } from './api/exec-token.js';
 import { LAB, type LabNet } from './net/types.js';
 
 function arg(name: string): string | undefined {
@@ -39,7 +40,9 @@ async function main(): Promise<void> {
     key: fs.readFileSync(path.join(stateDir, FILES.serverKey)),
     cert: fs.readFileSync(path.join(stateDir, FILES.serverCert)),
   };
-  const cp = new ControlPlane({ net, tokens, tls, log });
+  const execKeyFile = path.join(stateDir, FILES.execKey);
+  const execTokenKey = fs.existsSync(execKeyFile) ? readExecKey(execKeyFile) : undefined;
+  const cp = new ControlPlane({ net, tokens, tls, log, execTokenKey });
   const [host, portText] = [listen.slice(0, listen.lastIndexOf(':')), listen.slice(listen.lastIndexOf(':') + 1)];
   const { port } = await cp.start(host, Number(portText));
   log(`lab api server listening on https://${host}:${port}`);

@@ -6,17 +6,18 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CoreV1Api, KubeConfig, type V1Pod } from '@kubernetes/client-node';
 import { execInPod, type LabEndpoint } from './api/client.js';
-import { CONTEXTS, FILES } from './api/pki.js';
+import { CONTEXTS, FILES, USERS } from './api/pki.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 
 export interface Lab {
   kubeconfig: string;
-  contexts: { admin: string; readonly: string };
+  contexts: { admin: string; readonly: string; exec: string };
 }
 
 /** The running lab, or a clear error if there is none. */
@@ -27,10 +28,10 @@ export function lab(): Lab {
   if (!fs.existsSync(kubeconfig)) {
     throw new Error(`the lab is not up (no ${kubeconfig}): run npm test, or npm run lab -- up first`);
   }
-  return { kubeconfig, contexts: { admin: CONTEXTS.admin, readonly: CONTEXTS.readonly } };
+  return { kubeconfig, contexts: { admin: CONTEXTS.admin, readonly: CONTEXTS.readonly, exec: CONTEXTS.exec } };
 }
 
-export function kubeConfig(context: 'admin' | 'readonly' = 'admin'): KubeConfig {
+export function kubeConfig(context: 'admin' | 'readonly' | 'exec' = 'admin'): KubeConfig {
   const l = lab();
   const kc = new KubeConfig();
   kc.loadFromFile(l.kubeconfig);
@@ -134,4 +135,56 @@ export function kubectl(args: string[], options: { input?: string; timeoutMs?: n
 
 export function hasKubectl(): boolean {
   return (process.env.PATH ?? '').split(':').some((d) => d !== '' && fs.existsSync(path.join(d, 'kubectl')));
+}
+
+/** A copy of a kubeconfig whose `lab-exec` user has its own token lifetime and control folder. */
+export interface ExecKubeconfig {
+  /** the copy; its current context is lab-exec */
+  kubeconfig: string;
+  /** KTLAB_EXEC_CONTROL_DIR of the copy's plugin */
+  controlDir: string;
+  /** one entry per run of the plugin so far (runs.log) */
+  runs(): Array<{ at: string; pid: number; expirationTimestamp: string; interactive: boolean | null }>;
+  /** while on, the plugin fails (a file `fail` in the control folder) */
+  setFailing(on: boolean): void;
+}
+
+/**
+ * Writes a copy of the lab's kubeconfig (or `source`) into a new temporary folder, with the
+ * `lab-exec` user's KTLAB_TOKEN_TTL_SECONDS set to `ttlSeconds` and a control folder of its own
+ * (exec-token.ts: the plugin logs each run there and fails while `fail` exists). Removed at teardown.
+ */
+export function execKubeconfig(hooks: { teardown(fn: () => void): void }, o: { ttlSeconds: number; source?: string }): ExecKubeconfig {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ktlab-exec-'));
+  hooks.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const controlDir = path.join(dir, 'control');
+  fs.mkdirSync(controlDir);
+  const kc = new KubeConfig();
+  kc.loadFromFile(o.source ?? lab().kubeconfig);
+  const user = kc.users.find((u) => u.name === USERS.exec);
+  const exec = user?.exec as { env?: Array<{ name: string; value: string }> } | undefined;
+  if (!user || !exec) throw new Error(`the kubeconfig ${o.source ?? lab().kubeconfig} has no user ${USERS.exec} with exec (an older lab: npm run lab -- up again)`);
+  const env = (exec.env ?? []).filter((e) => e.name !== 'KTLAB_TOKEN_TTL_SECONDS' && e.name !== 'KTLAB_EXEC_CONTROL_DIR');
+  exec.env = [...env, { name: 'KTLAB_TOKEN_TTL_SECONDS', value: String(o.ttlSeconds) }, { name: 'KTLAB_EXEC_CONTROL_DIR', value: controlDir }];
+  kc.setCurrentContext(CONTEXTS.exec);
+  const kubeconfig = path.join(dir, 'kubeconfig');
+  // exportConfig writes JSON, which is YAML too (kubectl reads it)
+  fs.writeFileSync(kubeconfig, kc.exportConfig(), { mode: 0o600 });
+  const log = path.join(controlDir, 'runs.log');
+  return {
+    kubeconfig,
+    controlDir,
+    runs: () =>
+      fs.existsSync(log)
+        ? fs
+            .readFileSync(log, 'utf8')
+            .split('\n')
+            .filter((l) => l !== '')
+            .map((l) => JSON.parse(l) as ReturnType<ExecKubeconfig['runs']>[number])
+        : [],
+    setFailing(on) {
+      if (on) fs.writeFileSync(path.join(controlDir, 'fail'), '');
+      else fs.rmSync(path.join(controlDir, 'fail'), { force: true });
+    },
+  };
 }

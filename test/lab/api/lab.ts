@@ -8,6 +8,7 @@ import { Controllers, NODE_IP, NODE_LABELS, NODE_NAME } from './controllers/inde
 import { ApiServer } from './server.js';
 import type { User } from './auth.js';
 import { USERS, type Tokens } from './pki.js';
+import { ExecTokenVerifier } from './exec-token.js';
 import { timestamp } from './clock.js';
 import { LAB, type LabNet } from '../net/types.js';
 import type { JsonObject } from './json.js';
@@ -20,6 +21,8 @@ export interface ControlPlaneOptions {
   /** seed the demo deployment/service `web` in default (default true) */
   demo?: boolean;
   bookmarkIntervalMs?: number;
+  /** the signing key of the exec plugin's tokens (exec-token.ts); without it they get 401 */
+  execTokenKey?: Buffer;
 }
 
 export class ControlPlane {
@@ -27,6 +30,7 @@ export class ControlPlane {
   readonly registry = new Registry(this.store);
   readonly controllers: Controllers;
   readonly server: ApiServer;
+  readonly execTokens: ExecTokenVerifier | undefined;
 
   constructor(opts: ControlPlaneOptions) {
     this.controllers = new Controllers({ registry: this.registry, net: opts.net, log: opts.log });
@@ -34,7 +38,8 @@ export class ControlPlane {
       [opts.tokens.admin, { name: USERS.admin }],
       [opts.tokens.readonly, { name: USERS.readonly, verbs: ['get', 'list', 'watch'] }],
     ]);
-    this.server = new ApiServer({ registry: this.registry, net: opts.net, users, tls: opts.tls, log: opts.log, bookmarkIntervalMs: opts.bookmarkIntervalMs });
+    this.execTokens = opts.execTokenKey ? new ExecTokenVerifier(opts.execTokenKey) : undefined;
+    this.server = new ApiServer({ registry: this.registry, net: opts.net, users, execTokens: this.execTokens, tls: opts.tls, log: opts.log, bookmarkIntervalMs: opts.bookmarkIntervalMs });
     this.#seed(opts.demo ?? true);
   }
 

@@ -1,6 +1,7 @@
 /**
  * The lab's credentials: a CA and a server certificate made with the openssl CLI, two bearer
- * tokens (admin and read-only) and the kubeconfig that carries them.
+ * tokens (admin and read-only), the signing key and plugin of the expiring exec tokens
+ * (exec-token.ts) and the kubeconfig that carries them.
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -8,6 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { LAB } from '../net/types.js';
+import { EXEC_USER, execUserYaml, writeExecFiles, type ExecFiles } from './exec-token.js';
 
 const run = promisify(execFile);
 
@@ -20,10 +22,12 @@ export const FILES = {
   kubeconfig: 'kubeconfig',
   pid: 'daemon.pid',
   log: 'daemon.log',
+  execKey: 'exec-token.key',
+  execPlugin: 'exec-plugin.mjs',
 } as const;
 
-export const USERS = { admin: 'lab-admin', readonly: 'lab-readonly' } as const;
-export const CONTEXTS = { admin: 'lab', readonly: 'lab-readonly' } as const;
+export const USERS = { admin: 'lab-admin', readonly: 'lab-readonly', exec: EXEC_USER } as const;
+export const CONTEXTS = { admin: 'lab', readonly: 'lab-readonly', exec: 'lab-exec' } as const;
 export const SERVER_URL = `https://${LAB.apiServerIp}:${LAB.apiServerPort}`;
 
 export interface Tokens {
@@ -70,11 +74,13 @@ export async function makeCredentials(dir: string): Promise<{ kubeconfig: string
   const tokens: Tokens = { admin: randomBytes(24).toString('hex'), readonly: randomBytes(24).toString('hex') };
   fs.writeFileSync(p(FILES.tokens), JSON.stringify(tokens), { mode: 0o600 });
   const kubeconfig = p(FILES.kubeconfig);
-  fs.writeFileSync(kubeconfig, renderKubeconfig(fs.readFileSync(p(FILES.caCert)), tokens), { mode: 0o600 });
+  const exec = writeExecFiles(dir, { key: FILES.execKey, plugin: FILES.execPlugin });
+  fs.writeFileSync(kubeconfig, renderKubeconfig(fs.readFileSync(p(FILES.caCert)), tokens, SERVER_URL, exec), { mode: 0o600 });
   return { kubeconfig, tokens };
 }
 
-export function renderKubeconfig(ca: Buffer, tokens: Tokens, server = SERVER_URL): string {
+/** `exec`: also the user and context `lab-exec` (tokens from the exec plugin, exec-token.ts). */
+export function renderKubeconfig(ca: Buffer, tokens: Tokens, server = SERVER_URL, exec?: ExecFiles): string {
   const caData = ca.toString('base64');
   return [
     'apiVersion: v1',
@@ -92,6 +98,7 @@ export function renderKubeconfig(ca: Buffer, tokens: Tokens, server = SERVER_URL
     `- name: ${USERS.readonly}`,
     '  user:',
     `    token: ${tokens.readonly}`,
+    ...(exec ? execUserYaml(exec) : []),
     'contexts:',
     `- name: ${CONTEXTS.admin}`,
     '  context:',
@@ -103,6 +110,7 @@ export function renderKubeconfig(ca: Buffer, tokens: Tokens, server = SERVER_URL
     '    cluster: lab',
     `    user: ${USERS.readonly}`,
     '    namespace: default',
+    ...(exec ? [`- name: ${CONTEXTS.exec}`, '  context:', '    cluster: lab', `    user: ${USERS.exec}`, '    namespace: default'] : []),
     `current-context: ${CONTEXTS.admin}`,
     '',
   ].join('\n');

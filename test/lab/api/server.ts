@@ -12,6 +12,7 @@ import { isObject, type Json, type JsonObject, type ObjectMeta } from './json.js
 import { apiVersionOf, findResource, RESOURCES, type ResourceInfo } from './resources.js';
 import { apiGroup, apiGroupList, apiResourceList, apiVersions, versionInfo } from './discovery.js';
 import { allowed, forbiddenMessage, type Attributes, type User } from './auth.js';
+import type { ExecTokenVerifier } from './exec-token.js';
 import { R, type DeleteOptions, type PatchType, type Registry } from './registry.js';
 import { matchFields, matchRequirements, parseFieldSelector, parseLabelSelector, selectorString } from './selectors.js';
 import { metaOf, type StoreEvent } from './store.js';
@@ -28,6 +29,8 @@ export interface ApiServerOptions {
   net: LabNet;
   /** bearer token -> user */
   users: Map<string, User>;
+  /** tokens of the exec credential plugin, valid until they expire (exec-token.ts) */
+  execTokens?: ExecTokenVerifier;
   tls?: { key: string | Buffer; cert: string | Buffer };
   /** BOOKMARK / keep-alive interval on watches (ms) */
   bookmarkIntervalMs?: number;
@@ -97,7 +100,8 @@ export class ApiServer {
   #user(req: http.IncomingMessage): User | undefined {
     const h = req.headers.authorization;
     if (!h || !h.startsWith('Bearer ')) return undefined;
-    return this.#opts.users.get(h.slice(7).trim());
+    const token = h.slice(7).trim();
+    return this.#opts.users.get(token) ?? this.#opts.execTokens?.verify(token);
   }
 
   /** `warnings` become Warning headers (`299 - "..."`), as admission warnings do in kube-apiserver. */
@@ -234,6 +238,9 @@ export class ApiServer {
     const path = url.pathname.replace(/\/+$/, '') || '/';
     const method = req.method ?? 'GET';
     const parts = path.split('/').filter((p) => p !== '').map((p) => decodeURIComponent(p));
+    // A token that no authenticator accepts (an expired one) is a 401 on every path, /version too
+    // (bearertoken.Authenticator.AuthenticateRequest returns an error, never anonymous).
+    if (req.headers.authorization !== undefined && !this.#user(req)) throw unauthorized();
 
     if (path === '/healthz' || path === '/livez' || path === '/readyz') {
       res.writeHead(200, { 'Content-Type': 'text/plain' });
