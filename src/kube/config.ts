@@ -9,6 +9,7 @@ import { homedir } from 'node:os';
 import path from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { InputFileError } from '../errors.js';
+import { installExecCredentials } from './credentials.js';
 import { KubeConfigError } from './errors.js';
 
 export interface KubeTarget {
@@ -78,6 +79,8 @@ export function loadKubeConfig(o: KubeConfigOptions): KubeTarget {
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new KubeConfigError(`the context "${context}" refers to a cluster that is not in ${files.join(path.delimiter)}`);
   const namespace = o.namespace || ctx.namespace || 'default';
+  // exec plugins (EKS, GKE, AKS) run by ktctl: renewed before expiry and after a 401, one run at a time
+  installExecCredentials(kc);
   return { kc, context, namespace, server: cluster.server, files };
 }
 

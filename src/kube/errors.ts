@@ -5,6 +5,7 @@
  */
 import { ApiException } from '@kubernetes/client-node';
 import { KubeError } from '../errors.js';
+import { credentialEpoch, renewAfterUnauthorized } from './credentials.js';
 
 /** No kubeconfig, no such context, a context without a cluster. */
 export class KubeConfigError extends KubeError {
@@ -207,8 +208,18 @@ export function toKubeError(error: unknown, op: KubeOperation): Error {
   return new KubeApiError(0, `could not ${op.verb} ${op.resource}${ns ? ` in namespace ${ns}` : ''}: ${message}`, { cause: error });
 }
 
-/** Runs one API call; its failure comes back as a KubeError. */
+/**
+ * Runs one API call; its failure comes back as a KubeError. A 401 while an exec credential
+ * plugin is in use drops the token the call was made with and runs the call once more (the
+ * plugin runs again first), as client-go's exec round tripper does.
+ */
 export async function kubeCall<T>(op: KubeOperation, fn: () => Promise<T>): Promise<T> {
+  const epoch = credentialEpoch();
+  try {
+    return await fn();
+  } catch (error) {
+    if (!(error instanceof ApiException && Number(error.code) === 401 && renewAfterUnauthorized(epoch))) throw toKubeError(error, op);
+  }
   try {
     return await fn();
   } catch (error) {
