@@ -5,10 +5,20 @@
  */
 import type { Kube } from './api.js';
 import { rfc3339 } from './api.js';
-import { kubeCall } from './errors.js';
+import { ExecCredentialError } from './credentials.js';
+import { kubeCall, KubeUnauthorizedError } from './errors.js';
 import { ANNOTATION_HEARTBEAT } from './names.js';
 
-export const HEARTBEAT_INTERVAL_MS = 30_000;
+/** 30 s; KTCTL_HEARTBEAT_SECONDS shortens it (tests that watch the beats across token expiries). */
+export const HEARTBEAT_INTERVAL_MS = heartbeatFromEnv(process.env.KTCTL_HEARTBEAT_SECONDS) ?? 30_000;
+
+function heartbeatFromEnv(text: string | undefined): number | undefined {
+  const s = Number(text);
+  return text !== undefined && text !== '' && Number.isFinite(s) && s >= 1 && s <= 300 ? s * 1000 : undefined;
+}
+
+/** The credentials are gone for good: the exec plugin fails, or the API server refuses a fresh token (kubeCall renewed it once already). */
+const credentialsLost = (e: unknown): e is Error => e instanceof ExecCredentialError || e instanceof KubeUnauthorizedError;
 
 export interface OwnedObject {
   kind: 'pod' | 'secret' | 'service' | 'deployment';
@@ -22,12 +32,15 @@ export class Heartbeat {
   readonly #hooks = new Set<(now: Date) => Promise<void>>();
   readonly #debug: (line: string) => void;
   readonly #intervalMs: number;
+  readonly #onCredentialsLost: (error: Error) => void;
   #timer: NodeJS.Timeout | undefined;
   #beating: Promise<void> | undefined;
 
-  constructor(kube: Kube, options: { debug?: (line: string) => void; intervalMs?: number } = {}) {
+  /** `onCredentialsLost`: a beat failed because the credentials cannot be renewed (the session should end). */
+  constructor(kube: Kube, options: { debug?: (line: string) => void; intervalMs?: number; onCredentialsLost?: (error: Error) => void } = {}) {
     this.#kube = kube;
     this.#debug = options.debug ?? (() => undefined);
+    this.#onCredentialsLost = options.onCredentialsLost ?? (() => undefined);
     this.#intervalMs = options.intervalMs ?? HEARTBEAT_INTERVAL_MS;
   }
 
@@ -74,6 +87,7 @@ export class Heartbeat {
             await patchAnnotations(this.#kube, o, { [ANNOTATION_HEARTBEAT]: now });
           } catch (error) {
             this.#debug(`heartbeat: ${o.kind} ${o.namespace}/${o.name}: ${error instanceof Error ? error.message : String(error)}`);
+            if (credentialsLost(error)) throw error;
           }
         }
         for (const fn of this.#hooks) {
@@ -86,6 +100,7 @@ export class Heartbeat {
         this.#debug(`heartbeat ${now} on ${this.#objects.size} object(s)`);
       } catch (error) {
         this.#debug(`heartbeat: ${error instanceof Error ? error.message : String(error)}`);
+        if (credentialsLost(error)) this.#onCredentialsLost(error);
       } finally {
         this.#beating = undefined;
       }

@@ -9,6 +9,7 @@
 import { Watch, type V1Service } from '@kubernetes/client-node';
 import type { Undo } from '../undo.js';
 import type { Kube } from './api.js';
+import { credentialEpoch, renewAfterUnauthorized } from './credentials.js';
 import { isConflict, isNotFound, kubeCall, unlessNotFound } from './errors.js';
 import { patchAnnotations } from './heartbeat.js';
 import { ANNOTATION_ORIGINAL_SELECTOR } from './names.js';
@@ -169,6 +170,11 @@ export function watchSelector(kube: Kube, namespace: string, name: string, expec
   let retry: NodeJS.Timeout | undefined;
   const start = (): void => {
     if (stopped) return;
+    // A 401 (the token expired between two watches) drops the credential this one started with.
+    const epoch = credentialEpoch();
+    const unauthorized = (err: unknown): void => {
+      if ((err as { statusCode?: unknown } | undefined)?.statusCode === 401) renewAfterUnauthorized(epoch);
+    };
     watch
       .watch(
         `/api/v1/namespaces/${encodeURIComponent(namespace)}/services`,
@@ -180,8 +186,9 @@ export function watchSelector(kube: Kube, namespace: string, name: string, expec
           lastReported = selector;
           onChange(selector);
         },
-        () => {
+        (err: unknown) => {
           abort = undefined;
+          unauthorized(err);
           if (!stopped) retry = setTimeout(start, 1000);
         },
       )

@@ -2,9 +2,10 @@
  * The cluster's Services, listed and kept current for `--dnsMode hosts` (`Transport.services`).
  */
 import { isIP } from 'node:net';
-import { makeInformer, type V1Service } from '@kubernetes/client-node';
+import { ListWatch, Watch, type KubeConfig, type V1Service } from '@kubernetes/client-node';
 import type { ClusterService, ServiceWatch, TransportContext } from '../transport.js';
 import type { Kube } from './api.js';
+import { credentialEpoch, renewAfterUnauthorized } from './credentials.js';
 import { kubeCall, KubeForbiddenError } from './errors.js';
 
 /** How long a burst of watch events is collected before `onChange` sees the list. */
@@ -28,8 +29,11 @@ export async function watchServices(kube: Kube, namespace: string, onChange: (se
   }
   const informer =
     scope === 'cluster'
-      ? makeInformer<V1Service>(kube.kc, '/api/v1/services', () => kube.core.listServiceForAllNamespaces())
-      : makeInformer<V1Service>(kube.kc, `/api/v1/namespaces/${namespace}/services`, () => kube.core.listNamespacedService({ namespace }));
+      ? new ListWatch<V1Service>('/api/v1/services', new SettledWatch(kube.kc), () => kube.core.listServiceForAllNamespaces(), false)
+      : new ListWatch<V1Service>(`/api/v1/namespaces/${namespace}/services`, new SettledWatch(kube.kc), () => kube.core.listNamespacedService({ namespace }), false);
+  // The credential each (re)connection started with: a 401 drops it (credentials.ts), and the retry runs the plugin.
+  let epoch = credentialEpoch();
+  informer.on('connect', () => (epoch = credentialEpoch()));
   let stopped = false;
   let settle: NodeJS.Timeout | undefined;
   let retry: NodeJS.Timeout | undefined;
@@ -52,8 +56,9 @@ export async function watchServices(kube: Kube, namespace: string, onChange: (se
   informer.on('error', (error: unknown) => {
     if (stopped) return;
     ctx.debug(`watch of services: ${error instanceof Error ? error.message : String(error)}; again in ${SERVICES_RETRY_MS / 1000} s`);
+    if (statusOf(error) === 401) renewAfterUnauthorized(epoch);
     clearTimeout(retry);
-    retry = setTimeout(() => void informer.start(), SERVICES_RETRY_MS);
+    retry = setTimeout(() => void informer.start().catch(() => undefined), SERVICES_RETRY_MS);
   });
   await informer.start();
   deliver();
@@ -66,4 +71,31 @@ export async function watchServices(kube: Kube, namespace: string, onChange: (se
       await informer.stop();
     },
   };
+}
+
+/** The HTTP status of a failed list (ApiException `code`) or watch (client-node's Error with `statusCode`). */
+function statusOf(error: unknown): number | undefined {
+  const e = error as { code?: unknown; statusCode?: unknown } | undefined;
+  const v = Number(e?.statusCode ?? e?.code);
+  return Number.isInteger(v) ? v : undefined;
+}
+
+/**
+ * client-node's Watch, except that a failure to start (the exec plugin fails while the informer
+ * reconnects by itself) goes to `done` like any other watch failure: the informer calls `watch`
+ * from its own callbacks without catching, so a rejection there would be unhandled.
+ */
+class SettledWatch extends Watch {
+  constructor(kc: KubeConfig) {
+    super(kc);
+  }
+
+  override async watch(path: string, queryParams: Record<string, string | number | boolean | undefined>, callback: (phase: string, apiObj: unknown, watchObj?: unknown) => void, done: (err: unknown) => void): Promise<AbortController> {
+    try {
+      return await super.watch(path, queryParams, callback, done);
+    } catch (error) {
+      done(error);
+      return new AbortController();
+    }
+  }
 }

@@ -15,6 +15,7 @@ import { firstDenied, NEEDS } from './access.js';
 import { Kube } from './api.js';
 import { cleanStale } from './clean.js';
 import { loadKubeConfig } from './config.js';
+import { ExecCredentialError, retryUnauthorized } from './credentials.js';
 import { isNotFound, kubeCall, KubeForbiddenError, KubeNotFoundError, KubeUnauthorizedError, PodSecurityError, ShadowPodError, unlessNotFound } from './errors.js';
 import { ShadowProgramError } from './bundle.js';
 import { Heartbeat } from './heartbeat.js';
@@ -66,6 +67,7 @@ const isFatal = (e: unknown): boolean =>
   e instanceof InputFileError ||
   e instanceof KubeForbiddenError ||
   e instanceof KubeUnauthorizedError ||
+  e instanceof ExecCredentialError ||
   e instanceof PodSecurityError ||
   e instanceof ShadowProgramError ||
   (e instanceof ShadowPodError && e.reason !== 'timeout' && e.reason !== 'gone');
@@ -100,7 +102,10 @@ export async function kubeTransport(o: KubeTransportOptions, ctx: TransportConte
 
   const record = writeProcessRecord({ mode: o.mode, context: target.context, namespace, shadow: '', proxy: o.proxy });
   ctx.undo.add('the local state record', () => record.remove());
-  const heartbeat = new Heartbeat(kube, { debug: ctx.debug });
+  // Credentials that cannot be renewed any more (the plugin fails, a 401 after a fresh token) end the session.
+  let credentialsLost!: (error: Error) => void;
+  const lost = new Promise<Error>((resolve) => (credentialsLost = resolve));
+  const heartbeat = new Heartbeat(kube, { debug: ctx.debug, onCredentialsLost: (error) => credentialsLost(error) });
   ctx.undo.add('the heartbeat', () => heartbeat.stop());
 
   const name = o.attach?.name ?? (o.shareShadow ? sharedShadowName() : `ktctl-${randomBytes(3).toString('hex')}`);
@@ -182,7 +187,11 @@ export async function kubeTransport(o: KubeTransportOptions, ctx: TransportConte
       } else {
         await ensurePod();
       }
-      const sock = await openPortForward({ kc: kube.kc, namespace, pod: podName, port: SHADOW_PORT, timeoutMs: o.portForwardTimeoutMs });
+      // A 401 on the upgrade (the token expired on the way): a fresh token, and once more.
+      const sock = await retryUnauthorized(
+        () => openPortForward({ kc: kube.kc, namespace, pod: podName, port: SHADOW_PORT, timeoutMs: o.portForwardTimeoutMs }),
+        (e) => e instanceof KubeUnauthorizedError,
+      );
       try {
         return await SshTunnel.open(
           { sock, username: 'ktctl', privateKey: keys.clientPrivate, hostKey: { pinned: keys.hostPublic }, serverLabel: label(), ciphers: o.ciphers, signal },
@@ -196,7 +205,7 @@ export async function kubeTransport(o: KubeTransportOptions, ctx: TransportConte
   });
   tunnel.on('log', ctx.log);
   removeTunnelStep = ctx.undo.add(`the ssh connection to the ${label()}`, () => tunnel.close());
-  const fatal = new Promise<Error>((resolve) => tunnel.once('fatal', resolve));
+  const fatal = Promise.race([new Promise<Error>((resolve) => tunnel.once('fatal', resolve)), lost]);
   const first = await tunnel.startUnlessAborted(ctx.signal);
   if (first) ctx.log(`connected to the ${label()} through the API server (cipher ${first.cipher || 'negotiated'})`);
   return {
