@@ -5,6 +5,8 @@
  */
 import type { Writable } from 'node:stream';
 import { PendingDialer, type Dialer } from '../dialer.js';
+import { KtctlError } from '../errors.js';
+import { STALE_AFTER_MINUTES } from '../kube/names.js';
 import type { Transport, TransportBuilder, TransportContext } from '../transport.js';
 import { Undo, type Logger } from '../undo.js';
 import type { SignalWatch } from './signals.js';
@@ -23,6 +25,8 @@ export interface ServeSteps {
   prepare?: (ctx: TransportContext, dialer: Dialer) => Promise<void>;
   /** With the transport up (skipped when a signal came while it was being built). */
   start: (transport: Transport, ctx: TransportContext) => Promise<void>;
+  /** The service this run changed in place (exchange, mesh): named in the sentence about what could not be undone. */
+  changedService?: () => { namespace: string; name: string } | undefined;
 }
 
 /**
@@ -34,7 +38,7 @@ export interface ServeSteps {
  * otherwise.
  */
 export async function serveTransport(io: ServeIo, steps: ServeSteps): Promise<number> {
-  const undo = new Undo();
+  const undo = new RecordingUndo();
   const { stop } = io;
   const ctx: TransportContext = { undo, log: io.log, debug: io.debug, signal: stop.aborted };
   const dialer = new PendingDialer();
@@ -54,6 +58,8 @@ export async function serveTransport(io: ServeIo, steps: ServeSteps): Promise<nu
     if (!stop.aborted.aborted) {
       dialer.fail(`ktctl could not start: ${error instanceof Error ? error.message : String(error)}`);
       await undo.run(io.log);
+      const left = leftoverSentence(undo.failed, steps.changedService?.());
+      if (left && error instanceof KtctlError) throw new KtctlError(error.code, `${error.message}; ${left}`, { cause: error });
       throw error;
     }
     io.debug(`stopped during the start-up: ${error instanceof Error ? error.message : String(error)}`);
@@ -62,7 +68,36 @@ export async function serveTransport(io: ServeIo, steps: ServeSteps): Promise<nu
   }
   io.log(`got ${String(stop.aborted.reason)}; stopping`);
   await undo.run(io.log);
+  const left = leftoverSentence(undo.failed, steps.changedService?.());
+  if (left) io.log(left.replace(/^./, (c) => c.toUpperCase()));
   return 0;
+}
+
+/** An Undo that remembers which steps failed (their labels), for the one sentence at the end. */
+class RecordingUndo extends Undo {
+  readonly failed: string[] = [];
+
+  override add(label: string, fn: () => Promise<void> | void): () => void {
+    return super.add(label, async () => {
+      try {
+        await fn();
+      } catch (error) {
+        this.failed.push(label);
+        throw error;
+      }
+    });
+  }
+}
+
+/**
+ * What could not be undone (the cluster refused or could not be reached: credentials that expired
+ * and cannot be renewed) and which command removes it later; undefined when everything was undone.
+ */
+export function leftoverSentence(failed: readonly string[], service?: { namespace: string; name: string }): string | undefined {
+  if (failed.length === 0) return undefined;
+  const clean = `run ktctl clean once your credentials work again (it removes what ktctl made ${STALE_AFTER_MINUTES} minutes after its last heartbeat)`;
+  const recover = service ? `, and ktctl recover ${service.name} -n ${service.namespace} to put service ${service.namespace}/${service.name} back at once` : '';
+  return `ktctl could not undo ${failed.join(', ')}: ${clean}${recover}`;
 }
 
 /** What a serving command hands down besides its own options: the signal watch and where it prints. */

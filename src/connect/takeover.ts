@@ -35,6 +35,7 @@ export async function exchangeService(o: TakeoverOptions & { service: string; mo
       labels = k.exchangeLabels(t, mode);
     },
     buildTransport: (ctx) => kubeTransport({ ...shadow, labels: { ...shadow.labels, ...labels }, ports: k.shadowPorts(t.exposed) }, ctx),
+    changedService: () => (t ? { namespace: t.namespace, name: t.service } : undefined),
     start: async (transport, ctx) => {
       await serveExposedPorts(transport.tunnel, t.exposed, ctx.log, ctx.undo);
       await k.divertService(t, { ...ctx, mode, labels, recoverWaitMs: o.recoverWaitMs, stderr: o.stderr });
@@ -72,6 +73,7 @@ export async function meshService(
       transportOptions = { ...shadow, image, attach: { name: router.name, keys: router.keys, what: router.what } };
     },
     buildTransport: (ctx) => kubeTransport(transportOptions, ctx),
+    changedService: () => (t ? { namespace: t.namespace, name: t.service } : undefined),
     start: async (transport, ctx) => {
       await serveExposedPorts(transport.tunnel, t.exposed, ctx.log, ctx.undo, mode === 'auto' ? meshBindAddress(mark) : undefined);
       // Stopped first on exit, so no heartbeat lands on an object whose annotations were just removed.
