@@ -20,8 +20,9 @@ import { CONTEXTS, FILES, makeCredentials, renderKubeconfig } from './lab/api/pk
 import { execKubeconfig } from './lab/fixture.js';
 import { Kube } from '../src/kube/api.js';
 import { loadKubeConfig } from '../src/kube/config.js';
-import { ExecCredentialError } from '../src/kube/credentials.js';
-import { kubeCall, KubeUnauthorizedError } from '../src/kube/errors.js';
+import { ExecCredentialError, retryUnauthorized } from '../src/kube/credentials.js';
+import { kubeCall, KubeNotFoundError, KubeUnauthorizedError } from '../src/kube/errors.js';
+import { openPortForward } from '../src/kube/portforward.js';
 
 interface LocalLab {
   cp: ControlPlane;
@@ -212,4 +213,26 @@ test.serial('ktctl: a failing plugin is one sentence with its stderr\'s first li
   const e2 = await t.throwsAsync(k2.serverNow());
   t.true(e2 instanceof ExecCredentialError, String(e2));
   t.is(e2!.message, "the credential plugin /nonexistent/ktlab-plugin of user lab-exec is not installed (no such file, or not on PATH): the lab's exec plugin is written by npm run lab -- up (into the state folder, .lab)");
+});
+
+test.serial('ktctl: a 401 on the port-forward upgrade renews the token and upgrades again (as the transport reconnects)', async (t) => {
+  const ek = execKubeconfig(t, { ttlSeconds: 60, source: local!.kubeconfig });
+  const kube = new Kube(loadKubeConfig({ kubeconfig: ek.kubeconfig }));
+  await kube.serverNow();
+  t.is(ek.runs().length, 1);
+  const oldKey = fs.readFileSync(local!.keyFile);
+  t.teardown(() => {
+    fs.writeFileSync(local!.keyFile, oldKey);
+    local!.cp.execTokens!.rotate(readExecKey(local!.keyFile));
+  });
+  const fresh = randomBytes(32);
+  fs.writeFileSync(local!.keyFile, `${fresh.toString('hex')}\n`);
+  local!.cp.execTokens!.rotate(fresh);
+  const open = (): Promise<unknown> => openPortForward({ kc: kube.kc, namespace: 'default', pod: 'nosuchpod', port: 2222, timeoutMs: 5000 });
+  // without the retry: the cached (now refused) token gives the 401 sentence
+  t.true((await t.throwsAsync(open)) instanceof KubeUnauthorizedError);
+  // with it (src/kube/transport.ts's connect): one new plugin run, and the upgrade gets past authentication to the pod lookup
+  const e = await t.throwsAsync(retryUnauthorized(open, (x) => x instanceof KubeUnauthorizedError));
+  t.true(e instanceof KubeNotFoundError, String(e));
+  t.is(ek.runs().length, 2);
 });
