@@ -10,6 +10,7 @@ import { Watch, type V1Service } from '@kubernetes/client-node';
 import type { Undo } from '../undo.js';
 import type { Kube } from './api.js';
 import { isConflict, isNotFound, kubeCall, unlessNotFound } from './errors.js';
+import { noteRequest } from './requests.js';
 import { patchAnnotations } from './heartbeat.js';
 import { ANNOTATION_ORIGINAL_SELECTOR } from './names.js';
 import { asString, jsonAnnotation, recordOf, sleep } from './util.js';
@@ -169,9 +170,11 @@ export function watchSelector(kube: Kube, namespace: string, name: string, expec
   let retry: NodeJS.Timeout | undefined;
   const start = (): void => {
     if (stopped) return;
+    const path = `/api/v1/namespaces/${encodeURIComponent(namespace)}/services`;
+    noteRequest(kube.kc, 'GET', `${path}?watch=true`);
     watch
       .watch(
-        `/api/v1/namespaces/${encodeURIComponent(namespace)}/services`,
+        path,
         { fieldSelector: `metadata.name=${name}` },
         (phase: string, obj: unknown) => {
           if (phase !== 'ADDED' && phase !== 'MODIFIED') return;

@@ -6,6 +6,7 @@ import { makeInformer, type V1Service } from '@kubernetes/client-node';
 import type { ClusterService, ServiceWatch, TransportContext } from '../transport.js';
 import type { Kube } from './api.js';
 import { kubeCall, KubeForbiddenError } from './errors.js';
+import { noteRequest } from './requests.js';
 
 /** How long a burst of watch events is collected before `onChange` sees the list. */
 const SERVICES_SETTLE_MS = 50;
@@ -26,10 +27,13 @@ export async function watchServices(kube: Kube, namespace: string, onChange: (se
     scope = 'namespace';
     await kubeCall({ verb: 'list', resource: 'services', namespace, server: kube.server }, () => kube.core.listNamespacedService({ namespace, limit: 1 }));
   }
+  const path = scope === 'cluster' ? '/api/v1/services' : `/api/v1/namespaces/${namespace}/services`;
   const informer =
     scope === 'cluster'
-      ? makeInformer<V1Service>(kube.kc, '/api/v1/services', () => kube.core.listServiceForAllNamespaces())
-      : makeInformer<V1Service>(kube.kc, `/api/v1/namespaces/${namespace}/services`, () => kube.core.listNamespacedService({ namespace }));
+      ? makeInformer<V1Service>(kube.kc, path, () => kube.core.listServiceForAllNamespaces())
+      : makeInformer<V1Service>(kube.kc, path, () => kube.core.listNamespacedService({ namespace }));
+  // the informer's watches do not pass through the generated clients: tell the guard (requests.ts)
+  const noteWatch = (): void => noteRequest(kube.kc, 'GET', `${path}?watch=true`);
   let stopped = false;
   let settle: NodeJS.Timeout | undefined;
   let retry: NodeJS.Timeout | undefined;
@@ -53,8 +57,12 @@ export async function watchServices(kube: Kube, namespace: string, onChange: (se
     if (stopped) return;
     ctx.debug(`watch of services: ${error instanceof Error ? error.message : String(error)}; again in ${SERVICES_RETRY_MS / 1000} s`);
     clearTimeout(retry);
-    retry = setTimeout(() => void informer.start(), SERVICES_RETRY_MS);
+    retry = setTimeout(() => {
+      noteWatch();
+      void informer.start();
+    }, SERVICES_RETRY_MS);
   });
+  noteWatch();
   await informer.start();
   deliver();
   return {
