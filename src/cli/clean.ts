@@ -3,6 +3,7 @@ import { STALE_AFTER_MINUTES } from '../kube/names.js';
 import { KubeCommand } from './common/command.js';
 import { duration } from './common/validators.js';
 import { cleanLocalLeftovers } from '../connect/local-cleanup.js';
+import { useProfile } from '../kube/permissions.js';
 
 export class CleanCommand extends KubeCommand {
   static override paths = [['clean']];
@@ -32,6 +33,7 @@ export class CleanCommand extends KubeCommand {
   override namespace = Option.String('--namespace,-n', { description: 'only this namespace (default: all namespaces you may list)' });
 
   async run(): Promise<number> {
+    useProfile({ command: 'clean', flags: {} }, (l) => this.debugLog(l));
     const minutes = this.thresholdInMinus;
     const out = (line: string): void => {
       this.context.stdout.write(`${line}\n`);
