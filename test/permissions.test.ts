@@ -95,8 +95,8 @@ test('the sentence for a missing permission names verb, resource, namespace and 
   const at = whereGranted(p);
   t.truthy(at && 'line' in at);
   t.is(
-    forbiddenSentence(p, 'dev', 'connect needs it: the shadow pod'),
-    `you may not create pods in namespace dev (RBAC; connect needs it: the shadow pod): deploy/rbac/role.yaml line ${(at as { line: number }).line} grants it: ask a cluster administrator to apply it in namespace dev and bind it to you (deploy/rbac/bindings.yaml), or use a context that has it`,
+    forbiddenSentence(p, 'dev'),
+    `you may not create pods in namespace dev (RBAC): deploy/rbac/role.yaml line ${(at as { line: number }).line} grants it: ask a cluster administrator to apply it in namespace dev and bind it to you (deploy/rbac/bindings.yaml), or use a context that has it`,
   );
   const nodes = { verb: 'list', group: '', resource: 'nodes', scope: 'cluster' as const };
   t.regex(forbiddenSentence(nodes, 'dev'), /^you may not list nodes at cluster scope \(RBAC\): deploy\/rbac\/clusterrole\.yaml line \d+ grants it/);

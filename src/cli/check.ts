@@ -78,7 +78,7 @@ export class CheckCommand extends KubeCommand {
     const lines: Line[] = [];
     const print = (l: Line): void => {
       lines.push(l);
-      if (!this.json) this.context.stdout.write(`${l.level.padEnd(4)}  ${l.what}${l.fix ? `\n      fix: ${l.fix}` : ''}\n`);
+      if (!this.json) this.context.stdout.write(`${l.level.padEnd(4)}  ${l.what}${l.fix ? `\n      ${l.what.startsWith('you may not') ? '' : 'fix: '}${l.fix}` : ''}\n`);
     };
     const k = await kubeLayer();
     let target: KubeTarget | undefined;
@@ -173,9 +173,9 @@ export class CheckCommand extends KubeCommand {
     for (const m of missing.values()) {
       const failsConnect = m.requiredBy.some((l) => l.startsWith('connect') || this.command !== undefined);
       m.level = m.requiredBy.length > 0 && failsConnect ? 'fail' : 'warn';
-      const who = m.requiredBy.length > 0 ? `${listed(m.requiredBy)} cannot work without it: ${m.need.why}` : `${listed(m.optionalFor)}: ${m.need.lost ?? ''}`;
-      m.sentence = k.forbiddenSentence(m.need, kube.namespace, who);
-      print({ level: m.level, what: m.sentence });
+      m.sentence = k.forbiddenSentence(m.need, kube.namespace);
+      const who = m.requiredBy.length > 0 ? `${listed(m.requiredBy)} cannot work without it (${m.need.why})` : `${listed(m.optionalFor)} work without it, but ${m.need.lost ?? ''}`;
+      print({ level: m.level, what: m.sentence, fix: who });
     }
     const snippet = missing.size > 0 ? k.snippetFor([...missing.values()].map((m) => m.need), kube.namespace) : '';
     return { profiles: report, missing: [...missing.values()], snippet };

@@ -5,7 +5,7 @@
  */
 import type { Kube } from './api.js';
 import { kubeCall, KubeForbiddenError } from './errors.js';
-import { activeProfile, needsOf, profileLabel, type Need } from './permissions.js';
+import { activeProfile, needsOf, type Need } from './permissions.js';
 
 export interface Answer {
   need: Need;
@@ -58,7 +58,7 @@ export async function preflight(kube: Kube, log: (line: string) => void = () => 
   const answers = await review(kube, needsOf(profile));
   const missing = answers.filter((a) => !a.allowed);
   const required = missing.find((a) => a.need.lost === undefined);
-  if (required) throw KubeForbiddenError.of(required.need, kube.namespace, `${profileLabel(profile)} needs it: ${required.need.why}`);
+  if (required) throw KubeForbiddenError.of(required.need, kube.namespace);
   const byLoss = new Map<string, string[]>();
   for (const a of missing) byLoss.set(a.need.lost!, [...(byLoss.get(a.need.lost!) ?? []), describeNeed(a.need, kube.namespace)]);
   for (const [lost, what] of byLoss) log(`note: RBAC does not allow ${what.join(', ')}, so ${lost}`);

@@ -38,19 +38,19 @@ export class KubeForbiddenError extends KubeError {
    * `resource` may carry its group ("deployments.apps"); a bare "deployments" gets its group from
    * the resources ktctl uses. The sentence names the rule of deploy/rbac that grants it.
    */
-  constructor(verb: string, resource: string, namespace: string | undefined, options?: { cause?: unknown; why?: string; scope?: Permission['scope']; names?: string[] }) {
+  constructor(verb: string, resource: string, namespace: string | undefined, options?: { cause?: unknown; scope?: Permission['scope']; names?: string[] }) {
     const [plural, group] = splitGroup(resource);
     const p: Permission = { verb, resource: plural, group, scope: options?.scope ?? (namespace ? 'namespace' : 'cluster'), ...(options?.names ? { names: options.names } : {}) };
-    super('KTCTL_KUBE_FORBIDDEN', forbiddenSentence(p, namespace ?? '', options?.why), options);
+    super('KTCTL_KUBE_FORBIDDEN', forbiddenSentence(p, namespace ?? ''), options);
     this.verb = verb;
     this.resource = resource;
     this.namespace = namespace;
   }
 
   /** For a permission of the table (permissions.ts). */
-  static of(p: Permission, namespace: string, why?: string): KubeForbiddenError {
+  static of(p: Permission, namespace: string): KubeForbiddenError {
     const ns = p.scope === 'cluster' ? undefined : typeof p.scope === 'string' ? namespace : p.scope.namespace;
-    return new KubeForbiddenError(p.verb, p.group ? `${p.resource}.${p.group}` : p.resource, ns, { why, scope: p.scope, names: p.names });
+    return new KubeForbiddenError(p.verb, p.group ? `${p.resource}.${p.group}` : p.resource, ns, { scope: p.scope, names: p.names });
   }
 }
 
@@ -64,11 +64,11 @@ function splitGroup(resource: string): [string, string] {
 }
 
 /**
- * "you may not create pods in namespace dev (RBAC; connect needs it: the shadow pod): deploy/rbac/role.yaml
- * line 30 grants it: ask a cluster administrator to apply it in namespace dev and bind it to you
- * (deploy/rbac/bindings.yaml), or use a context that has it". `check` prints the same.
+ * "you may not create pods in namespace dev (RBAC): deploy/rbac/role.yaml line 30 grants it: ask a
+ * cluster administrator to apply it in namespace dev and bind it to you (deploy/rbac/bindings.yaml),
+ * or use a context that has it". `check` prints the same sentence for the same permission.
  */
-export function forbiddenSentence(p: Permission, namespace: string, why?: string): string {
+export function forbiddenSentence(p: Permission, namespace: string): string {
   const names = p.names ? ` ${p.names.join(', ')}` : '';
   const ns = p.scope === 'cluster' ? undefined : typeof p.scope === 'string' ? namespace : p.scope.namespace;
   const where = ns ? `in namespace ${ns}` : 'at cluster scope';
@@ -79,7 +79,7 @@ export function forbiddenSentence(p: Permission, namespace: string, why?: string
   else if ('leftOut' in grant) fix = `deploy/rbac leaves it out on purpose (${grant.leftOut}): ask a cluster administrator, or use a context that has it`;
   else if (grant.file.endsWith('clusterrole.yaml')) fix = `${grant.file} line ${grant.line} grants it: ask a cluster administrator to apply it and bind it to you (${BINDING_FILE}), or use a context that has it`;
   else fix = `${grant.file} line ${grant.line} grants it: ask a cluster administrator to apply it in namespace ${ns ?? namespace} and bind it to you (${BINDING_FILE}), or use a context that has it`;
-  return `you may not ${what} (RBAC${why ? `; ${why}` : ''}): ${fix}`;
+  return `you may not ${what} (RBAC): ${fix}`;
 }
 
 /**

@@ -237,14 +237,19 @@ export function needsOf(profile: Profile): Need[] {
   }
 }
 
-/** One entry per permission: a required one wins over an optional one, the first `why` stays. */
+/** One entry per permission: a required one wins over an optional one. */
 function dedupe(needs: Need[]): Need[] {
   const out = new Map<string, Need>();
   for (const n of needs) {
     const key = permissionKey(n);
     const had = out.get(key);
     if (!had) out.set(key, n);
-    else if (had.lost !== undefined && n.lost === undefined) out.set(key, { ...had, lost: undefined, why: had.why });
+    else if (had.lost !== undefined && n.lost === undefined) {
+      // required after all: it takes the required one's place (and why), so a command's preflight
+      // names the first thing it cannot work without in the order its table reads
+      out.delete(key);
+      out.set(key, n);
+    }
   }
   return [...out.values()].map((n) => (n.lost === undefined ? omitLost(n) : n));
 }
