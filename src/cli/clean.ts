@@ -41,12 +41,15 @@ export class CleanCommand extends KubeCommand {
     // This machine first: TUN devices, routes and DNS changes of ktctl processes that died (they
     // need no cluster, and a broken kubeconfig must not keep resolv.conf rewritten).
     if (!this.dryRun) await cleanLocalLeftovers(out);
-    const [{ cleanStale }, { openKube }, { removeStaleProcessRecords }] = await Promise.all([
+    const [{ cleanStale }, { openKube }, { removeStaleProcessRecords }, { preflight }] = await Promise.all([
       import('../kube/clean.js'),
       import('../kube/session.js'),
       import('../kube/process-record.js'),
+      import('../kube/access.js'),
     ]);
     const kube = openKube(this.kubeFlags());
+    // what clean deletes and restores, asked before the first change (a dry run only lists)
+    if (!this.dryRun) await preflight(kube, out);
     const actions = await cleanStale(kube, { thresholdMinutes: minutes, dryRun: this.dryRun, namespace: this.namespace, log: out });
     if (!this.dryRun) {
       for (const r of removeStaleProcessRecords()) out(`removed the local record of ktctl process ${r.pid} (no longer running)`);
