@@ -141,6 +141,15 @@ export class CheckCommand extends KubeCommand {
       else if (error instanceof k.KubeForbiddenError) print({ level: 'warn', what: `namespace ${kube.namespace}: you may not read namespaces, so ktctl cannot tell whether it exists` });
       else print({ level: 'fail', what: `namespace ${kube.namespace}`, fix: describeError(error) });
     }
+    // who the API server takes us for (SelfSubjectReview, `kubectl auth whoami`): the name to bind
+    try {
+      const { AuthenticationV1Api } = await import('@kubernetes/client-node');
+      const review = await kube.kc.makeApiClient(AuthenticationV1Api).createSelfSubjectReview({ body: { apiVersion: 'authentication.k8s.io/v1', kind: 'SelfSubjectReview' } });
+      const info = review.status?.userInfo;
+      if (info?.username) print({ level: 'ok', what: `you are ${info.username}${info.groups?.length ? ` (groups ${info.groups.join(', ')})` : ''}: the name a RoleBinding binds (deploy/rbac/bindings.yaml)` });
+    } catch {
+      /* an API server older than 1.28 has no SelfSubjectReview: nothing to say */
+    }
     // every permission once, then each profile's answer from those
     const all = new Map<string, Need>();
     for (const p of profiles) for (const n of needsOf(p)) if (!all.has(keyOf(n))) all.set(keyOf(n), n);
