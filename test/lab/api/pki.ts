@@ -1,6 +1,7 @@
 /**
- * The lab's credentials: a CA and a server certificate made with the openssl CLI, two bearer
- * tokens (admin and read-only) and the kubeconfig that carries them.
+ * The lab's credentials: a CA and a server certificate made with the openssl CLI, three bearer
+ * tokens (admin, read-only, and dev: a user with no rights but what RBAC bindings give) and the
+ * kubeconfig that carries them.
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -22,13 +23,14 @@ export const FILES = {
   log: 'daemon.log',
 } as const;
 
-export const USERS = { admin: 'lab-admin', readonly: 'lab-readonly' } as const;
-export const CONTEXTS = { admin: 'lab', readonly: 'lab-readonly' } as const;
+export const USERS = { admin: 'lab-admin', readonly: 'lab-readonly', dev: 'lab-dev' } as const;
+export const CONTEXTS = { admin: 'lab', readonly: 'lab-readonly', dev: 'lab-dev' } as const;
 export const SERVER_URL = `https://${LAB.apiServerIp}:${LAB.apiServerPort}`;
 
 export interface Tokens {
   admin: string;
   readonly: string;
+  dev: string;
 }
 
 async function openssl(args: string[]): Promise<void> {
@@ -67,7 +69,7 @@ export async function makeCredentials(dir: string): Promise<{ kubeconfig: string
   ]);
   fs.chmodSync(p(FILES.caKey), 0o600);
   fs.chmodSync(p(FILES.serverKey), 0o600);
-  const tokens: Tokens = { admin: randomBytes(24).toString('hex'), readonly: randomBytes(24).toString('hex') };
+  const tokens: Tokens = { admin: randomBytes(24).toString('hex'), readonly: randomBytes(24).toString('hex'), dev: randomBytes(24).toString('hex') };
   fs.writeFileSync(p(FILES.tokens), JSON.stringify(tokens), { mode: 0o600 });
   const kubeconfig = p(FILES.kubeconfig);
   fs.writeFileSync(kubeconfig, renderKubeconfig(fs.readFileSync(p(FILES.caCert)), tokens), { mode: 0o600 });
@@ -92,6 +94,9 @@ export function renderKubeconfig(ca: Buffer, tokens: Tokens, server = SERVER_URL
     `- name: ${USERS.readonly}`,
     '  user:',
     `    token: ${tokens.readonly}`,
+    `- name: ${USERS.dev}`,
+    '  user:',
+    `    token: ${tokens.dev}`,
     'contexts:',
     `- name: ${CONTEXTS.admin}`,
     '  context:',
@@ -102,6 +107,11 @@ export function renderKubeconfig(ca: Buffer, tokens: Tokens, server = SERVER_URL
     '  context:',
     '    cluster: lab',
     `    user: ${USERS.readonly}`,
+    '    namespace: default',
+    `- name: ${CONTEXTS.dev}`,
+    '  context:',
+    '    cluster: lab',
+    `    user: ${USERS.dev}`,
     '    namespace: default',
     `current-context: ${CONTEXTS.admin}`,
     '',
