@@ -250,7 +250,9 @@ export class ApiServer {
       group: route.info.group,
       resource: route.info.name,
       subresource: route.subresource,
-      namespace: route.namespace,
+      // /api/v1/namespaces/NAME is the namespace itself, with its name as the request's namespace
+      // (RequestInfoFactory.NewRequestInfo), so a RoleBinding in NAME can grant reading it
+      namespace: route.namespace ?? (route.info.kind === 'Namespace' && route.name !== undefined ? route.name : undefined),
       name,
       path,
     };
