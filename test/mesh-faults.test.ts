@@ -182,7 +182,7 @@ test.serial('kill -9 of a mesh, then recover: router, stuntman and Secret remove
 test.serial('refused before anything is made: a read-only context, a bad --versionMark', async (t) => {
   const port = await laptop(t, 'R');
   const cases: Array<[string[], RegExp]> = [
-    [['--context', lab().contexts.readonly], new RegExp(`^ktctl: you may not \\S+ \\S+ in namespace ${ns} \\(RBAC\\)`)],
+    [['--context', lab().contexts.readonly], new RegExp(`^ktctl: you may not \\S+ \\S+ in namespace ${ns} \\(RBAC`)],
     [['--versionMark', 'VER SION:x'], /^ktctl: --versionMark takes HEADER:VALUE \(e\.g\. VERSION:alice\): the header name "VER SION" is not an HTTP token/],
     [['--versionMark', 'VERSION:a,b'], /^ktctl: --versionMark takes HEADER:VALUE \(e\.g\. VERSION:alice\): the value "a,b" must be 1 to 128 visible ASCII characters without commas/],
   ];

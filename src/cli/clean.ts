@@ -3,6 +3,7 @@ import { STALE_AFTER_MINUTES } from '../kube/names.js';
 import { KubeCommand } from './common/command.js';
 import { duration } from './common/validators.js';
 import { cleanLocalLeftovers } from '../connect/local-cleanup.js';
+import { useProfile } from '../kube/permissions.js';
 
 export class CleanCommand extends KubeCommand {
   static override paths = [['clean']];
@@ -32,6 +33,7 @@ export class CleanCommand extends KubeCommand {
   override namespace = Option.String('--namespace,-n', { description: 'only this namespace (default: all namespaces you may list)' });
 
   async run(): Promise<number> {
+    useProfile({ command: 'clean', flags: {} }, (l) => this.debugLog(l));
     const minutes = this.thresholdInMinus;
     const out = (line: string): void => {
       this.context.stdout.write(`${line}\n`);
@@ -39,12 +41,15 @@ export class CleanCommand extends KubeCommand {
     // This machine first: TUN devices, routes and DNS changes of ktctl processes that died (they
     // need no cluster, and a broken kubeconfig must not keep resolv.conf rewritten).
     if (!this.dryRun) await cleanLocalLeftovers(out);
-    const [{ cleanStale }, { openKube }, { removeStaleProcessRecords }] = await Promise.all([
+    const [{ cleanStale }, { openKube }, { removeStaleProcessRecords }, { preflight }] = await Promise.all([
       import('../kube/clean.js'),
       import('../kube/session.js'),
       import('../kube/process-record.js'),
+      import('../kube/access.js'),
     ]);
     const kube = openKube(this.kubeFlags());
+    // what clean deletes and restores, asked before the first change (a dry run only lists)
+    if (!this.dryRun) await preflight(kube, out);
     const actions = await cleanStale(kube, { thresholdMinutes: minutes, dryRun: this.dryRun, namespace: this.namespace, log: out });
     if (!this.dryRun) {
       for (const r of removeStaleProcessRecords()) out(`removed the local record of ktctl process ${r.pid} (no longer running)`);

@@ -6,6 +6,7 @@ import { DEFAULT_PROXY_HOST, DEFAULT_PROXY_PORT } from '../proxy/index.js';
 import { checkTunAccess } from '../tun/access.js';
 import { TransportCommand } from './common/transport.js';
 import { cidrList, dnsMode, oneOf, parseClusterDomain, port, tunName, wholeSeconds } from './common/validators.js';
+import { useProfile } from '../kube/permissions.js';
 
 export class ConnectCommand extends TransportCommand {
   static override paths = [['connect']];
@@ -49,6 +50,7 @@ export class ConnectCommand extends TransportCommand {
   dnsCacheTtl = Option.String('--dnsCacheTtl,--dns-cache-ttl', '60', { description: 'seconds to cache cluster DNS answers at most', validator: wholeSeconds('--dnsCacheTtl') });
 
   async run(): Promise<number> {
+    useProfile({ command: 'connect', flags: { mode: this.mode, dnsMode: this.dnsMode, shareShadow: this.shareShadow } }, (l) => this.debugLog(l));
     const io = this.io();
     if (this.mode === 'socks') {
       const buildTransport = this.transportBuilder({ mode: this.mode, proxy: `${this.proxyAddr}:${this.proxyPort}`, dnsServer: this.dnsServer });

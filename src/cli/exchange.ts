@@ -2,6 +2,7 @@ import { Command, Option } from 'clipanion';
 import { exchangeService } from '../connect/takeover.js';
 import { ExposeCommand } from './common/expose.js';
 import { duration, oneOf } from './common/validators.js';
+import { useProfile } from '../kube/permissions.js';
 
 export class ExchangeCommand extends ExposeCommand {
   static override paths = [['exchange']];
@@ -35,6 +36,7 @@ export class ExchangeCommand extends ExposeCommand {
   });
 
   async run(): Promise<number> {
+    useProfile({ command: 'exchange', flags: { mode: this.mode, shareShadow: this.shareShadow } }, (l) => this.debugLog(l));
     const ports = this.exposedPorts();
     const shadow = this.kubeTransportOptions({ role: 'exchange', mode: `exchange ${this.mode}` });
     await this.checkLocal(ports);

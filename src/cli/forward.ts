@@ -4,6 +4,7 @@ import { UsageError } from '../errors.js';
 import { parseForwardTarget, parsePortMapping } from './common/forward-args.js';
 import { TransportCommand } from './common/transport.js';
 import { listenAddress } from './common/validators.js';
+import { useProfile } from '../kube/permissions.js';
 
 export class ForwardCommand extends TransportCommand {
   static override paths = [['forward']];
@@ -35,6 +36,7 @@ export class ForwardCommand extends TransportCommand {
   address = Option.String('--address,--listen', '127.0.0.1', { description: 'local address to listen on (default 127.0.0.1)', validator: listenAddress });
 
   async run(): Promise<number> {
+    useProfile({ command: 'forward', flags: { shareShadow: this.shareShadow } }, (l) => this.debugLog(l));
     const target = parseForwardTarget(this.target);
     const mapping = parsePortMapping(this.ports);
     if (target.kind === 'host' && target.port !== undefined && mapping.remote !== undefined && this.ports?.includes(':')) {

@@ -5,6 +5,7 @@ import { DEFAULT_MARK_HEADER, meshMarkProblem, type MeshMark } from '../protocol
 import { meshService } from '../connect/takeover.js';
 import { ExposeCommand } from './common/expose.js';
 import { oneOf } from './common/validators.js';
+import { useProfile } from '../kube/permissions.js';
 
 /** `--versionMark key:val`, `val` (header VERSION), or nothing (a random value). */
 export function parseVersionMark(text: string | undefined): MeshMark {
@@ -62,6 +63,7 @@ export class MeshCommand extends ExposeCommand {
   routerImage = Option.String('--routerImage,--router-image', { description: 'image of the router pod (default: the shadow image)' });
 
   async run(): Promise<number> {
+    useProfile({ command: 'mesh', flags: { mode: this.mode, shareShadow: this.shareShadow } }, (l) => this.debugLog(l));
     const ports = this.exposedPorts();
     const mode = this.mode;
     const mark = parseVersionMark(this.versionMark);

@@ -1,6 +1,7 @@
 import { Command, Option } from 'clipanion';
 import { previewService } from '../connect/takeover.js';
 import { ExposeCommand } from './common/expose.js';
+import { useProfile } from '../kube/permissions.js';
 
 export class PreviewCommand extends ExposeCommand {
   static override paths = [['preview'], ['run']];
@@ -23,6 +24,7 @@ export class PreviewCommand extends ExposeCommand {
   external = Option.Boolean('--external', false, { description: 'make the Service a LoadBalancer (default ClusterIP)' });
 
   async run(): Promise<number> {
+    useProfile({ command: 'preview', flags: { shareShadow: this.shareShadow } }, (l) => this.debugLog(l));
     const ports = this.exposedPorts();
     const shadow = this.kubeTransportOptions({ role: 'preview', mode: 'preview', ports: ports.map((x) => ({ containerPort: x.remote })) });
     await this.checkLocal(ports);

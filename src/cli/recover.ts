@@ -1,6 +1,7 @@
 import { Command, Option } from 'clipanion';
 import { STALE_AFTER_MINUTES } from '../kube/names.js';
 import { KubeCommand } from './common/command.js';
+import { useProfile } from '../kube/permissions.js';
 
 export class RecoverCommand extends KubeCommand {
   static override paths = [['recover']];
@@ -27,9 +28,10 @@ export class RecoverCommand extends KubeCommand {
   force = Option.Boolean('--force', false, { description: 'recover even when the owner still looks alive' });
 
   async run(): Promise<number> {
+    useProfile({ command: 'recover', flags: {} }, (l) => this.debugLog(l));
     const [{ openCluster }, { parseTargetName }, { recoverService }] = await Promise.all([import('../kube/takeover.js'), import('../kube/target.js'), import('../kube/recover.js')]);
     const { name } = parseTargetName(this.service);
-    const kube = await openCluster(this.kubeFlags(), 'recover');
+    const kube = await openCluster(this.kubeFlags(), (l) => this.log(l));
     await recoverService(kube, kube.namespace, name, { force: this.force, log: (l) => this.context.stdout.write(`${l}\n`) });
     return 0;
   }

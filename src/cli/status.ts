@@ -2,6 +2,7 @@ import { Command, Option } from 'clipanion';
 import type { KtctlObject } from '../kube/clean.js';
 import { LABEL_ROLE } from '../kube/names.js';
 import { describeError, KubeCommand } from './common/command.js';
+import { useProfile } from '../kube/permissions.js';
 
 export class StatusCommand extends KubeCommand {
   static override paths = [['status']];
@@ -23,6 +24,7 @@ export class StatusCommand extends KubeCommand {
   override namespace = Option.String('--namespace,-n', { description: 'only this namespace (default: all namespaces you may list)' });
 
   async run(): Promise<number> {
+    useProfile({ command: 'status', flags: {} }, (l) => this.debugLog(l));
     const [{ listKtctlObjects }, { openKube }, { listProcessRecords }, { netstackBounds }, { PROXY_BOUNDS }] = await Promise.all([
       import('../kube/clean.js'),
       import('../kube/session.js'),

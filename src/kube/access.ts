@@ -1,102 +1,70 @@
 /**
- * What RBAC allows, asked with SelfSubjectAccessReview (no side effects): `connect` checks what it
- * needs before it creates anything, `check` shows the whole table.
+ * What RBAC allows, asked with SelfSubjectAccessReview (no side effects), for the permissions of
+ * the table in permissions.ts: each command asks before it makes anything (`preflight`), `check`
+ * asks for every command and mode.
  */
 import type { Kube } from './api.js';
-import { kubeCall } from './errors.js';
+import { kubeCall, KubeForbiddenError } from './errors.js';
+import { activeProfile, needsOf, type Need } from './permissions.js';
 
-export interface Permission {
-  verb: string;
-  /** plural resource, optionally with "/subresource" */
-  resource: string;
-  group: string;
+export interface Answer {
+  need: Need;
+  allowed: boolean;
+  /** the API server's reason (which binding allowed it), when it gives one */
+  reason?: string;
 }
 
-const p = (verb: string, resource: string, group = ''): Permission => ({ verb, resource, group });
-
-const CONNECT: Permission[] = [
-  p('create', 'pods'),
-  p('get', 'pods'),
-  p('delete', 'pods'),
-  p('patch', 'pods'),
-  p('create', 'pods/portforward'),
-  p('create', 'secrets'),
-  p('delete', 'secrets'),
-  p('patch', 'secrets'),
-  // the shadow program (src/kube/program.ts): made once per build and namespace, reused after
-  p('create', 'configmaps'),
-  p('get', 'configmaps'),
-  p('patch', 'configmaps'),
-];
-
-/** exchange: the lock and selector on the Service, the deployment's scale, a shadow as connect makes it. */
-const EXCHANGE: Permission[] = [
-  p('get', 'services'),
-  p('patch', 'services'),
-  p('watch', 'services'),
-  p('list', 'services'),
-  p('get', 'deployments', 'apps'),
-  p('list', 'deployments', 'apps'),
-  p('patch', 'deployments', 'apps'),
-  p('patch', 'deployments/scale', 'apps'),
-  ...CONNECT,
-];
-
-/**
- * What each command needs, in the namespace it works in (exchange and preview make a shadow as
- * connect does; mesh also makes and deletes the stuntman Service and reads the keys its users share
- * from the router's Secret).
- */
-export const NEEDS: Record<'connect' | 'clean' | 'exchange' | 'mesh' | 'preview' | 'recover', Permission[]> = {
-  connect: CONNECT,
-  clean: [
-    p('list', 'pods'),
-    p('delete', 'pods'),
-    p('list', 'secrets'),
-    p('delete', 'secrets'),
-    p('list', 'configmaps'),
-    p('delete', 'configmaps'),
-    p('list', 'services'),
-    p('list', 'deployments', 'apps'),
-  ],
-  exchange: EXCHANGE,
-  mesh: [...EXCHANGE, p('create', 'services'), p('delete', 'services'), p('get', 'secrets')],
-  preview: [p('get', 'services'), p('create', 'services'), p('delete', 'services'), p('patch', 'services'), ...CONNECT],
-  recover: [
-    p('get', 'services'),
-    p('patch', 'services'),
-    p('list', 'services'),
-    p('delete', 'services'),
-    p('list', 'deployments', 'apps'),
-    p('get', 'deployments', 'apps'),
-    p('patch', 'deployments', 'apps'),
-    p('patch', 'deployments/scale', 'apps'),
-    p('list', 'pods'),
-    p('delete', 'pods'),
-    p('list', 'secrets'),
-    p('delete', 'secrets'),
-    p('list', 'configmaps'),
-    p('delete', 'configmaps'),
-  ],
-};
-
-export function describePermission(x: Permission): string {
-  return `${x.verb} ${x.resource}${x.group ? `.${x.group}` : ''}`;
+function namespaceOf(n: Need, namespace: string): string {
+  if (n.scope === 'cluster') return '';
+  return typeof n.scope === 'string' ? namespace : n.scope.namespace;
 }
 
-/** Asks the API server whether the current user may do `x` in `namespace`. */
-export async function mayI(kube: Kube, x: Permission, namespace: string): Promise<{ allowed: boolean; reason?: string }> {
-  const [resource, subresource] = x.resource.split('/');
-  const review = await kubeCall({ verb: 'create', resource: 'selfsubjectaccessreviews', server: kube.server }, () =>
-    kube.authz.createSelfSubjectAccessReview({
-      body: { apiVersion: 'authorization.k8s.io/v1', kind: 'SelfSubjectAccessReview', spec: { resourceAttributes: { verb: x.verb, group: x.group, resource, subresource, namespace } } },
+/** Asks the API server about every permission of `needs` in `namespace` (all in parallel). */
+export async function review(kube: Kube, needs: Need[], namespace: string = kube.namespace): Promise<Answer[]> {
+  return Promise.all(
+    needs.map(async (need) => {
+      const [resource, subresource] = need.resource.split('/');
+      let allowed = true;
+      let reason: string | undefined;
+      for (const name of need.names ?? [undefined]) {
+        const r = await kubeCall({ verb: 'create', resource: 'selfsubjectaccessreviews', server: kube.server }, () =>
+          kube.authz.createSelfSubjectAccessReview({
+            body: {
+              apiVersion: 'authorization.k8s.io/v1',
+              kind: 'SelfSubjectAccessReview',
+              spec: { resourceAttributes: { verb: need.verb, group: need.group, resource, subresource, namespace: namespaceOf(need, namespace), name } },
+            },
+          }),
+        );
+        if (r.status?.allowed !== true) allowed = false;
+        reason ??= r.status?.reason;
+      }
+      return { need, allowed, ...(reason ? { reason } : {}) };
     }),
   );
-  return { allowed: review.status?.allowed === true, reason: review.status?.reason };
 }
 
-/** The first permission of `needs` that is denied, or undefined when all are allowed. */
-export async function firstDenied(kube: Kube, needs: Permission[], namespace: string): Promise<Permission | undefined> {
-  const answers = await Promise.all(needs.map(async (x) => ({ x, a: await mayI(kube, x, namespace) })));
-  return answers.find((r) => !r.a.allowed)?.x;
+const checked = new WeakSet<Kube>();
+
+/**
+ * Before the running command (permissions.ts `useProfile`) makes anything: every permission it
+ * cannot work without must be allowed, else KubeForbiddenError for the first one missing, in the
+ * sentence `check` prints for it. Optional ones missing are logged once with what is lost.
+ */
+export async function preflight(kube: Kube, log: (line: string) => void = () => undefined): Promise<void> {
+  const profile = activeProfile();
+  if (!profile || checked.has(kube)) return;
+  checked.add(kube);
+  const answers = await review(kube, needsOf(profile));
+  const missing = answers.filter((a) => !a.allowed);
+  const required = missing.find((a) => a.need.lost === undefined);
+  if (required) throw KubeForbiddenError.of(required.need, kube.namespace);
+  const byLoss = new Map<string, string[]>();
+  for (const a of missing) byLoss.set(a.need.lost!, [...(byLoss.get(a.need.lost!) ?? []), describeNeed(a.need, kube.namespace)]);
+  for (const [lost, what] of byLoss) log(`note: RBAC does not allow ${what.join(', ')}, so ${lost}`);
+}
+
+function describeNeed(n: Need, namespace: string): string {
+  const where = n.scope === 'cluster' ? 'at cluster scope' : `in namespace ${typeof n.scope === 'string' ? namespace : n.scope.namespace}`;
+  return `${n.verb} ${n.resource}${n.group ? `.${n.group}` : ''}${n.names ? ` ${n.names.join(', ')}` : ''} ${where}`;
 }

@@ -16,6 +16,8 @@ import {
 } from '@kubernetes/client-node';
 import type { KubeTarget } from './config.js';
 import { kubeCall, KubeApiError } from './errors.js';
+import { requestGuard } from './permissions.js';
+import { logRequestsTo, watchRequests, type RequestAttributes } from './requests.js';
 
 export type MergePatchOptions = ConfigurationOptions;
 
@@ -30,6 +32,8 @@ export class Kube {
   readonly #version: VersionApi;
   /** Header options that make a PATCH a JSON merge patch (RFC 7386). */
   readonly mergePatch: MergePatchOptions = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+  /** Sees each request before it leaves (permissions.ts's `requestGuard`); may throw to refuse it. */
+  onRequest: ((attrs: RequestAttributes) => void) | undefined;
 
   constructor(target: KubeTarget) {
     this.kc = target.kc;
@@ -40,6 +44,12 @@ export class Kube {
     this.apps = target.kc.makeApiClient(AppsV1Api);
     this.authz = target.kc.makeApiClient(AuthorizationV1Api);
     this.#version = target.kc.makeApiClient(VersionApi);
+    const log = logRequestsTo(process.env.KTCTL_PERMISSIONS_LOG);
+    this.onRequest = requestGuard(() => this.namespace);
+    watchRequests(target.kc, (attrs) => {
+      log?.(attrs);
+      this.onRequest?.(attrs);
+    });
   }
 
   /**

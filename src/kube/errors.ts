@@ -6,6 +6,8 @@
 import { ApiException } from '@kubernetes/client-node';
 import { KubeError } from '../errors.js';
 import { credentialEpoch, renewAfterUnauthorized } from './credentials.js';
+import type { Permission } from './permissions.js';
+import { BINDING_FILE, whereGranted } from './rbac-yaml.js';
 
 /** No kubeconfig, no such context, a context without a cluster. */
 export class KubeConfigError extends KubeError {
@@ -33,13 +35,52 @@ export class KubeForbiddenError extends KubeError {
   readonly verb: string;
   readonly resource: string;
   readonly namespace: string | undefined;
-  constructor(verb: string, resource: string, namespace: string | undefined, options?: { cause?: unknown }) {
-    const where = namespace ? `in namespace ${namespace}` : 'at cluster scope';
-    super('KTCTL_KUBE_FORBIDDEN', `you may not ${verb} ${resource} ${where} (RBAC): ask a cluster administrator for a Role that allows it, or use a context that has it (ktctl check lists what each command needs)`, options);
+  /**
+   * `resource` may carry its group ("deployments.apps"); a bare "deployments" gets its group from
+   * the resources ktctl uses. The sentence names the rule of deploy/rbac that grants it.
+   */
+  constructor(verb: string, resource: string, namespace: string | undefined, options?: { cause?: unknown; scope?: Permission['scope']; names?: string[] }) {
+    const [plural, group] = splitGroup(resource);
+    const p: Permission = { verb, resource: plural, group, scope: options?.scope ?? (namespace ? 'namespace' : 'cluster'), ...(options?.names ? { names: options.names } : {}) };
+    super('KTCTL_KUBE_FORBIDDEN', forbiddenSentence(p, namespace ?? ''), options);
     this.verb = verb;
     this.resource = resource;
     this.namespace = namespace;
   }
+
+  /** For a permission of the table (permissions.ts). */
+  static of(p: Permission, namespace: string): KubeForbiddenError {
+    const ns = p.scope === 'cluster' ? undefined : typeof p.scope === 'string' ? namespace : p.scope.namespace;
+    return new KubeForbiddenError(p.verb, p.group ? `${p.resource}.${p.group}` : p.resource, ns, { scope: p.scope, names: p.names });
+  }
+}
+
+/** The groups of the resources ktctl uses that are not in the core group. */
+const GROUPS: Record<string, string> = { deployments: 'apps', replicasets: 'apps', selfsubjectaccessreviews: 'authorization.k8s.io' };
+
+function splitGroup(resource: string): [string, string] {
+  const dot = resource.indexOf('.');
+  if (dot > 0) return [resource.slice(0, dot), resource.slice(dot + 1)];
+  return [resource, GROUPS[resource.split('/')[0]!] ?? ''];
+}
+
+/**
+ * "you may not create pods in namespace dev (RBAC): deploy/rbac/role.yaml line 30 grants it: ask a
+ * cluster administrator to apply it in namespace dev and bind it to you (deploy/rbac/bindings.yaml),
+ * or use a context that has it". `check` prints the same sentence for the same permission.
+ */
+export function forbiddenSentence(p: Permission, namespace: string): string {
+  const names = p.names ? ` ${p.names.join(', ')}` : '';
+  const ns = p.scope === 'cluster' ? undefined : typeof p.scope === 'string' ? namespace : p.scope.namespace;
+  const where = ns ? `in namespace ${ns}` : 'at cluster scope';
+  const what = `${p.verb} ${p.resource}${p.group ? `.${p.group}` : ''}${names} ${where}`;
+  const grant = whereGranted(p);
+  let fix: string;
+  if (grant === undefined) fix = 'ask a cluster administrator for a Role that allows it, or use a context that has it';
+  else if ('leftOut' in grant) fix = `deploy/rbac leaves it out on purpose (${grant.leftOut}): ask a cluster administrator, or use a context that has it`;
+  else if (grant.file.endsWith('clusterrole.yaml')) fix = `${grant.file} line ${grant.line} grants it: ask a cluster administrator to apply it and bind it to you (${BINDING_FILE}), or use a context that has it`;
+  else fix = `${grant.file} line ${grant.line} grants it: ask a cluster administrator to apply it in namespace ${ns ?? namespace} and bind it to you (${BINDING_FILE}), or use a context that has it`;
+  return `you may not ${what} (RBAC): ${fix}`;
 }
 
 /**

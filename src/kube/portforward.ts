@@ -18,6 +18,7 @@ import { Duplex } from 'node:stream';
 import type { ClientRequest, IncomingMessage } from 'node:http';
 import type { KubeConfig } from '@kubernetes/client-node';
 import WebSocket from 'ws';
+import { noteRequest } from './requests.js';
 import { KubeForbiddenError, KubeNotFoundError, KubeUnauthorizedError, PortForwardError, toKubeError } from './errors.js';
 
 const HIGH_WATER = 1024 * 1024;
@@ -123,6 +124,8 @@ export async function openPortForward(o: PortForwardOptions): Promise<PortForwar
   const url = `${base}/api/v1/namespaces/${encodeURIComponent(o.namespace)}/pods/${encodeURIComponent(o.pod)}/portforward?ports=${o.port}`;
   const opts: WebSocket.ClientOptions & { headers?: Record<string, string> } = {};
   await o.kc.applyToHTTPSOptions(opts);
+  // a WebSocket upgrade is a GET: RBAC checks get (and, from Kubernetes 1.35, create) on pods/portforward
+  noteRequest(o.kc, 'GET', url);
   const label = `pod ${o.namespace}/${o.pod} port ${o.port}`;
   const op = { verb: 'create', resource: 'pods/portforward', namespace: o.namespace, name: o.pod, server: cluster.server };
   const ws = new WebSocket(url, [PROTOCOL], { ...opts, perMessageDeflate: false, handshakeTimeout: o.timeoutMs });

@@ -11,6 +11,7 @@ import type { Undo } from '../undo.js';
 import type { Kube } from './api.js';
 import { credentialEpoch, renewAfterUnauthorized } from './credentials.js';
 import { isConflict, isNotFound, kubeCall, unlessNotFound } from './errors.js';
+import { noteRequest } from './requests.js';
 import { patchAnnotations } from './heartbeat.js';
 import { ANNOTATION_ORIGINAL_SELECTOR } from './names.js';
 import { asString, jsonAnnotation, recordOf, sleep } from './util.js';
@@ -175,9 +176,11 @@ export function watchSelector(kube: Kube, namespace: string, name: string, expec
     const unauthorized = (err: unknown): void => {
       if ((err as { statusCode?: unknown } | undefined)?.statusCode === 401) renewAfterUnauthorized(epoch);
     };
+    const path = `/api/v1/namespaces/${encodeURIComponent(namespace)}/services`;
+    noteRequest(kube.kc, 'GET', `${path}?watch=true`);
     watch
       .watch(
-        `/api/v1/namespaces/${encodeURIComponent(namespace)}/services`,
+        path,
         { fieldSelector: `metadata.name=${name}` },
         (phase: string, obj: unknown) => {
           if (phase !== 'ADDED' && phase !== 'MODIFIED') return;

@@ -7,6 +7,7 @@ import type { ClusterService, ServiceWatch, TransportContext } from '../transpor
 import type { Kube } from './api.js';
 import { credentialEpoch, renewAfterUnauthorized } from './credentials.js';
 import { kubeCall, KubeForbiddenError } from './errors.js';
+import { noteRequest } from './requests.js';
 
 /** How long a burst of watch events is collected before `onChange` sees the list. */
 const SERVICES_SETTLE_MS = 50;
@@ -27,13 +28,16 @@ export async function watchServices(kube: Kube, namespace: string, onChange: (se
     scope = 'namespace';
     await kubeCall({ verb: 'list', resource: 'services', namespace, server: kube.server }, () => kube.core.listNamespacedService({ namespace, limit: 1 }));
   }
+  const path = scope === 'cluster' ? '/api/v1/services' : `/api/v1/namespaces/${namespace}/services`;
   const informer =
     scope === 'cluster'
-      ? new ListWatch<V1Service>('/api/v1/services', new SettledWatch(kube.kc), () => kube.core.listServiceForAllNamespaces(), false)
-      : new ListWatch<V1Service>(`/api/v1/namespaces/${namespace}/services`, new SettledWatch(kube.kc), () => kube.core.listNamespacedService({ namespace }), false);
+      ? new ListWatch<V1Service>(path, new SettledWatch(kube.kc), () => kube.core.listServiceForAllNamespaces(), false)
+      : new ListWatch<V1Service>(path, new SettledWatch(kube.kc), () => kube.core.listNamespacedService({ namespace }), false);
   // The credential each (re)connection started with: a 401 drops it (credentials.ts), and the retry runs the plugin.
   let epoch = credentialEpoch();
   informer.on('connect', () => (epoch = credentialEpoch()));
+  // the informer's watches do not pass through the generated clients: tell the guard (requests.ts)
+  const noteWatch = (): void => noteRequest(kube.kc, 'GET', `${path}?watch=true`);
   let stopped = false;
   let settle: NodeJS.Timeout | undefined;
   let retry: NodeJS.Timeout | undefined;
@@ -58,8 +62,12 @@ export async function watchServices(kube: Kube, namespace: string, onChange: (se
     ctx.debug(`watch of services: ${error instanceof Error ? error.message : String(error)}; again in ${SERVICES_RETRY_MS / 1000} s`);
     if (statusOf(error) === 401) renewAfterUnauthorized(epoch);
     clearTimeout(retry);
-    retry = setTimeout(() => void informer.start().catch(() => undefined), SERVICES_RETRY_MS);
+    retry = setTimeout(() => {
+      noteWatch();
+      void informer.start().catch(() => undefined);
+    }, SERVICES_RETRY_MS);
   });
+  noteWatch();
   await informer.start();
   deliver();
   return {

@@ -10,9 +10,8 @@ import type { V1Deployment } from '@kubernetes/client-node';
 import { TargetError } from '../errors.js';
 import type { MeshMark } from '../protocol/index.js';
 import type { Undo } from '../undo.js';
-import { firstDenied, NEEDS } from './access.js';
+import { preflight } from './access.js';
 import type { Kube } from './api.js';
-import { KubeForbiddenError } from './errors.js';
 import { scaleDownForExchange, standInLabels } from './exchange.js';
 import { Heartbeat } from './heartbeat.js';
 import { acquireLock, type LockRole, type ServiceLock } from './lock.js';
@@ -34,14 +33,13 @@ export interface StepContext {
 
 /**
  * Opens the kubeconfig of `flags` and checks, before anything is made, that the API server
- * answers and that RBAC allows what `command` does in the namespace (KubeForbiddenError names the
- * first permission missing).
+ * answers and that RBAC allows what the running command (permissions.ts `useProfile`) does in the
+ * namespace (KubeForbiddenError names the first permission missing).
  */
-export async function openCluster(flags: KubeFlags, command: keyof typeof NEEDS): Promise<Kube> {
+export async function openCluster(flags: KubeFlags, log?: (line: string) => void): Promise<Kube> {
   const kube = openKube(flags);
   await kube.serverNow();
-  const denied = await firstDenied(kube, NEEDS[command], kube.namespace);
-  if (denied) throw new KubeForbiddenError(denied.verb, denied.resource, kube.namespace);
+  await preflight(kube, log);
   return kube;
 }
 
@@ -77,7 +75,7 @@ export interface TakeoverOptions extends StepContext {
  * shares it), what that run changed goes back first, as `ktctl recover` would do it.
  */
 export async function prepareServiceTakeover(o: TakeoverOptions): Promise<ServiceTakeover> {
-  const kube = await openCluster(o.flags, o.role);
+  const kube = await openCluster(o.flags, o.log);
   const namespace = kube.namespace;
   const target = await resolveTarget(kube, namespace, o.target);
   const service = target.service.metadata?.name ?? '';
@@ -217,7 +215,7 @@ export interface PreviewTarget {
 /** Everything preview does before its shadow is made: the name, RBAC, no Service of that name yet. */
 export async function preparePreview(o: StepContext & { flags: KubeFlags; name: string }): Promise<PreviewTarget> {
   const { name } = parseTargetName(o.name);
-  const kube = await openCluster(o.flags, 'preview');
+  const kube = await openCluster(o.flags, o.log);
   await assertNoService(kube, kube.namespace, name);
   const heartbeat = new Heartbeat(kube, { debug: o.debug });
   o.undo.add('the heartbeat of the service', () => heartbeat.stop());

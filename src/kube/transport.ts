@@ -11,7 +11,7 @@ import { SHADOW_PORT } from '../protocol/index.js';
 import { ReconnectingTunnel } from '../ssh/reconnect.js';
 import { SshTunnel } from '../ssh/tunnel.js';
 import type { Transport, TransportContext } from '../transport.js';
-import { firstDenied, NEEDS } from './access.js';
+import { preflight } from './access.js';
 import { Kube } from './api.js';
 import { cleanStale } from './clean.js';
 import { loadKubeConfig } from './config.js';
@@ -91,8 +91,7 @@ export async function kubeTransport(o: KubeTransportOptions, ctx: TransportConte
     if (isNotFound(error)) throw new KubeNotFoundError(`the namespace ${namespace} does not exist: pick an existing one with -n (kubectl get namespaces lists them)`, { cause: error });
     if (!(error instanceof KubeForbiddenError)) throw error;
   }
-  const denied = await firstDenied(kube, NEEDS.connect, namespace).catch(() => undefined);
-  if (denied) throw new KubeForbiddenError(denied.verb, denied.resource, namespace);
+  await preflight(kube, ctx.log);
 
   try {
     await cleanStale(kube, { thresholdMinutes: STALE_AFTER_MINUTES, dryRun: false, namespace, log: (l) => ctx.log(`clean: ${l}`) });

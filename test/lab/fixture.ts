@@ -1,23 +1,26 @@
 /**
  * For test files that need the lab (`npm test` starts it; or `npm run lab -- up` by hand):
  * the kubeconfig and its contexts, client-node objects, a unique namespace per test file,
+ * a service account with exactly the Roles a test gives it (`serviceAccountKubeconfig`),
  * waiting for pods, running commands in pods, and kubectl.
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CoreV1Api, KubeConfig, type V1Pod } from '@kubernetes/client-node';
+import os from 'node:os';
+import { CoreV1Api, KubeConfig, KubernetesObjectApi, loadAllYaml, type KubernetesObject, type V1Pod } from '@kubernetes/client-node';
 import { execInPod, type LabEndpoint } from './api/client.js';
 import { CONTEXTS, FILES, USERS } from './api/pki.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 
+export type LabContext = 'admin' | 'readonly' | 'dev' | 'exec';
+
 export interface Lab {
   kubeconfig: string;
-  contexts: { admin: string; readonly: string; exec: string };
+  contexts: Record<LabContext, string>;
 }
 
 /** The running lab, or a clear error if there is none. */
@@ -28,10 +31,11 @@ export function lab(): Lab {
   if (!fs.existsSync(kubeconfig)) {
     throw new Error(`the lab is not up (no ${kubeconfig}): run npm test, or npm run lab -- up first`);
   }
-  return { kubeconfig, contexts: { admin: CONTEXTS.admin, readonly: CONTEXTS.readonly, exec: CONTEXTS.exec } };
+  return { kubeconfig, contexts: { admin: CONTEXTS.admin, readonly: CONTEXTS.readonly, dev: CONTEXTS.dev, exec: CONTEXTS.exec } };
 }
 
-export function kubeConfig(context: 'admin' | 'readonly' | 'exec' = 'admin'): KubeConfig {
+/** admin: everything (system:masters); readonly: the `view` ClusterRole; dev: only what bindings give it; exec: tokens from the exec plugin (system:masters). */
+export function kubeConfig(context: LabContext = 'admin'): KubeConfig {
   const l = lab();
   const kc = new KubeConfig();
   kc.loadFromFile(l.kubeconfig);
@@ -137,6 +141,99 @@ export function hasKubectl(): boolean {
   return (process.env.PATH ?? '').split(':').some((d) => d !== '' && fs.existsSync(path.join(d, 'kubectl')));
 }
 
+export interface ServiceAccountUser {
+  /** a kubeconfig file with one context (current) that authenticates as the service account */
+  kubeconfig: string;
+  context: string;
+  /** `system:serviceaccount:NAMESPACE:NAME`, the user RBAC and `kubectl auth whoami` see */
+  user: string;
+  token: string;
+  /** deletes the bindings, roles and service account it made, and the kubeconfig (idempotent) */
+  cleanup(): Promise<void>;
+}
+
+export interface ServiceAccountOptions {
+  /**
+   * Roles to grant, as YAML (one or more documents) or objects. A Role is created in `namespace`
+   * and bound with a RoleBinding; a ClusterRole is created and bound with a ClusterRoleBinding
+   * (cluster-wide: give ClusterRoles names unique to the test). Their names are used as given.
+   */
+  roles?: Array<string | KubernetesObject>;
+  /** seconds the token lives (TokenRequest spec.expirationSeconds, at least 600; default 3600) */
+  expirationSeconds?: number;
+  /** the admin kubeconfig to make everything with (default: the lab's, admin context) */
+  adminKubeConfig?: KubeConfig;
+}
+
+/**
+ * A service account of its own for one test: creates ServiceAccount `name` in `namespace` (which
+ * must exist), the given Roles and their bindings to it, mints a token (TokenRequest, as
+ * `kubectl create token`) and writes a kubeconfig with it. Test files can so run in parallel, each
+ * as its own user with exactly the permissions it declares. Call `cleanup` in `t.teardown`.
+ */
+export async function serviceAccountKubeconfig(namespace: string, name: string, options: ServiceAccountOptions = {}): Promise<ServiceAccountUser> {
+  const admin = options.adminKubeConfig ?? kubeConfig();
+  const objects = KubernetesObjectApi.makeApiClient(admin);
+  const core = admin.makeApiClient(CoreV1Api);
+  const made: KubernetesObject[] = [];
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ktlab-sa-'));
+  const user = `system:serviceaccount:${namespace}:${name}`;
+  let cleaned = false;
+  const cleanup = async (): Promise<void> => {
+    if (cleaned) return;
+    cleaned = true;
+    for (const o of made.reverse()) await objects.delete(o).catch(() => undefined);
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    const sa = await objects.create({ apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name, namespace } });
+    made.push(sa);
+    const roles = (options.roles ?? []).flatMap((r) => (typeof r === 'string' ? (loadAllYaml(r) as KubernetesObject[]) : [r])).filter((r) => r !== null && r !== undefined);
+    const subject = { kind: 'ServiceAccount', name, namespace };
+    for (const role of roles) {
+      const roleName = role.metadata?.name;
+      if (role.kind !== 'Role' && role.kind !== 'ClusterRole') throw new Error(`serviceAccountKubeconfig: ${String(role.kind)} is not a Role or ClusterRole`);
+      if (!roleName) throw new Error(`serviceAccountKubeconfig: a ${role.kind} without metadata.name`);
+      const cluster = role.kind === 'ClusterRole';
+      const body = { ...role, apiVersion: 'rbac.authorization.k8s.io/v1', metadata: { ...role.metadata, ...(cluster ? {} : { namespace }) } };
+      made.push(await objects.create(body));
+      const binding = {
+        apiVersion: 'rbac.authorization.k8s.io/v1',
+        kind: cluster ? 'ClusterRoleBinding' : 'RoleBinding',
+        metadata: cluster ? { name: `${roleName}-${namespace}-${name}` } : { name: `${roleName}-${name}`, namespace },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: role.kind, name: roleName },
+        subjects: [subject],
+      };
+      made.push(await objects.create(binding));
+    }
+    const tr = await core.createNamespacedServiceAccountToken({
+      name,
+      namespace,
+      body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: { audiences: [], expirationSeconds: options.expirationSeconds ?? 3600 } },
+    });
+    const token = tr.status?.token;
+    if (!token) throw new Error(`serviceAccountKubeconfig: the TokenRequest for ${namespace}/${name} returned no token`);
+    const cluster = admin.getCurrentCluster();
+    if (!cluster?.caData) throw new Error('serviceAccountKubeconfig: the admin kubeconfig lacks the cluster CA data');
+    const context = `${namespace}-${name}`;
+    const kubeconfig = path.join(dir, 'kubeconfig');
+    fs.writeFileSync(
+      kubeconfig,
+      JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'Config',
+        clusters: [{ name: 'lab', cluster: { server: cluster.server, 'certificate-authority-data': cluster.caData } }],
+        users: [{ name: user, user: { token } }],
+        contexts: [{ name: context, context: { cluster: 'lab', user, namespace } }],
+        'current-context': context,
+      }),
+      { mode: 0o600 },
+    );
+    return { kubeconfig, context, user, token, cleanup };
+  } catch (e) {
+    await cleanup();
+    throw e;
+  }
 /** A copy of a kubeconfig whose `lab-exec` user has its own token lifetime and control folder. */
 export interface ExecKubeconfig {
   /** the copy; its current context is lab-exec */

@@ -7,6 +7,8 @@ import { R, Registry } from './registry.js';
 import { Controllers, NODE_IP, NODE_LABELS, NODE_NAME } from './controllers/index.js';
 import { ApiServer } from './server.js';
 import type { User } from './auth.js';
+import { GROUPS } from './rbac.js';
+import { bootstrapClusterRoleBindings, bootstrapClusterRoles, labBindings } from './rbac-bootstrap.js';
 import { USERS, type Tokens } from './pki.js';
 import { ExecTokenVerifier } from './exec-token.js';
 import { timestamp } from './clock.js';
@@ -34,9 +36,12 @@ export class ControlPlane {
 
   constructor(opts: ControlPlaneOptions) {
     this.controllers = new Controllers({ registry: this.registry, net: opts.net, log: opts.log });
+    // what each may do comes from RBAC alone: admin through the cluster-admin binding of
+    // system:masters, readonly through a binding to view, dev through whatever tests bind to it
     const users = new Map<string, User>([
-      [opts.tokens.admin, { name: USERS.admin }],
-      [opts.tokens.readonly, { name: USERS.readonly, verbs: ['get', 'list', 'watch'] }],
+      [opts.tokens.admin, { name: USERS.admin, groups: [GROUPS.masters, GROUPS.authenticated] }],
+      [opts.tokens.readonly, { name: USERS.readonly, groups: [GROUPS.authenticated] }],
+      [opts.tokens.dev, { name: USERS.dev, groups: [GROUPS.authenticated] }],
     ]);
     this.execTokens = opts.execTokenKey ? new ExecTokenVerifier(opts.execTokenKey) : undefined;
     this.server = new ApiServer({ registry: this.registry, net: opts.net, users, execTokens: this.execTokens, tls: opts.tls, log: opts.log, bookmarkIntervalMs: opts.bookmarkIntervalMs });
@@ -45,6 +50,8 @@ export class ControlPlane {
 
   #seed(demo: boolean): void {
     const reg = this.registry;
+    for (const role of bootstrapClusterRoles()) reg.create(R.clusterroles, '', role);
+    for (const binding of [...bootstrapClusterRoleBindings(), ...labBindings(USERS.readonly)]) reg.create(R.clusterrolebindings, '', binding);
     for (const ns of ['default', 'kube-system', 'kube-public', 'kube-node-lease']) reg.create(R.namespaces, '', { metadata: { name: ns } });
     const node = reg.create(R.nodes, '', {
       metadata: { name: NODE_NAME, labels: NODE_LABELS },

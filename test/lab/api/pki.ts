@@ -1,7 +1,8 @@
 /**
- * The lab's credentials: a CA and a server certificate made with the openssl CLI, two bearer
- * tokens (admin and read-only), the signing key and plugin of the expiring exec tokens
- * (exec-token.ts) and the kubeconfig that carries them.
+ * The lab's credentials: a CA and a server certificate made with the openssl CLI, three bearer
+ * tokens (admin, read-only, and dev: a user with no rights but what RBAC bindings give), the
+ * signing key and plugin of the expiring exec tokens (exec-token.ts) and the kubeconfig that
+ * carries them.
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -26,13 +27,14 @@ export const FILES = {
   execPlugin: 'exec-plugin.mjs',
 } as const;
 
-export const USERS = { admin: 'lab-admin', readonly: 'lab-readonly', exec: EXEC_USER } as const;
-export const CONTEXTS = { admin: 'lab', readonly: 'lab-readonly', exec: 'lab-exec' } as const;
+export const USERS = { admin: 'lab-admin', readonly: 'lab-readonly', dev: 'lab-dev', exec: EXEC_USER } as const;
+export const CONTEXTS = { admin: 'lab', readonly: 'lab-readonly', dev: 'lab-dev', exec: 'lab-exec' } as const;
 export const SERVER_URL = `https://${LAB.apiServerIp}:${LAB.apiServerPort}`;
 
 export interface Tokens {
   admin: string;
   readonly: string;
+  dev: string;
 }
 
 async function openssl(args: string[]): Promise<void> {
@@ -71,7 +73,7 @@ export async function makeCredentials(dir: string): Promise<{ kubeconfig: string
   ]);
   fs.chmodSync(p(FILES.caKey), 0o600);
   fs.chmodSync(p(FILES.serverKey), 0o600);
-  const tokens: Tokens = { admin: randomBytes(24).toString('hex'), readonly: randomBytes(24).toString('hex') };
+  const tokens: Tokens = { admin: randomBytes(24).toString('hex'), readonly: randomBytes(24).toString('hex'), dev: randomBytes(24).toString('hex') };
   fs.writeFileSync(p(FILES.tokens), JSON.stringify(tokens), { mode: 0o600 });
   const kubeconfig = p(FILES.kubeconfig);
   const exec = writeExecFiles(dir, { key: FILES.execKey, plugin: FILES.execPlugin });
@@ -98,6 +100,9 @@ export function renderKubeconfig(ca: Buffer, tokens: Tokens, server = SERVER_URL
     `- name: ${USERS.readonly}`,
     '  user:',
     `    token: ${tokens.readonly}`,
+    `- name: ${USERS.dev}`,
+    '  user:',
+    `    token: ${tokens.dev}`,
     ...(exec ? execUserYaml(exec) : []),
     'contexts:',
     `- name: ${CONTEXTS.admin}`,
@@ -109,6 +114,11 @@ export function renderKubeconfig(ca: Buffer, tokens: Tokens, server = SERVER_URL
     '  context:',
     '    cluster: lab',
     `    user: ${USERS.readonly}`,
+    '    namespace: default',
+    `- name: ${CONTEXTS.dev}`,
+    '  context:',
+    '    cluster: lab',
+    `    user: ${USERS.dev}`,
     '    namespace: default',
     ...(exec ? [`- name: ${CONTEXTS.exec}`, '  context:', '    cluster: lab', `    user: ${USERS.exec}`, '    namespace: default'] : []),
     `current-context: ${CONTEXTS.admin}`,

@@ -29,7 +29,9 @@ const KEEP_EMPTY = new Set(['emptyDir', 'selector', 'data', 'stringData', 'label
 const KIND_PREFIX: Record<string, string> = {
   v1: 'core',
   'apps/v1': 'apps',
+  'authentication.k8s.io/v1': 'authn',
   'authorization.k8s.io/v1': 'authz',
+  'rbac.authorization.k8s.io/v1': 'rbac',
   'autoscaling/v1': 'autoscaling',
   'meta.k8s.io/v1': 'meta',
 };

@@ -74,13 +74,24 @@ export const RESOURCES: ResourceInfo[] = [
   r('networking.istio.io', 'v1', 'virtualservices', 'VirtualService', true, { shortNames: ['vs'], categories: ['istio-io', 'networking-istio-io'], subresources: ['status'] }),
   r('networking.istio.io', 'v1', 'destinationrules', 'DestinationRule', true, { shortNames: ['dr'], categories: ['istio-io', 'networking-istio-io'], subresources: ['status'] }),
   r('authorization.k8s.io', 'v1', 'selfsubjectaccessreviews', 'SelfSubjectAccessReview', false, { hasSpec: true }),
+  r('authorization.k8s.io', 'v1', 'selfsubjectrulesreviews', 'SelfSubjectRulesReview', false, { hasSpec: true }),
+  r('authentication.k8s.io', 'v1', 'selfsubjectreviews', 'SelfSubjectReview', false, { hasSpec: false }),
+  r('rbac.authorization.k8s.io', 'v1', 'roles', 'Role', true, { hasSpec: false }),
+  r('rbac.authorization.k8s.io', 'v1', 'clusterroles', 'ClusterRole', false, { hasSpec: false }),
+  r('rbac.authorization.k8s.io', 'v1', 'rolebindings', 'RoleBinding', true, { hasSpec: false }),
+  r('rbac.authorization.k8s.io', 'v1', 'clusterrolebindings', 'ClusterRoleBinding', false, { hasSpec: false }),
 ];
+
+/** Kinds that exist only as a request and its answer (POST returns them, nothing is stored). */
+export const REVIEW_KINDS = new Set(['SelfSubjectAccessReview', 'SelfSubjectRulesReview', 'SelfSubjectReview']);
 
 /** The group versions in discovery order (core first). */
 export const GROUP_VERSIONS: Array<{ group: string; version: string }> = [
   { group: '', version: 'v1' },
   { group: 'apps', version: 'v1' },
+  { group: 'authentication.k8s.io', version: 'v1' },
   { group: 'authorization.k8s.io', version: 'v1' },
+  { group: 'rbac.authorization.k8s.io', version: 'v1' },
   { group: 'discovery.k8s.io', version: 'v1' },
   { group: 'networking.istio.io', version: 'v1' },
 ];
@@ -103,6 +114,6 @@ export function resourceKey(info: ResourceInfo): string {
 
 /** Verbs discovery lists for a resource (virtual resources like reviews only take create). */
 export function verbsOf(info: ResourceInfo): string[] {
-  if (info.kind === 'SelfSubjectAccessReview') return ['create'];
+  if (REVIEW_KINDS.has(info.kind)) return ['create'];
   return VERBS;
 }

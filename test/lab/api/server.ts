@@ -7,13 +7,16 @@ import http from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer } from 'ws';
-import { ApiError, badRequest, methodNotAllowed, unauthorized, unknownResource } from './status.js';
+import { ApiError, badRequest, methodNotAllowed, notFound, unauthorized, unknownResource } from './status.js';
 import { isObject, type Json, type JsonObject, type ObjectMeta } from './json.js';
-import { apiVersionOf, findResource, RESOURCES, type ResourceInfo } from './resources.js';
+import { apiVersionOf, findResource, RESOURCES, REVIEW_KINDS, type ResourceInfo } from './resources.js';
 import { apiGroup, apiGroupList, apiResourceList, apiVersions, versionInfo } from './discovery.js';
-import { allowed, forbiddenMessage, type Attributes, type User } from './auth.js';
+import { forbiddenMessage, type Attributes, type User } from './auth.js';
 import type { ExecTokenVerifier } from './exec-token.js';
-import { R, type DeleteOptions, type PatchType, type Registry } from './registry.js';
+import { R, type DeleteOptions, type PatchType, type Registry, type WriteOptions } from './registry.js';
+import { GROUPS, Rbac, RBAC_GROUP, roleRefOf, RuleResolutionError, rulesOf, type PolicyRule } from './rbac.js';
+import { AuthzAudit } from './rbac-audit.js';
+import { ServiceAccountTokens } from './rbac-tokens.js';
 import { matchFields, matchRequirements, parseFieldSelector, parseLabelSelector, selectorString } from './selectors.js';
 import { metaOf, type StoreEvent } from './store.js';
 import { clockSkewSeconds, now, setClockSkewSeconds } from './clock.js';
@@ -47,14 +50,33 @@ interface Route {
 
 const MAX_BODY = 3 * 1024 * 1024;
 
+/**
+ * Paths a request without credentials may ask for: the anonymous authenticator restricted to the
+ * health and version endpoints (AuthenticationConfiguration anonymous.conditions), authorized by
+ * system:public-info-viewer as system:anonymous. Anything else without a token is 401.
+ */
+const ANONYMOUS_PATHS = new Set(['/healthz', '/livez', '/readyz', '/version']);
+const ANONYMOUS: User = { name: 'system:anonymous', groups: [GROUPS.unauthenticated] };
+
 export class ApiServer {
   readonly server: https.Server | http.Server;
   readonly #opts: ApiServerOptions;
   readonly #wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 });
   readonly #watches = new Set<() => void>();
+  /** the authorizer, over the registry's Roles and bindings */
+  readonly rbac: Rbac;
+  /** every authorization decision per user (GET /lab/v1/audit) */
+  readonly audit = new AuthzAudit();
+  readonly #saTokens: ServiceAccountTokens;
 
   constructor(opts: ApiServerOptions) {
     this.#opts = opts;
+    this.rbac = new Rbac(opts.registry.store);
+    this.#saTokens = new ServiceAccountTokens((namespace, name) => {
+      const sa = opts.registry.tryGet(R.serviceaccounts, namespace, name);
+      const uid = sa && isObject(sa.metadata) && typeof sa.metadata.uid === 'string' ? sa.metadata.uid : undefined;
+      return uid ? { namespace, name, uid } : undefined;
+    });
     const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
       this.#handle(req, res).catch((e: unknown) => this.#fail(res, e));
     };
@@ -101,7 +123,7 @@ export class ApiServer {
     const h = req.headers.authorization;
     if (!h || !h.startsWith('Bearer ')) return undefined;
     const token = h.slice(7).trim();
-    return this.#opts.users.get(token) ?? this.#opts.execTokens?.verify(token);
+    return this.#opts.users.get(token) ?? this.#saTokens.authenticate(token) ?? this.#opts.execTokens?.verify(token);
   }
 
   /** `warnings` become Warning headers (`299 - "..."`), as admission warnings do in kube-apiserver. */
@@ -194,6 +216,17 @@ export class ApiServer {
     return { kind: 'resource', info, namespace, name, subresource };
   }
 
+  /**
+   * The name RBAC sees (RequestInfoFactory.NewRequestInfo): a list or watch with
+   * `fieldSelector=metadata.name=X` is authorized for that name, as the real one does, so a rule
+   * with resourceNames allows `kubectl get pod X --watch`.
+   */
+  #authzName(verb: string, route: Route, q: URLSearchParams): string | undefined {
+    if ((verb !== 'list' && verb !== 'watch') || route.name !== undefined) return route.name;
+    const m = /^metadata\.name==?([^,]+)$/.exec(q.get('fieldSelector') ?? '');
+    return m ? m[1] : undefined;
+  }
+
   #verb(method: string, route: Route, watch: boolean): string {
     if (route.subresource === 'exec' || route.subresource === 'portforward' || route.subresource === 'attach') return 'create';
     switch (method) {
@@ -213,19 +246,23 @@ export class ApiServer {
     }
   }
 
-  #authorize(user: User, route: Route, verb: string): void {
-    // like system:basic-user, everyone may ask what they may do
-    if (route.info.kind === 'SelfSubjectAccessReview') return;
+  /** RBAC for a resource request, recorded in the audit; 403 with the real message (responsewriters.Forbidden). */
+  #authorize(user: User, route: Route, verb: string, path = '', name = route.name): void {
     const attrs: Attributes = {
       verb,
       group: route.info.group,
       resource: route.info.name,
       subresource: route.subresource,
-      namespace: route.namespace,
-      name: route.name,
+      // /api/v1/namespaces/NAME is the namespace itself, with its name as the request's namespace
+      // (RequestInfoFactory.NewRequestInfo), so a RoleBinding in NAME can grant reading it
+      namespace: route.namespace ?? (route.info.kind === 'Namespace' && route.name !== undefined ? route.name : undefined),
+      name,
+      path,
     };
-    if (!allowed(user, attrs)) {
-      throw new ApiError(403, 'Forbidden', forbiddenMessage(user, attrs), {
+    const d = this.rbac.authorize(user, attrs);
+    this.audit.record(user.name, attrs, d.allowed);
+    if (!d.allowed) {
+      throw new ApiError(403, 'Forbidden', forbiddenMessage(user, attrs, d.reason), {
         name: route.name,
         group: route.info.group || undefined,
         kind: route.info.name,
@@ -233,14 +270,59 @@ export class ApiServer {
     }
   }
 
+  /** RBAC for a non-resource request (`/api`, `/version`, `/openapi/v3/...`): verb = the method in lower case. */
+  #authorizeNonResource(user: User, method: string, path: string): void {
+    const attrs: Attributes = { verb: method.toLowerCase(), group: '', resource: '', path, nonResource: true };
+    const d = this.rbac.authorize(user, attrs);
+    this.audit.record(user.name, attrs, d.allowed);
+    if (!d.allowed) throw new ApiError(403, 'Forbidden', forbiddenMessage(user, attrs, d.reason), {});
+  }
+
+  /**
+   * The escalation checks of the rbac storages (pkg/registry/rbac/{role,clusterrole,rolebinding,
+   * clusterrolebinding}/policybased/storage.go): a Role or ClusterRole may grant only what the
+   * writer holds (or has `escalate` on it); a binding may reference only a role whose rules the
+   * writer holds (or has `bind` on it). system:masters passes (EscalationAllowed).
+   */
+  #escalationCheck(user: User, info: ResourceInfo, namespace: string, requestName: string | undefined): WriteOptions['admit'] {
+    if (info.group !== RBAC_GROUP || this.rbac.escalationAllowed(user)) return undefined;
+    const rbac = this.rbac;
+    return (obj) => {
+      const name = isObject(obj.metadata) && typeof obj.metadata.name === 'string' ? obj.metadata.name : '';
+      const forbid = (msg: string): ApiError => new ApiError(403, 'Forbidden', `${info.name}.${RBAC_GROUP} "${name}" is forbidden: ${msg}`, { name, group: RBAC_GROUP, kind: info.name });
+      if (info.kind === 'Role' || info.kind === 'ClusterRole') {
+        if (rbac.roleEscalationAuthorized(user, info.name as 'roles' | 'clusterroles', namespace, requestName ?? '')) return;
+        const msg = rbac.confirmNoEscalation(user, namespace, rulesOf(obj));
+        if (msg) throw forbid(msg);
+        return;
+      }
+      const ref = roleRefOf(obj);
+      if (rbac.bindingAuthorized(user, ref, namespace)) return;
+      let rules: PolicyRule[];
+      try {
+        rules = rbac.getRoleReferenceRules(ref, namespace);
+      } catch (e) {
+        // the role listers' NotFound (`role.rbac.authorization.k8s.io "x" not found`)
+        if (e instanceof RuleResolutionError && ref.name !== '') throw notFound(RBAC_GROUP, ref.kind === 'Role' ? 'role' : 'clusterrole', ref.name);
+        return; // an invalid roleRef: validation answers it
+      }
+      const msg = rbac.confirmNoEscalation(user, namespace, rules);
+      if (msg) throw forbid(msg);
+    };
+  }
+
   async #handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'https://lab');
     const path = url.pathname.replace(/\/+$/, '') || '/';
     const method = req.method ?? 'GET';
     const parts = path.split('/').filter((p) => p !== '').map((p) => decodeURIComponent(p));
-    // A token that no authenticator accepts (an expired one) is a 401 on every path, /version too
-    // (bearertoken.Authenticator.AuthenticateRequest returns an error, never anonymous).
-    if (req.headers.authorization !== undefined && !this.#user(req)) throw unauthorized();
+
+    const hasCredentials = req.headers.authorization !== undefined;
+    const user = this.#user(req) ?? (!hasCredentials && ANONYMOUS_PATHS.has(path) ? ANONYMOUS : undefined);
+    if (!user) throw unauthorized();
+    if (parts[0] === 'lab') return this.#lab(req, res, parts, user);
+    const resourceRequest = (parts[0] === 'api' && parts.length >= 3) || (parts[0] === 'apis' && parts.length >= 4);
+    if (!resourceRequest) this.#authorizeNonResource(user, method, url.pathname);
 
     if (path === '/healthz' || path === '/livez' || path === '/readyz') {
       res.writeHead(200, { 'Content-Type': 'text/plain' });
@@ -251,10 +333,6 @@ export class ApiServer {
       this.#send(res, 200, versionInfo());
       return;
     }
-    const user = this.#user(req);
-    if (!user) throw unauthorized();
-
-    if (parts[0] === 'lab') return this.#lab(req, res, parts, user);
     if (parts[0] === 'openapi') {
       if (parts[1] === 'v3' && parts.length === 2) return this.#send(res, 200, openApiIndex());
       if (parts[1] === 'v3') {
@@ -291,8 +369,11 @@ export class ApiServer {
     const q = url.searchParams;
     const watch = q.get('watch') === 'true' || q.get('watch') === '1';
     const verb = this.#verb(method, route, watch);
-    this.#authorize(user, route, verb);
+    this.#authorize(user, route, verb, url.pathname, this.#authzName(verb, route, q));
     if (route.info.kind === 'SelfSubjectAccessReview') return this.#accessReview(req, res, user, method);
+    if (route.info.kind === 'SelfSubjectRulesReview') return this.#rulesReview(req, res, user, method);
+    if (route.info.kind === 'SelfSubjectReview') return this.#selfReview(req, res, user, method);
+    if (REVIEW_KINDS.has(route.info.kind)) throw methodNotAllowed();
     const reg = this.#opts.registry;
     const { info } = route;
     const ns = route.namespace ?? '';
@@ -306,6 +387,8 @@ export class ApiServer {
       throw new ApiError(400, 'BadRequest', 'Upgrade request required');
     }
     if (route.subresource === 'scale') return this.#scale(req, res, route, method, dryRun);
+    if (route.subresource === 'token') return this.#tokenRequest(req, res, route, method);
+    const admit = this.#escalationCheck(user, info, ns, route.name);
 
     if (route.name === undefined) {
       if (info.namespaced && route.namespace === undefined && method !== 'GET') throw methodNotAllowed();
@@ -317,7 +400,7 @@ export class ApiServer {
           const body = await this.#readJson(req, info);
           if (!isObject(body)) throw badRequest(`the object provided is unrecognized (must be of type ${info.kind})`);
           const warnings: string[] = [];
-          const created = reg.create(info, ns, body, { dryRun, warnings });
+          const created = reg.create(info, ns, body, { dryRun, warnings, admit });
           return this.#send(res, 201, created, warnings);
         }
         case 'DELETE': {
@@ -343,7 +426,7 @@ export class ApiServer {
       case 'PUT': {
         const body = await this.#readJson(req, info);
         if (!isObject(body)) throw badRequest(`the object provided is unrecognized (must be of type ${info.kind})`);
-        return this.#send(res, 200, reg.update(info, ns, name, body, { subresource: sub, dryRun, warnings }), warnings);
+        return this.#send(res, 200, reg.update(info, ns, name, body, { subresource: sub, dryRun, warnings, admit }), warnings);
       }
       case 'PATCH': {
         const type = this.#patchType(req, info);
@@ -352,13 +435,13 @@ export class ApiServer {
           if (!isObject(body)) throw badRequest('apply patches must be objects');
           if (!reg.tryGet(info, ns, name)) {
             const withName = { ...body, metadata: { ...(isObject(body.metadata) ? body.metadata : {}), name } };
-            const created = reg.create(info, ns, withName, { dryRun, warnings });
+            const created = reg.create(info, ns, withName, { dryRun, warnings, admit });
             return this.#send(res, 201, created, warnings);
           }
-          const patched = reg.patch(info, ns, name, info.group === 'networking.istio.io' ? 'merge' : 'strategic', body, { subresource: sub, dryRun, warnings });
+          const patched = reg.patch(info, ns, name, info.group === 'networking.istio.io' ? 'merge' : 'strategic', body, { subresource: sub, dryRun, warnings, admit });
           return this.#send(res, 200, patched, warnings);
         }
-        const patched = reg.patch(info, ns, name, type, body, { subresource: sub, dryRun, warnings });
+        const patched = reg.patch(info, ns, name, type, body, { subresource: sub, dryRun, warnings, admit });
         return this.#send(res, 200, patched, warnings);
       }
       case 'DELETE': {
@@ -571,38 +654,91 @@ export class ApiServer {
     this.#send(res, 200, toScale(updated));
   }
 
+  /**
+   * SelfSubjectAccessReview (pkg/registry/authorization/selfsubjectaccessreview/rest.go): the
+   * same decision a request would get, with RBAC's reason (`RBAC: allowed by ClusterRoleBinding
+   * "x" of ClusterRole "y" to Group "z"`); a denial is `allowed: false` with no reason (or the
+   * rule resolution errors). Resource and non-resource attributes.
+   */
   async #accessReview(req: http.IncomingMessage, res: http.ServerResponse, user: User, method: string): Promise<void> {
     if (method !== 'POST') throw methodNotAllowed();
     const body = await this.#readJson(req, undefined);
-    if (!isObject(body) || !isObject(body.spec)) {
+    const spec = isObject(body) && isObject(body.spec) ? body.spec : {};
+    const ra = isObject(spec.resourceAttributes) ? spec.resourceAttributes : undefined;
+    const nra = isObject(spec.nonResourceAttributes) ? spec.nonResourceAttributes : undefined;
+    if (ra && nra) {
+      throw new ApiError(422, 'Invalid', `SelfSubjectAccessReview.authorization.k8s.io "" is invalid: spec.nonResourceAttributes: Invalid value: "${'{'}${String(nra.path ?? '')} ${String(nra.verb ?? '')}${'}'}": cannot be specified in combination with resourceAttributes`);
+    }
+    if (!ra && !nra) {
       throw new ApiError(422, 'Invalid', 'SelfSubjectAccessReview.authorization.k8s.io "" is invalid: spec.resourceAttributes: Invalid value: "null": exactly one of nonResourceAttributes or resourceAttributes must be specified');
     }
-    const ra = isObject(body.spec.resourceAttributes) ? body.spec.resourceAttributes : undefined;
-    const verb = ra && typeof ra.verb === 'string' ? ra.verb : isObject(body.spec.nonResourceAttributes) ? String(body.spec.nonResourceAttributes.verb ?? 'get') : 'get';
-    const ok = allowed(user, {
-      verb,
-      group: ra && typeof ra.group === 'string' ? ra.group : '',
-      resource: ra && typeof ra.resource === 'string' ? ra.resource : '',
-      subresource: ra && typeof ra.subresource === 'string' ? ra.subresource : undefined,
-      namespace: ra && typeof ra.namespace === 'string' ? ra.namespace : undefined,
-    });
-    const status: JsonObject = { allowed: ok };
-    if (ok) status.reason = user.verbs ? `RBAC: allowed by ClusterRoleBinding "lab-view" of ClusterRole "view" to User "${user.name}"` : `RBAC: allowed by ClusterRoleBinding "lab-admin" of ClusterRole "cluster-admin" to User "${user.name}"`;
-    else status.denied = false;
+    const str = (o: JsonObject, k: string): string => (typeof o[k] === 'string' ? (o[k] as string) : '');
+    // ResourceAttributesFrom / NonResourceAttributesFrom
+    const attrs: Attributes = ra
+      ? { verb: str(ra, 'verb'), group: str(ra, 'group'), resource: str(ra, 'resource'), subresource: str(ra, 'subresource') || undefined, namespace: str(ra, 'namespace') || undefined, name: str(ra, 'name') || undefined }
+      : { verb: str(nra!, 'verb'), group: '', resource: '', path: str(nra!, 'path'), nonResource: true };
+    const d = this.rbac.authorize(user, attrs);
+    const status: JsonObject = { allowed: d.allowed };
+    if (d.reason) status.reason = d.reason;
     this.#send(res, 201, {
       kind: 'SelfSubjectAccessReview',
       apiVersion: 'authorization.k8s.io/v1',
       metadata: { creationTimestamp: null },
-      spec: body.spec,
+      spec,
       status,
     });
   }
 
+  /**
+   * SelfSubjectRulesReview (`kubectl auth can-i --list`): RBACAuthorizer.RulesFor in the namespace,
+   * resource and non-resource rules apart, as pkg/registry/authorization/selfsubjectrulesreview does.
+   */
+  async #rulesReview(req: http.IncomingMessage, res: http.ServerResponse, user: User, method: string): Promise<void> {
+    if (method !== 'POST') throw methodNotAllowed();
+    const body = await this.#readJson(req, undefined);
+    const spec = isObject(body) && isObject(body.spec) ? body.spec : {};
+    const namespace = typeof spec.namespace === 'string' ? spec.namespace : '';
+    const { rules, errors } = this.rbac.rulesFor(user, namespace);
+    const resourceRules: JsonObject[] = [];
+    const nonResourceRules: JsonObject[] = [];
+    for (const r of rules) {
+      if ((r.resources ?? []).length > 0) {
+        const rr: JsonObject = { verbs: r.verbs, apiGroups: r.apiGroups ?? [], resources: r.resources ?? [] };
+        if ((r.resourceNames ?? []).length > 0) rr.resourceNames = r.resourceNames!;
+        resourceRules.push(rr);
+      }
+      if ((r.nonResourceURLs ?? []).length > 0) nonResourceRules.push({ verbs: r.verbs, nonResourceURLs: r.nonResourceURLs! });
+    }
+    const status: JsonObject = { resourceRules, nonResourceRules, incomplete: false };
+    if (errors.length > 0) status.evaluationError = errors.length === 1 ? errors[0] : `[${errors.join(', ')}]`;
+    this.#send(res, 201, { kind: 'SelfSubjectRulesReview', apiVersion: 'authorization.k8s.io/v1', metadata: { creationTimestamp: null }, spec: { namespace }, status });
+  }
+
+  /** SelfSubjectReview (`kubectl auth whoami`, pkg/registry/authentication/selfsubjectreview): the user as authenticated. */
+  async #selfReview(req: http.IncomingMessage, res: http.ServerResponse, user: User, method: string): Promise<void> {
+    if (method !== 'POST') throw methodNotAllowed();
+    await this.#readBody(req);
+    const userInfo: JsonObject = { username: user.name, groups: user.groups };
+    if (user.uid) userInfo.uid = user.uid;
+    this.#send(res, 201, { kind: 'SelfSubjectReview', apiVersion: 'authentication.k8s.io/v1', metadata: { creationTimestamp: null }, status: { userInfo } });
+  }
+
+  /** POST serviceaccounts/NAME/token (TokenRequest, `kubectl create token`): rbac-tokens.ts. */
+  async #tokenRequest(req: http.IncomingMessage, res: http.ServerResponse, route: Route, method: string): Promise<void> {
+    if (method !== 'POST') throw methodNotAllowed();
+    const body = await this.#readJson(req, undefined);
+    const sa = this.#opts.registry.get(R.serviceaccounts, route.namespace ?? '', route.name ?? '');
+    const meta = sa.metadata as ObjectMeta;
+    const answer = this.#saTokens.request({ namespace: meta.namespace ?? '', name: meta.name ?? '', uid: meta.uid ?? '' }, isObject(body) ? body : {});
+    this.#send(res, 201, answer);
+  }
+
   async #lab(req: http.IncomingMessage, res: http.ServerResponse, parts: string[], user: User): Promise<void> {
+    const admin = user.groups.includes(GROUPS.masters);
     // lab-only endpoints: /lab/v1/clock (GET, PUT {skewSeconds})
     if (parts[1] === 'v1' && parts[2] === 'clock' && parts.length === 3) {
       if (req.method === 'PUT') {
-        if (user.verbs) throw new ApiError(403, 'Forbidden', `User "${user.name}" cannot change the lab clock`);
+        if (!admin) throw new ApiError(403, 'Forbidden', `User "${user.name}" cannot change the lab clock`);
         const body = await this.#readJson(req, undefined);
         if (!isObject(body) || typeof body.skewSeconds !== 'number') throw badRequest('expected {"skewSeconds": number}');
         setClockSkewSeconds(body.skewSeconds);
@@ -612,10 +748,22 @@ export class ApiServer {
     // lab-only: POST /lab/v1/faults/cut-portforward {"abrupt": bool}
     if (parts[1] === 'v1' && parts[2] === 'faults' && parts[3] === 'cut-portforward' && parts.length === 4) {
       if (req.method !== 'POST') throw methodNotAllowed();
-      if (user.verbs) throw new ApiError(403, 'Forbidden', `User "${user.name}" cannot inject lab faults`);
+      if (!admin) throw new ApiError(403, 'Forbidden', `User "${user.name}" cannot inject lab faults`);
       const body = await this.#readJson(req, undefined);
       const abrupt = isObject(body) && body.abrupt === true;
       return this.#send(res, 200, { cut: cutPortForwards(abrupt ? 'abrupt' : 'close'), how: abrupt ? 'abrupt' : 'close' });
+    }
+    // lab-only: GET|DELETE /lab/v1/audit?user=NAME, every authorization decision for that user in order
+    if (parts[1] === 'v1' && parts[2] === 'audit' && parts.length === 3) {
+      if (!admin) throw new ApiError(403, 'Forbidden', `User "${user.name}" cannot read the lab's authorization audit`);
+      const who = new URL(req.url ?? '/', 'https://lab').searchParams.get('user');
+      if (!who) throw badRequest('expected ?user=NAME');
+      if (req.method === 'GET') return this.#send(res, 200, { user: who, items: this.audit.entries(who) as unknown as JsonObject[] });
+      if (req.method === 'DELETE') {
+        this.audit.clear(who);
+        return this.#send(res, 200, { user: who, items: [] });
+      }
+      throw methodNotAllowed();
     }
     throw unknownResource();
   }
@@ -640,7 +788,7 @@ export class ApiServer {
         }
         throw badRequest('Upgrade request required only for pods/exec, pods/attach, pods/portforward');
       }
-      this.#authorize(user, route, this.#verb(req.method ?? 'GET', route, false));
+      this.#authorize(user, route, this.#verb(req.method ?? 'GET', route, false), url.pathname);
       const upgradeHeader = String(req.headers.upgrade ?? '').toLowerCase();
       if (upgradeHeader !== 'websocket') {
         throw new ApiError(400, 'BadRequest', `unable to upgrade connection: ${upgradeHeader || 'no upgrade header'} is not supported by the lab (use WebSocket)`);

@@ -61,7 +61,24 @@ function podStatus(o: JsonObject): string {
   return reason;
 }
 
+// pkg/printers/internalversion printRole/printClusterRole (CREATED AT) and printRoleBinding/printClusterRoleBinding
+const createdAtCol: Col = ['Created At', 'date', 0, (o) => meta(o).creationTimestamp ?? ''];
+const subjectsOf = (o: JsonObject, kind: string): string =>
+  arr(o.subjects).filter((s) => obj(s).kind === kind).map((s) => (kind === 'ServiceAccount' ? `${String(obj(s).namespace ?? '')}/${String(obj(s).name)}` : String(obj(s).name))).join(', ');
+const bindingCols: Col[] = [
+  nameCol,
+  ['Role', 'string', 0, (o) => `${String(obj(o.roleRef).kind ?? '')}/${String(obj(o.roleRef).name ?? '')}`],
+  ageCol,
+  ['Users', 'string', 1, (o) => subjectsOf(o, 'User')],
+  ['Groups', 'string', 1, (o) => subjectsOf(o, 'Group')],
+  ['ServiceAccounts', 'string', 1, (o) => subjectsOf(o, 'ServiceAccount')],
+];
+
 const COLUMNS: Record<string, Col[]> = {
+  Role: [nameCol, createdAtCol],
+  ClusterRole: [nameCol, createdAtCol],
+  RoleBinding: bindingCols,
+  ClusterRoleBinding: bindingCols,
   Pod: [
     nameCol,
     ['Ready', 'string', 0, (o) => {

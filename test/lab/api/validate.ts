@@ -6,6 +6,7 @@ import { invalid, type FieldError, type ApiError } from './status.js';
 import { isObject, type Container, type Json, type JsonObject, type PodSpec } from './json.js';
 import type { ResourceInfo } from './resources.js';
 import { matchesSelector } from './selectors.js';
+import { validateRbac } from './rbac-validate.js';
 
 const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
@@ -109,6 +110,10 @@ function checkPort(v: Json | undefined, field: string): FieldError[] {
 export function validate(info: ResourceInfo, obj: JsonObject): ApiError | undefined {
   const meta = isObject(obj.metadata) ? obj.metadata : {};
   const name = typeof meta.name === 'string' ? meta.name : '';
+  if (info.group === 'rbac.authorization.k8s.io') {
+    const labelErrors = checkLabels(meta.labels, 'metadata.labels').map((e) => ({ field: e.field, type: 'Invalid' as const, value: JSON.stringify(e.value ?? null), detail: e.detail }));
+    return validateRbac(info, obj, labelErrors);
+  }
   const errs: FieldError[] = [];
   if (name === '') errs.push({ field: 'metadata.name', type: 'Required', detail: 'name or generateName is required' });
   else errs.push(...checkName(info, name));
