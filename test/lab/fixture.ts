@@ -234,6 +234,8 @@ export async function serviceAccountKubeconfig(namespace: string, name: string, 
     await cleanup();
     throw e;
   }
+}
+
 /** A copy of a kubeconfig whose `lab-exec` user has its own token lifetime and control folder. */
 export interface ExecKubeconfig {
   /** the copy; its current context is lab-exec */
