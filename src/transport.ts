@@ -60,10 +60,22 @@ export interface ServiceWatch {
 export interface TransportNetwork {
   /** CIDRs reachable through the tunnel (Kubernetes: pod and service ranges discovered; --via: none). */
   routes: string[];
-  /** Addresses that must keep their normal route (the API server, the ssh server itself). */
-  avoid: string[];
+  /**
+   * Hosts ktctl itself talks to (the API server, the ssh server), by name or address: every address
+   * they resolve to at the start keeps its normal route, and their names are never asked of the
+   * cluster's DNS (src/connect/tun/own-hosts.ts).
+   */
+  avoid: OwnHost[];
   /** Cluster DNS naming, when there is a cluster. */
   cluster?: { domain: string; namespace: string; dnsServiceIp?: string };
+}
+
+/** A host the transport itself connects to. */
+export interface OwnHost {
+  /** as the kubeconfig or `--via` names it: a host name or an IP address */
+  host: string;
+  /** what it is, for messages ("the API server", "the ssh server") */
+  what: string;
 }
 
 /** What every transport builder gets. */

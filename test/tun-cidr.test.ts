@@ -130,8 +130,33 @@ test('planRoutes skips overlaps unless included, removes excludes and the never-
     '198.19.0.0/17',
   ]);
   const skipped = plan.skipped.map((s) => `${formatCidr(s.cidr)}: ${s.reason}`);
-  t.is(skipped.length, 3);
+  t.is(skipped.length, 2);
   t.regex(skipped[0]!, /^10\.96\.0\.0\/12: overlaps the existing route 10\.0\.0\.0\/8 dev eth1; add it to --includeIps/);
   t.regex(skipped[1]!, /^127\.0\.0\.0\/16: overlaps the existing route 127\.0\.0\.0\/8 dev lo \(table local\)/);
-  t.regex(skipped[2]!, /^198\.18\.0\.2\/32: never routed/);
+  t.deepEqual(plan.keptOut.map((k) => [formatCidr(k.cidr), formatCidr(k.range), k.included]), [['198.18.0.2/32', '198.18.0.0/17', false]]);
+});
+
+test('planRoutes keeps never-routed addresses out of included and discovered ranges (v4 and v6) and names the range they were in', (t) => {
+  const never = [c('198.18.255.2'), c('fd00:77::1'), c('10.96.0.1'), c('192.0.2.7'), c('10.100.0.9')];
+  const plan = planRoutes({
+    discovered: [c('10.96.0.0/12')],
+    include: [c('198.18.255.0/30'), c('fd00:77::/126')],
+    never,
+    exclude: [c('10.100.0.0/16')],
+    existing: [route('default', 'eth0')],
+  });
+  // No route holds a never-routed address, and the routes with those addresses give back what was asked.
+  for (const n of never) t.false(plan.routes.some((r) => containsCidr(r, n)), formatCidr(n));
+  t.deepEqual(fmt(aggregate([...plan.routes, ...never.slice(0, 3), c('10.100.0.0/16')])), ['10.96.0.0/12', '198.18.255.0/30', 'fd00:77::/126']);
+  t.true(fmt(plan.routes).includes('198.18.255.3/32'));
+  t.true(fmt(plan.routes).includes('fd00:77::2/127'));
+  // The cut costs at most one route per bit below the range's prefix.
+  t.is(plan.routes.filter((r) => r.family === 4 && containsCidr(c('198.18.255.0/30'), r)).length, 2);
+  // Said for the addresses inside a routed range, not for one outside all of them (192.0.2.7) nor an excluded one.
+  t.deepEqual(plan.keptOut.map((k) => [formatCidr(k.cidr), formatCidr(k.range), k.included]), [
+    ['198.18.255.2/32', '198.18.255.0/30', true],
+    ['fd00:77::1/128', 'fd00:77::/126', true],
+    ['10.96.0.1/32', '10.96.0.0/12', false],
+  ]);
+  t.deepEqual(plan.skipped, []);
 });

@@ -9,7 +9,9 @@
  *    (`svc.corp.example` when `corp.example` is searched). The answer names the record owners as the client asked (glibc compares them
  *    with the question), with A/AAAA records owned by the asked name, not a CNAME to the cluster
  *    name;
- *  - everything else goes to the machine's original resolvers, bytes unchanged but for the id.
+ *  - everything else goes to the machine's original resolvers, bytes unchanged but for the id;
+ *  - before all of these, the names ktctl's own connections use (`pinned`, see pinned.ts) are
+ *    answered from their addresses at the start, whatever the cluster says about them.
  *
  * Answers are cached (see cache.ts) for the records' TTLs, at most `cacheTtlSeconds`; negative
  * answers for the SOA's negative TTL (RFC 2308 §5), at most the same cap. Identical questions in
@@ -36,6 +38,7 @@ import {
   count,
   type Question,
 } from './message.js';
+import type { PinnedNames } from './pinned.js';
 import { parseServer, UpstreamClient, type UpstreamServer } from './upstream.js';
 
 export interface ClusterResolverOptions {
@@ -65,6 +68,8 @@ export interface ClusterResolverOptions {
   tunnelTimeoutMs?: number;
   /** the clock, in ms (tests) */
   now?: () => number;
+  /** names answered from ktctl's start (the API server's, the ssh server's), never asked of anyone */
+  pinned?: PinnedNames;
 }
 
 export interface ResolverCounters {
@@ -73,6 +78,7 @@ export interface ResolverCounters {
   tunnel: number;
   upstream: number;
   shortNameFallbacks: number;
+  pinned: number;
   servfail: number;
   formerr: number;
   dropped: number;
@@ -80,6 +86,7 @@ export interface ResolverCounters {
 
 /** Where a name is asked: through the tunnel as is, through the tunnel expanded, or upstream. */
 export type Route =
+  | { kind: 'pinned'; addresses: readonly string[] }
   | { kind: 'cluster' }
   | { kind: 'short'; expanded: string }
   | { kind: 'upstream' };
@@ -91,7 +98,7 @@ export class ClusterResolver {
   readonly upstreamServers: readonly UpstreamServer[];
   /** upstream servers left out because they are ktctl's own address */
   readonly droppedServers: readonly string[];
-  readonly counters: ResolverCounters = { queries: 0, cacheHits: 0, tunnel: 0, upstream: 0, shortNameFallbacks: 0, servfail: 0, formerr: 0, dropped: 0 };
+  readonly counters: ResolverCounters = { queries: 0, cacheHits: 0, tunnel: 0, upstream: 0, shortNameFallbacks: 0, pinned: 0, servfail: 0, formerr: 0, dropped: 0 };
 
   readonly #dialer: Pick<Dialer, 'dnsQuery'>;
   readonly #upstream: (message: Buffer) => Promise<Buffer>;
@@ -101,6 +108,7 @@ export class ClusterResolver {
   readonly #tunnelTimeoutMs: number;
   readonly #now: () => number;
   readonly #inflight = new Map<string, Promise<Buffer>>();
+  readonly #pinned: PinnedNames | undefined;
 
   constructor(options: ClusterResolverOptions) {
     this.clusterDomain = normalizeDomain(options.clusterDomain ?? 'cluster.local');
@@ -113,6 +121,7 @@ export class ClusterResolver {
       .filter((d) => d !== '' && d !== this.clusterDomain && !d.endsWith(`.${this.clusterDomain}`));
     this.#tunnelTimeoutMs = options.tunnelTimeoutMs ?? 5000;
     this.#now = options.now ?? Date.now;
+    this.#pinned = options.pinned;
 
     const local = (options.localAddresses ?? []).map(parseServer).filter((s): s is UpstreamServer => s !== undefined);
     const servers: UpstreamServer[] = [];
@@ -176,6 +185,13 @@ export class ClusterResolver {
     const q = readQuestion(query);
     if (q === undefined || count(query, 'qdcount') !== 1) return this.#formerr(query);
 
+    // Pinned names first: not cached (the answer costs nothing) and never asked of anyone.
+    const pinned = this.#pinned?.answer(query);
+    if (pinned !== undefined) {
+      this.counters.pinned++;
+      return pinned;
+    }
+
     const key = cacheKey(q.name, q.type, q.class);
     const cached = this.#cache.get(key, query, this.#now());
     if (cached) {
@@ -234,6 +250,8 @@ export class ClusterResolver {
   route(name: string): Route {
     const lower = normalizeDomain(name);
     if (lower === '') return { kind: 'upstream' };
+    const pinned = this.#pinned?.addresses(lower);
+    if (pinned !== undefined) return { kind: 'pinned', addresses: pinned };
     if (lower === this.clusterDomain || lower.endsWith(`.${this.clusterDomain}`)) return { kind: 'cluster' };
     const short = this.#expandShort(lower);
     if (short !== undefined) return { kind: 'short', expanded: short };

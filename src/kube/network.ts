@@ -1,11 +1,11 @@
 /**
  * The cluster as a network, for the TUN mode: node pod CIDRs plus the pod and service IPs that
- * exist, merged into few CIDRs; the API server's address must keep its normal route; and the
- * cluster DNS service.
+ * exist, merged into few CIDRs; the API server's host (a name or an address), which must keep its
+ * normal route; and the cluster DNS service.
  */
 import { isIP } from 'node:net';
 import { aggregate, cover, formatCidr, tryParseCidr, type Cidr } from '../tun/cidr.js';
-import type { TransportNetwork } from '../transport.js';
+import type { OwnHost, TransportNetwork } from '../transport.js';
 import type { Kube } from './api.js';
 import { kubeCall } from './errors.js';
 
@@ -52,10 +52,11 @@ export async function discoverNetwork(kube: Kube, o: { clusterDomain: string; na
   } catch {
     /* no kube-dns, or not allowed */
   }
-  const avoid: string[] = [];
+  // By name or by address: the TUN session resolves names (all addresses, both families) itself.
+  const avoid: OwnHost[] = [];
   try {
     const host = new URL(kube.server).hostname.replace(/^\[|\]$/g, '');
-    if (isIP(host)) avoid.push(host);
+    if (host !== '') avoid.push({ host, what: 'the API server' });
   } catch {
     /* not a URL */
   }

@@ -59,7 +59,7 @@ export async function viaTransport(o: ViaOptions, ctx: TransportContext): Promis
     tunnel,
     label,
     fatal,
-    network: async () => ({ routes: [], avoid: isIP(target.host) ? [target.host] : [] }),
+    network: async () => ({ routes: [], avoid: [{ host: target.host, what: 'the ssh server' }] }),
   };
 }
 

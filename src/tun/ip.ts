@@ -9,7 +9,7 @@
  */
 import { execFile } from 'node:child_process';
 import { RouteError } from '../errors.js';
-import { aggregate, formatCidr, overlaps, subtract, tryParseCidr, type Cidr, type Family } from './cidr.js';
+import { aggregate, containsCidr, formatCidr, overlaps, subtract, tryParseCidr, type Cidr, type Family } from './cidr.js';
 
 export interface IpResult {
   stdout: string;
@@ -187,12 +187,30 @@ export interface RoutePlanInput {
 export interface RoutePlan {
   routes: Cidr[];
   skipped: Array<{ cidr: Cidr; reason: string }>;
+  /**
+   * Never-routed addresses that lay inside a range that is routed, with that range and whether
+   * `--includeIps` named it: the caller says so (src/connect/tun/own-hosts.ts names the host).
+   */
+  keptOut: Array<{ cidr: Cidr; range: Cidr; included: boolean }>;
 }
 
 /**
  * Routes to add: discovered ranges that do not overlap an existing route (the others are
  * skipped, with the route they collide with as reason), plus the included ones, minus the
  * excluded ones and the never-routed addresses, aggregated.
+ *
+ * How a never-routed address inside a routed range is kept out: the range is cut around it (the
+ * routes through the device are the range minus that address, at most 31 routes more for an IPv4
+ * address and 127 for IPv6), so the kernel finds for it exactly the route it used before ktctl
+ * came. The other ways on Linux were weighed and not taken:
+ *  - a host route through the path `ip route get ADDR` shows now: one route instead of up to 31,
+ *    but it pins today's gateway and device (a new Wi-Fi network, a VPN or a DHCP change under a
+ *    running session leaves it pointing at the old one), and it is a route outside the TUN device,
+ *    so it outlives a crash and needs a record and a cleaner of its own; the cut routes all go
+ *    through the device and vanish with it when the process dies;
+ *  - a policy rule (`ip rule add to ADDR lookup main` before a table of ktctl's own): it needs the
+ *    TUN routes moved out of the main table, where every other tool (and `findOverlaps`) looks,
+ *    and it too outlives a crash.
  */
 export function planRoutes(input: RoutePlanInput): RoutePlan {
   const skipped: RoutePlan['skipped'] = [];
@@ -216,12 +234,19 @@ export function planRoutes(input: RoutePlanInput): RoutePlan {
     keep.push(c);
   }
   const wanted = aggregate([...keep, ...include]);
+  const exclude = input.exclude ?? [];
   const never = input.never ?? [];
+  const keptOut: RoutePlan['keptOut'] = [];
   for (const n of never) {
-    if (wanted.some((w) => overlaps(w, n))) skipped.push({ cidr: n, reason: 'never routed through the tunnel (the tunnel itself goes there)' });
+    // An address the user excluded anyway is not news.
+    if (exclude.some((e) => containsCidr(e, n))) continue;
+    const range = wanted.find((w) => overlaps(w, n));
+    if (range === undefined) continue;
+    const named = include.find((i) => overlaps(i, n));
+    keptOut.push({ cidr: n, range: named ?? range, included: named !== undefined });
   }
-  const routes = subtract(wanted, [...(input.exclude ?? []), ...never]);
-  return { routes, skipped };
+  const routes = subtract(wanted, [...exclude, ...never]);
+  return { routes, skipped, keptOut };
 }
 
 export async function linkExists(dev: string): Promise<boolean> {

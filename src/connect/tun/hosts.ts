@@ -9,6 +9,7 @@ import type { ServiceWatch, Transport } from '../../transport.js';
 import { containsCidr, formatCidr, makeCidr, parseIp, type Cidr } from '../../tun/cidr.js';
 import { addRoutes, planRoutes, type RouteEntry } from '../../tun/ip.js';
 import type { Logger, Undo } from '../../undo.js';
+import type { KeptOutNotice } from './own-hosts.js';
 
 export interface LateRoutesOptions {
   device: string;
@@ -20,6 +21,8 @@ export interface LateRoutesOptions {
   /** the crash record gets each new list before the routes are added */
   record: { update(fields: { routes: string[] }): void };
   log: Logger;
+  /** says once that one of ktctl's own addresses lies in a new route and stays out of it */
+  notice?: Pick<KeptOutNotice, 'tell'>;
 }
 
 /**
@@ -45,7 +48,9 @@ export class LateRoutes {
       .map((ip) => makeCidr(ip.family, ip.value, ip.family === 4 ? 32 : 128))
       .filter((c) => !o.routes.some((r) => containsCidr(r, c)));
     if (wanted.length === 0) return;
-    const fresh = planRoutes({ discovered: wanted, exclude: o.exclude, never: o.never, existing: o.existing }).routes;
+    const plan = planRoutes({ discovered: wanted, exclude: o.exclude, never: o.never, existing: o.existing });
+    o.notice?.tell(plan.keptOut);
+    const fresh = plan.routes;
     if (fresh.length === 0) return;
     o.routes.push(...fresh);
     this.#routing = this.#routing.then(async () => {
@@ -77,21 +82,23 @@ export async function keepHostsCurrent(
   namespace: string,
   clusterDomain: string,
   route: (ips: string[]) => void,
+  /** names of ktctl's own hosts (lower case -> what they name): never written (src/dns/pinned.ts) */
+  own: ReadonlyMap<string, string> = new Map(),
 ): Promise<ServiceWatch['scope']> {
   const setHosts = change.setHosts;
   if (transport.services === undefined || setHosts === undefined) throw new TypeError('hosts mode needs a transport that lists services and a hosts change');
   // Each left-out name or service is reported once, not on every change of the list.
   const told = new Set<string>();
-  const onSkip = (kind: 'invalid' | 'taken', message: string): void => {
+  const onSkip = (kind: 'invalid' | 'taken' | 'own', message: string): void => {
     if (told.has(message)) return;
     told.add(message);
-    (kind === 'taken' ? o.log : o.debug)(`DNS: ${message}`);
+    (kind === 'invalid' ? o.debug : o.log)(`DNS: ${message}`);
   };
   let first = true;
   let firstError: unknown;
   const watch = await transport.services((services) => {
     try {
-      const entries = serviceHostEntries(services, namespace, { clusterDomain, taken: change.hostsTaken, onSkip });
+      const entries = serviceHostEntries(services, namespace, { clusterDomain, taken: change.hostsTaken, own, onSkip });
       route(entries.map((e) => e.ip));
       setHosts(entries);
     } catch (error) {

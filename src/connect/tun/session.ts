@@ -9,7 +9,7 @@
  * gets a RST), the routes, the device, the crash record. The link's addresses: link.ts.
  */
 import type { Writable } from 'node:stream';
-import { applySystemDns, ClusterResolver, netstackDnsHandler, readResolvConf, upstreamServersOf, type SystemDnsChange } from '../../dns/index.js';
+import { applySystemDns, ClusterResolver, clusterSearchDomains, netstackDnsHandler, PinnedNames, readResolvConf, upstreamServersOf, type ResolvConf, type SystemDnsChange } from '../../dns/index.js';
 import { dialProbe, NetStack, type NetStackStats } from '../../netstack/index.js';
 import type { Transport, TransportBuilder } from '../../transport.js';
 import { aggregate, formatCidr, tryParseCidr, type Cidr } from '../../tun/cidr.js';
@@ -24,6 +24,7 @@ import { dnsAddress, planDns } from './dns-plan.js';
 import type { TunFlags } from './flags.js';
 import { keepHostsCurrent, LateRoutes } from './hosts.js';
 import { pickLinkAddresses, refuseTakenName, TUN_MTU } from './link.js';
+import { KeptOutNotice, neverRouted, pinnedNames, resolveOwnHosts, type ResolvedHost } from './own-hosts.js';
 
 
 /** How often `--debug` prints the engine's counters. */
@@ -71,13 +72,14 @@ export async function serveTun(o: TunFrontEndOptions, transport: Transport): Pro
     if (c) discovered.push(c);
     else o.log(`ignoring "${r}" from the cluster: not a CIDR`);
   }
-  const never: Cidr[] = [];
-  for (const a of network.avoid) {
-    const c = tryParseCidr(a);
-    if (c) never.push(c);
-  }
+  // ktctl's own hosts, resolved before any route or DNS change (own-hosts.ts).
+  const own = await resolveOwnHosts(network.avoid, o.log);
+  for (const h of own) o.debug(`${h.what} ${h.host}: ${h.addresses.join(', ') || 'no address'} (kept out of the tunnel)`);
+  const never = neverRouted(own);
+  const notice = new KeptOutNotice(own, o.log);
   const existing = await listRoutes();
   const plan = planRoutes({ discovered, include: o.include, exclude: o.exclude, never, existing });
+  notice.tell(plan.keptOut);
   for (const s of plan.skipped) o.log(`not routing ${formatCidr(s.cidr)}: ${s.reason}`);
   if (plan.routes.length === 0) {
     o.log(o.via ? 'nothing to route: with --via give the far side\'s ranges with --includeIps CIDR,...' : 'nothing to route: the cluster\'s ranges were all skipped or excluded');
@@ -103,7 +105,7 @@ export async function serveTun(o: TunFrontEndOptions, transport: Transport): Pro
   const finalRoutes = aggregate(routes);
   const addresses = [`${link.local}/32`];
   record.update({ addresses, routes: finalRoutes.map(formatCidr) });
-  const late = new LateRoutes({ device: device.name, routes: finalRoutes, exclude: o.exclude, never, existing, record, log: o.log });
+  const late = new LateRoutes({ device: device.name, routes: finalRoutes, exclude: o.exclude, never, existing, record, log: o.log, notice });
   o.undo.add(`the routes through ${device.name}`, async () => {
     await late.close();
     if (!device.closed) await deleteRoutes(device.name, finalRoutes);
@@ -114,6 +116,7 @@ export async function serveTun(o: TunFrontEndOptions, transport: Transport): Pro
   // --- the packet engine
   let resolveDns: ((query: Buffer) => Promise<Buffer>) | undefined;
   const original = readResolvConf();
+  const pinned = pinnedFor(own, original, namespace, clusterDomain);
   if (dns.mode === 'localDNS' && dnsAt !== undefined) {
     const resolver = new ClusterResolver({
       dialer: transport.tunnel,
@@ -123,14 +126,16 @@ export async function serveTun(o: TunFrontEndOptions, transport: Transport): Pro
       cacheTtlSeconds: o.dnsCacheTtl,
       searchDomains: original.search,
       localAddresses: [dnsAt.address],
+      pinned,
     });
     if (resolver.droppedServers.length > 0) o.log(`not forwarding DNS to ${resolver.droppedServers.join(', ')} (ktctl's own address)`);
     resolveDns = netstackDnsHandler(resolver);
   } else if (dns.mode === 'podDNS' && dnsAt !== undefined) {
     // UDP to the cluster DNS IP cannot be carried by a TCP tunnel: the engine answers it with the
-    // far side's resolver (the shadow's DNS subsystem, or DNS over TCP to --dnsServer).
+    // far side's resolver (the shadow's DNS subsystem, or DNS over TCP to --dnsServer); ktctl's own
+    // hosts' names are answered here, from the start, as in localDNS.
     const tunnel = transport.tunnel;
-    resolveDns = (query) => tunnel.dnsQuery(query, { signal: AbortSignal.timeout(5000) });
+    resolveDns = async (query) => pinned.answer(query) ?? (await tunnel.dnsQuery(query, { signal: AbortSignal.timeout(5000) }));
   }
   const stack = new NetStack({
     dialer: transport.tunnel,
@@ -196,7 +201,7 @@ export async function serveTun(o: TunFrontEndOptions, transport: Transport): Pro
       ...(stateDir !== undefined ? { stateDir } : {}),
     });
     if (dns.mode === 'hosts') {
-      const scope = await keepHostsCurrent(o, transport, change, namespace, clusterDomain, (ips) => late.add(ips));
+      const scope = await keepHostsCurrent(o, transport, change, namespace, clusterDomain, (ips) => late.add(ips), ownNames(own));
       const others = scope === 'cluster' ? `, svc.ns and svc.ns.svc.${clusterDomain} for the other namespaces` : ' (other namespaces\' services are not listed: RBAC allows listing services only in this one)';
       o.log(`DNS: ${change.description}: svc, svc.${namespace} and svc.${namespace}.svc.${clusterDomain} for namespace ${namespace}${others}, kept current by a watch of services; other names as before`);
     } else {
@@ -204,6 +209,23 @@ export async function serveTun(o: TunFrontEndOptions, transport: Transport): Pro
     }
   }
   return { device, stack, routes: finalRoutes, dnsAddress: dnsAt?.address };
+}
+
+/**
+ * The names of ktctl's own hosts for the resolver (localDNS, podDNS): as given, and with each search
+ * domain the machine's stub will try first while ktctl runs (the cluster's, then the original ones).
+ */
+function pinnedFor(own: readonly ResolvedHost[], original: ResolvConf, namespace: string, clusterDomain: string): PinnedNames {
+  const ndots = original.options.map((w) => /^ndots:(\d+)$/.exec(w)).find((m) => m !== null);
+  return new PinnedNames(
+    pinnedNames(own).map((h) => ({ name: h.name, addresses: h.addresses })),
+    { searchDomains: [...clusterSearchDomains(namespace, clusterDomain), ...original.search], ndots: ndots ? Math.min(Number(ndots[1]), 15) : 1 },
+  );
+}
+
+/** The names of ktctl's own hosts for the hosts block (lower case -> what they name). */
+function ownNames(own: readonly ResolvedHost[]): Map<string, string> {
+  return new Map(pinnedNames(own).map((h) => [h.name.toLowerCase().replace(/\.+$/, ''), `${h.what} ${h.name}`]));
 }
 
 export interface ConnectTunOptions {

@@ -84,18 +84,24 @@ export interface HostEntriesOptions {
   /** names (lower case) the machine has already (`machineHostNames`): none of them is written */
   taken?: ReadonlySet<string>;
   /**
+   * names (lower case) ktctl's own connections use, with what they name ("the API server"): none of
+   * them is written, so they keep resolving as they did at the start (src/dns/pinned.ts)
+   */
+  own?: ReadonlyMap<string, string>;
+  /**
    * Told about each service, address or name left out: `invalid` (not a DNS-1123 label, not an
-   * address: the API server sent something no cluster has) or `taken`. The same cause gives the
+   * address: the API server sent something no cluster has), `taken` or `own`. The same cause gives the
    * same text on every call, so a caller can say each once.
    */
-  onSkip?: (kind: 'invalid' | 'taken', message: string) => void;
+  onSkip?: (kind: 'invalid' | 'taken' | 'own', message: string) => void;
 }
 
 /**
  * The hosts block for a list of Services: one line per cluster IP with `svc` (connected namespace
  * only), `svc.ns` and the FQDN; services without a cluster IP (headless, ExternalName) have none.
  * Sorted by namespace and name, so an unchanged list gives the same bytes. Services whose name or
- * namespace is not a DNS-1123 label, addresses that are not IPs, and names in `taken` are left out.
+ * namespace is not a DNS-1123 label, addresses that are not IPs, and names in `taken` or `own` are
+ * left out.
  */
 export function serviceHostEntries(
   services: readonly { namespace: string; name: string; ips: readonly string[] }[],
@@ -118,6 +124,14 @@ export function serviceHostEntries(
         skip('taken', `hosts: no entry ${n} for service ${s.namespace}/${s.name}: this machine has that name already (localhost, its host name or its hosts file)`);
       }
       names = names.filter((x) => !taken.has(x.toLowerCase()));
+    }
+    const own = options.own;
+    if (own !== undefined) {
+      for (const n of names) {
+        const what = own.get(n.toLowerCase());
+        if (what !== undefined) skip('own', `hosts: no entry ${n} for service ${s.namespace}/${s.name}: ktctl's own connection to ${what} uses that name, which keeps the address it had at the start`);
+      }
+      names = names.filter((x) => !own.has(x.toLowerCase()));
     }
     for (const ip of s.ips) {
       if (!isHostsAddress(ip)) {

@@ -28,8 +28,15 @@ export const FILES = {
 } as const;
 
 export const USERS = { admin: 'lab-admin', readonly: 'lab-readonly', dev: 'lab-dev', exec: EXEC_USER } as const;
-export const CONTEXTS = { admin: 'lab', readonly: 'lab-readonly', dev: 'lab-dev', exec: 'lab-exec' } as const;
+export const CONTEXTS = { admin: 'lab', readonly: 'lab-readonly', dev: 'lab-dev', exec: 'lab-exec', byName: 'lab-byname' } as const;
 export const SERVER_URL = `https://${LAB.apiServerIp}:${LAB.apiServerPort}`;
+/**
+ * The API server by host name, as most kubeconfigs name it: api.example.test, which the lab's
+ * upstream DNS (net/dns.ts) answers with LAB.apiServerIp, so laptop namespaces resolve it (the host
+ * itself does not use the lab's DNS). In the server certificate's SANs; context `lab-byname`.
+ */
+export const API_HOST_NAME = 'api.example.test';
+export const SERVER_URL_BY_NAME = `https://${API_HOST_NAME}:${LAB.apiServerPort}`;
 
 export interface Tokens {
   admin: string;
@@ -60,7 +67,7 @@ export async function makeCredentials(dir: string): Promise<{ kubeconfig: string
   ]);
   const sans = [
     `IP:${LAB.apiServerIp}`, 'IP:127.0.0.1', 'DNS:localhost', 'DNS:kubernetes', 'DNS:kubernetes.default',
-    'DNS:kubernetes.default.svc', 'DNS:kubernetes.default.svc.cluster.local',
+    'DNS:kubernetes.default.svc', 'DNS:kubernetes.default.svc.cluster.local', `DNS:${API_HOST_NAME}`,
   ].join(',');
   await openssl([
     'req', '-x509', ...ec, '-CA', p(FILES.caCert), '-CAkey', p(FILES.caKey),
@@ -93,6 +100,10 @@ export function renderKubeconfig(ca: Buffer, tokens: Tokens, server = SERVER_URL
     '  cluster:',
     `    server: ${server}`,
     `    certificate-authority-data: ${caData}`,
+    `- name: ${CONTEXTS.byName}`,
+    '  cluster:',
+    `    server: ${SERVER_URL_BY_NAME}`,
+    `    certificate-authority-data: ${caData}`,
     'users:',
     `- name: ${USERS.admin}`,
     '  user:',
@@ -121,6 +132,11 @@ export function renderKubeconfig(ca: Buffer, tokens: Tokens, server = SERVER_URL
     `    user: ${USERS.dev}`,
     '    namespace: default',
     ...(exec ? [`- name: ${CONTEXTS.exec}`, '  context:', '    cluster: lab', `    user: ${USERS.exec}`, '    namespace: default'] : []),
+    `- name: ${CONTEXTS.byName}`,
+    '  context:',
+    `    cluster: ${CONTEXTS.byName}`,
+    `    user: ${USERS.admin}`,
+    '    namespace: default',
     `current-context: ${CONTEXTS.admin}`,
     '',
   ].join('\n');
