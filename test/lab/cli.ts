@@ -8,6 +8,10 @@
  *   exec NAMESPACE/POD [-c CONTAINER] -- CMD...   run a command inside a pod (its network namespace)
  *   fault cut-portforward [--abrupt]   end every open port-forward stream (close frame 1001, or a
  *                               TCP cut with no close frame: 1006)
+ *   portforward-idle MS         the runtime's stream idle timeout for new port-forward streams, in ms
+ *                               (0 = none; default 4 h, as the kubelet's --streaming-connection-idle-timeout)
+ *   portforward-refuse [PROTOCOL...]   the port-forward subprotocols the runtime refuses with a bare
+ *                               403, as one that does not speak them (none given: accept all again)
  *
  * The state folder is .lab (or $KTLAB_DIR).
  */
@@ -202,7 +206,35 @@ async function fault(stateDir: string, args: string[]): Promise<number> {
   return 2;
 }
 
+/** The runtime's port-forward settings, for new streams: `portforward-idle MS`, `portforward-refuse [PROTOCOL...]`. */
+async function portForwardSettings(stateDir: string, cmd: 'portforward-idle' | 'portforward-refuse', args: string[]): Promise<number> {
+  let body: { idleTimeoutMs?: number; refuseProtocols?: string[] };
+  if (cmd === 'portforward-idle') {
+    const ms = args.length === 1 && /^\d+$/.test(args[0]) ? Number(args[0]) : NaN;
+    if (!Number.isSafeInteger(ms) || ms > 2 ** 31 - 1) {
+      process.stderr.write('usage: lab portforward-idle MS (a whole number of milliseconds up to 2147483647; 0 = no idle timeout)\n');
+      return 2;
+    }
+    body = { idleTimeoutMs: ms };
+  } else {
+    const bad = args.find((a) => !/^[!#$%&'*+\-.0-9A-Z^_`|a-z~]+$/.test(a));
+    if (bad !== undefined) {
+      process.stderr.write(`lab: "${bad}" is not a WebSocket subprotocol name\n`);
+      return 2;
+    }
+    body = { refuseProtocols: args };
+  }
+  const r = await request(endpointFromState(stateDir), 'PUT', '/lab/v1/portforward', body);
+  if (r.status !== 200) throw new Error(`the lab refused the setting (${r.status}): ${JSON.stringify(r.body)}`);
+  const now = r.body as { idleTimeoutMs: number; refuseProtocols: string[] };
+  process.stdout.write(
+    `port-forward streams from now on: idle timeout ${now.idleTimeoutMs === 0 ? 'none' : `${now.idleTimeoutMs} ms`}, refused subprotocols: ${now.refuseProtocols.length ? now.refuseProtocols.join(', ') : 'none'}\n`,
+  );
+  return 0;
+}
+
 const USAGE = `usage: lab up | down | status | laptop NAME [--delete] | exec NAMESPACE/POD [-c CONTAINER] -- CMD... | fault cut-portforward [--abrupt]
+       lab portforward-idle MS | portforward-refuse [PROTOCOL...]
 state folder: .lab (or $KTLAB_DIR)
 `;
 
@@ -243,6 +275,9 @@ async function main(argv: string[]): Promise<number> {
       return execCmd(stateDir, rest);
     case 'fault':
       return fault(stateDir, rest);
+    case 'portforward-idle':
+    case 'portforward-refuse':
+      return portForwardSettings(stateDir, cmd, rest);
     default:
       process.stderr.write(USAGE);
       return cmd === undefined || cmd === 'help' || cmd === '--help' ? 0 : 2;

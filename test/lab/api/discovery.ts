@@ -6,15 +6,24 @@ import { apiVersionOf, GROUP_VERSIONS, RESOURCES, verbsOf, type ResourceInfo } f
 
 export const SERVER_ADDRESS = '198.18.255.2:6443';
 
+/**
+ * The lab says it is Kubernetes 1.35: the first release that also asks for `create` on the WebSocket
+ * upgrade of pods/exec|attach|portforward (server.ts `#authorizeConnectCreate`). Pod Security
+ * (podsecurity.ts) still follows the v1.32 policy.
+ */
 export function versionInfo(): JsonObject {
   return {
     major: '1',
-    minor: '32',
-    gitVersion: 'v1.32.0-ktlab',
+    minor: '35',
+    emulationMajor: '1',
+    emulationMinor: '35',
+    minCompatibilityMajor: '1',
+    minCompatibilityMinor: '34',
+    gitVersion: 'v1.35.0-ktlab',
     gitCommit: '0000000000000000000000000000000000000000',
     gitTreeState: 'clean',
-    buildDate: '2025-01-01T00:00:00Z',
-    goVersion: 'go1.23.4',
+    buildDate: '2025-12-17T00:00:00Z',
+    goVersion: 'go1.25.5',
     compiler: 'gc',
     platform: 'linux/amd64',
   };

@@ -36,7 +36,7 @@ export function openApiDocument(group: string, version: string): JsonObject | un
   }
   return {
     openapi: '3.0.0',
-    info: { title: 'Kubernetes', version: 'v1.32.0-ktlab' },
+    info: { title: 'Kubernetes', version: 'v1.35.0-ktlab' },
     paths,
     components: { schemas: {} },
   };

@@ -21,7 +21,7 @@ import { matchFields, matchRequirements, parseFieldSelector, parseLabelSelector,
 import { metaOf, type StoreEvent } from './store.js';
 import { clockSkewSeconds, now, setClockSkewSeconds } from './clock.js';
 import type { LabNet } from '../net/types.js';
-import { cutPortForwards, handleExec, handlePortForward, handleLog } from './streams.js';
+import { cutPortForwards, defaultPortForwardSettings, handleExec, handlePortForward, handleLog, KubeletRefusal, negotiatePortForwardProtocol, type PortForwardSettings } from './streams.js';
 import { toTable, wantsTable } from './table.js';
 import { decodeK8sProtobuf, isProtobuf } from './proto.js';
 import { openApiDocument, openApiIndex } from './openapi.js';
@@ -62,6 +62,21 @@ export class ApiServer {
   readonly server: https.Server | http.Server;
   readonly #opts: ApiServerOptions;
   readonly #wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 });
+  /** the subprotocol each port-forward upgrade was given ("" = none asked for) */
+  readonly #pfProtocol = new WeakMap<http.IncomingMessage, string>();
+  /**
+   * Port-forward upgrades answer as x/net/websocket does: with the protocol wsstream's handshake
+   * chose, and with an empty `Sec-WebSocket-Protocol:` header when the client asked for none
+   * (wsstream sets config.Protocol to [""], and `hybiServerHandshaker.AcceptHandshake` writes
+   * `Sec-WebSocket-Protocol: ` + Protocol[0] whenever Protocol is not empty).
+   */
+  readonly #pfWss = new WebSocketServer({
+    noServer: true,
+    perMessageDeflate: false,
+    maxPayload: 64 * 1024 * 1024,
+    handleProtocols: (_offered, req) => this.#pfProtocol.get(req) || false,
+  });
+  readonly #pfSettings: PortForwardSettings = defaultPortForwardSettings();
   readonly #watches = new Set<() => void>();
   /** the authorizer, over the registry's Roles and bindings */
   readonly rbac: Rbac;
@@ -93,6 +108,10 @@ export class ApiServer {
     });
     this.server.on('clientError', (_e, socket) => socket.destroy());
     this.#wss.on('error', () => undefined);
+    this.#pfWss.on('error', () => undefined);
+    this.#pfWss.on('headers', (headers: string[], req: http.IncomingMessage) => {
+      if (this.#pfProtocol.get(req) === '') headers.push('Sec-WebSocket-Protocol: ');
+    });
   }
 
   async listen(port: number, host: string): Promise<AddressInfo> {
@@ -109,6 +128,7 @@ export class ApiServer {
   async close(): Promise<void> {
     for (const stop of [...this.#watches]) stop();
     for (const c of this.#wss.clients) c.terminate();
+    for (const c of this.#pfWss.clients) c.terminate();
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve());
       this.server.closeAllConnections();
@@ -227,8 +247,12 @@ export class ApiServer {
     return m ? m[1] : undefined;
   }
 
+  /**
+   * The verb from the HTTP method, for subresources too (apiserver/pkg/endpoints/request
+   * requestinfo.go `NewRequestInfo`): a WebSocket upgrade of pods/exec|attach|portforward is a GET,
+   * so `get`; SPDY's POST is `create`. See #authorizeConnectCreate for the second check of 1.35.
+   */
   #verb(method: string, route: Route, watch: boolean): string {
-    if (route.subresource === 'exec' || route.subresource === 'portforward' || route.subresource === 'attach') return 'create';
     switch (method) {
       case 'GET':
       case 'HEAD':
@@ -309,6 +333,31 @@ export class ApiServer {
       const msg = rbac.confirmNoEscalation(user, namespace, rules);
       if (msg) throw forbid(msg);
     };
+  }
+
+  /**
+   * Kubernetes 1.35 (feature gate AuthorizePodWebsocketUpgradeCreatePermission, beta and on by
+   * default; kubernetes PR 134577, KEP-4006): ExecREST, AttachREST and PortForwardREST `Connect`
+   * (pkg/registry/core/pod/rest/subresources.go) first call `ensureAuthorizedForVerb(ctx,
+   * authorizer, "create")` (pkg/registry/core/pod/rest/authorize.go): when the request's own verb
+   * (already authorized by the filter) is not `create`, the same attributes are authorized again
+   * with verb `create`. Its refusal is `apierrors.NewForbidden(pods, name, errors.New(reason))`
+   * with the authorizer's reason, which RBAC leaves empty when no rule matches
+   * (plugin/pkg/auth/authorizer/rbac/rbac.go `Authorize`): `pods "NAME" is forbidden: `. Unlike
+   * the filter's refusal it names no user and no verb.
+   */
+  #authorizeConnectCreate(user: User, route: Route, verb: string, path: string): void {
+    if (verb === 'create') return;
+    const attrs: Attributes = { verb: 'create', group: route.info.group, resource: route.info.name, subresource: route.subresource, namespace: route.namespace, name: route.name, path };
+    const d = this.rbac.authorize(user, attrs);
+    this.audit.record(user.name, attrs, d.allowed);
+    if (d.allowed) return;
+    const gr = route.info.group ? `${route.info.name}.${route.info.group}` : route.info.name;
+    throw new ApiError(403, 'Forbidden', `${gr} "${route.name ?? ''}" is forbidden: ${d.reason ?? ''}`, {
+      name: route.name,
+      group: route.info.group || undefined,
+      kind: route.info.name,
+    });
   }
 
   async #handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -765,7 +814,35 @@ export class ApiServer {
       }
       throw methodNotAllowed();
     }
+    // lab-only: GET, PUT /lab/v1/portforward {"idleTimeoutMs": N, "refuseProtocols": [...]}: the runtime's
+    // stream idle timeout (0 = none) and the subprotocols it refuses, for new streams
+    if (parts[1] === 'v1' && parts[2] === 'portforward' && parts.length === 3) {
+      if (req.method === 'PUT') {
+        if (!admin) throw new ApiError(403, 'Forbidden', `User "${user.name}" cannot change the lab's port-forward settings`);
+        const body = await this.#readJson(req, undefined);
+        if (!isObject(body)) throw badRequest('expected {"idleTimeoutMs": number, "refuseProtocols": [string]}');
+        if (body.idleTimeoutMs !== undefined) {
+          if (typeof body.idleTimeoutMs !== 'number' || !Number.isInteger(body.idleTimeoutMs) || body.idleTimeoutMs < 0 || body.idleTimeoutMs > 2 ** 31 - 1) {
+            throw badRequest('idleTimeoutMs must be a whole number of milliseconds from 0 (none) to 2147483647');
+          }
+          this.#pfSettings.idleTimeoutMs = body.idleTimeoutMs;
+        }
+        if (body.refuseProtocols !== undefined) {
+          if (!Array.isArray(body.refuseProtocols) || !body.refuseProtocols.every((p) => typeof p === 'string')) throw badRequest('refuseProtocols must be a list of subprotocol names');
+          this.#pfSettings.refuseProtocols = body.refuseProtocols as string[];
+        }
+      } else if (req.method !== 'GET') throw methodNotAllowed();
+      return this.#send(res, 200, { idleTimeoutMs: this.#pfSettings.idleTimeoutMs, refuseProtocols: this.#pfSettings.refuseProtocols });
+    }
     throw unknownResource();
+  }
+
+  /** The lab's streams speak WebSocket only; a SPDY upgrade (kubectl's fallback) is refused with 400. */
+  #checkWebSocket(req: http.IncomingMessage): void {
+    const upgradeHeader = String(req.headers.upgrade ?? '').toLowerCase();
+    if (upgradeHeader !== 'websocket') {
+      throw new ApiError(400, 'BadRequest', `unable to upgrade connection: ${upgradeHeader || 'no upgrade header'} is not supported by the lab (use WebSocket)`);
+    }
   }
 
   async #upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
@@ -788,16 +865,33 @@ export class ApiServer {
         }
         throw badRequest('Upgrade request required only for pods/exec, pods/attach, pods/portforward');
       }
-      this.#authorize(user, route, this.#verb(req.method ?? 'GET', route, false), url.pathname);
-      const upgradeHeader = String(req.headers.upgrade ?? '').toLowerCase();
-      if (upgradeHeader !== 'websocket') {
-        throw new ApiError(400, 'BadRequest', `unable to upgrade connection: ${upgradeHeader || 'no upgrade header'} is not supported by the lab (use WebSocket)`);
-      }
+      const verb = this.#verb(req.method ?? 'GET', route, false);
+      this.#authorize(user, route, verb, url.pathname);
+      if (route.subresource === 'exec' || route.subresource === 'attach' || route.subresource === 'portforward') this.#authorizeConnectCreate(user, route, verb, url.pathname);
       const pod = this.#opts.registry.get(R.pods, route.namespace ?? '', route.name);
       const protocols = String(req.headers['sec-websocket-protocol'] ?? '')
         .split(',')
         .map((p) => p.trim())
         .filter((p) => p !== '');
+      if (route.subresource === 'portforward') {
+        handlePortForward.requireNode(pod);
+        this.#checkWebSocket(req);
+        const prep = handlePortForward.prepare(this.#opts.net, pod, url.searchParams, this.#pfSettings);
+        // The runtime's wsstream handshake; a protocol it does not know gets x/net/websocket's bare
+        // 403 (no body). kubectl's first try, `SPDY/3.1+portforward.k8s.io` (the tunnel that
+        // kube-apiserver's PortForwardWebsockets handler would serve itself), is one of those: the
+        // lab answers as an API server without that tunnel, so kubectl falls back to SPDY.
+        const proto = negotiatePortForwardProtocol(protocols, this.#pfSettings.refuseProtocols);
+        if (proto === undefined) {
+          socket.end('HTTP/1.1 403 Forbidden\r\nConnection: close\r\n\r\n');
+          return;
+        }
+        this.#pfProtocol.set(req, proto);
+        if ('setNoDelay' in socket && typeof socket.setNoDelay === 'function') socket.setNoDelay(true);
+        this.#pfWss.handleUpgrade(req, socket, head, (ws) => prep.run(ws, socket, proto));
+        return;
+      }
+      this.#checkWebSocket(req);
       if (route.subresource === 'exec' || route.subresource === 'attach') {
         if (route.subresource === 'attach') throw badRequest('attach is not supported by the lab');
         const proto = ['v5.channel.k8s.io', 'v4.channel.k8s.io'].find((p) => protocols.includes(p));
@@ -806,18 +900,12 @@ export class ApiServer {
         this.#wss.handleUpgrade(req, socket, head, (ws) => prep.run(ws, proto));
         return;
       }
-      if (route.subresource === 'portforward') {
-        const proto = ['v4.channel.k8s.io'].find((p) => protocols.includes(p));
-        if (!proto) throw badRequest(`unable to upgrade connection: requested protocols ${JSON.stringify(protocols)} are not supported (v4.channel.k8s.io)`);
-        const prep = handlePortForward.prepare(this.#opts.net, pod, url.searchParams);
-        if ('setNoDelay' in socket && typeof socket.setNoDelay === 'function') socket.setNoDelay(true);
-        this.#wss.handleUpgrade(req, socket, head, (ws) => prep.run(ws, socket));
-        return;
-      }
       throw badRequest('Upgrade request required');
     } catch (e) {
       if (e instanceof ApiError) reject(e);
-      else {
+      else if (e instanceof KubeletRefusal) {
+        socket.end(`HTTP/1.1 ${e.status} ${http.STATUS_CODES[e.status] ?? ''}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(e.message)}\r\nConnection: close\r\n\r\n${e.message}`);
+      } else {
         this.#log(`upgrade error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
         reject(new ApiError(500, 'InternalError', `Internal error occurred: ${String(e)}`));
       }
