@@ -9,18 +9,13 @@
 import test, { type ExecutionContext } from 'ava';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import fs from 'node:fs';
-import https from 'node:https';
 import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import WebSocket from 'ws';
-import { ControlPlane } from './lab/api/lab.js';
 import { FakeLabNet } from './lab/api/fake-net.js';
-import { FILES, makeCredentials, renderKubeconfig, type Tokens } from './lab/api/pki.js';
 import type { JsonObject } from './lab/api/json.js';
 import { channelCodec, negotiatePortForwardProtocol } from './lab/api/streams.js';
 import { eventually } from './helpers/poll.js';
+import { startInProcessLab, type InProcessLab } from './helpers/inproc-lab.js';
 
 /** A port whose connections go to a server the test runs (half-open capable, as Go's net.Conn is). */
 const HALF_OPEN_PORT = 7001;
@@ -42,56 +37,21 @@ class TestNet extends FakeLabNet {
   }
 }
 
-interface Lab {
-  cp: ControlPlane;
-  net: TestNet;
-  dir: string;
-  kubeconfig: string;
-  server: string;
-  tokens: Tokens;
-  ca: Buffer;
-}
-
-let lab: Lab | undefined;
+let lab: InProcessLab<TestNet> | undefined;
 const ns = `pfp-${randomBytes(3).toString('hex')}`;
-const L = (): Lab => lab!;
+const L = (): InProcessLab<TestNet> => lab!;
 
 test.before(async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ktlab-pfp-'));
-  const { tokens } = await makeCredentials(dir);
-  const testNet = new TestNet();
-  const cp = new ControlPlane({
-    net: testNet,
-    tokens,
-    tls: { key: fs.readFileSync(path.join(dir, FILES.serverKey)), cert: fs.readFileSync(path.join(dir, FILES.serverCert)) },
-    demo: false,
-  });
-  const { port } = await cp.start('127.0.0.1', 0);
-  const server = `https://127.0.0.1:${port}`;
-  const ca = fs.readFileSync(path.join(dir, FILES.caCert));
-  const kubeconfig = path.join(dir, 'kubeconfig-local');
-  fs.writeFileSync(kubeconfig, renderKubeconfig(ca, tokens, server), { mode: 0o600 });
-  lab = { cp, net: testNet, dir, kubeconfig, server, tokens, ca };
-  await request('POST', '/api/v1/namespaces', { metadata: { name: ns } });
+  lab = await startInProcessLab(new TestNet(), 'ktlab-pfp');
   const pod = (name: string, image: string, extra: JsonObject = {}): JsonObject => ({
     metadata: { name },
     spec: { containers: [{ name: 'main', image, ports: [{ containerPort: 8080 }] }], ...extra },
   });
-  for (const body of [pod('echo', 'ktlab/echo'), pod('broken', 'example.invalid/nope:1'), pod('nowhere', 'ktlab/echo', { nodeSelector: { 'no-such-label': 'x' } })]) {
-    const r = await request('POST', `/api/v1/namespaces/${ns}/pods`, body);
-    if (r.status !== 201) throw new Error(`creating a pod: ${r.status} ${JSON.stringify(r.json)}`);
-  }
-  await eventually(async () => {
-    const r = await request('GET', `/api/v1/namespaces/${ns}/pods/echo`);
-    const st = r.json.status as { phase?: string } | undefined;
-    return st?.phase === 'Running' ? true : undefined;
-  }, 'the echo pod to run');
+  await lab.pods(ns, [pod('echo', 'ktlab/echo'), pod('broken', 'example.invalid/nope:1'), pod('nowhere', 'ktlab/echo', { nodeSelector: { 'no-such-label': 'x' } })]);
 });
 
 test.after.always(async () => {
-  if (!lab) return;
-  await lab.cp.stop();
-  fs.rmSync(lab.dir, { recursive: true, force: true });
+  await lab?.stop();
 });
 
 /** Port-forward settings are per API server: the tests that change them run serially and restore them. */
@@ -104,22 +64,7 @@ async function settings(t: ExecutionContext, body: { idleTimeoutMs?: number; ref
   });
 }
 
-function request(method: string, urlPath: string, body?: unknown, token = L().tokens.admin): Promise<{ status: number; json: JsonObject }> {
-  return new Promise((resolve, reject) => {
-    const req = https.request(
-      new URL(urlPath, L().server),
-      { method, ca: L().ca, headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json', Accept: 'application/json' } },
-      (res) => {
-        let text = '';
-        res.on('data', (c: Buffer) => (text += c.toString()));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, json: (text ? JSON.parse(text) : {}) as JsonObject }));
-      },
-    );
-    req.setTimeout(10_000, () => req.destroy(new Error('request timed out')));
-    req.on('error', reject);
-    req.end(body === undefined ? undefined : JSON.stringify(body));
-  });
-}
+const request = (method: string, urlPath: string, body?: unknown, token?: string): Promise<{ status: number; json: JsonObject }> => L().request(method, urlPath, body, token);
 
 interface Opened {
   ws: WebSocket;
@@ -336,6 +281,9 @@ test.serial('after the target ends, the stream stays up to 1 s: bytes sent then 
 test.serial('the idle timeout ends a stream that only pings (no close frame: 1006); data before it flows', async (t) => {
   await settings(t, { idleTimeoutMs: 400 });
   const o = await open(t, 'echo', '8080', ['v4.channel.k8s.io']);
+  // a request on a kept-alive connection: its answer comes, then nothing but pings
+  o.ws.send(Buffer.concat([Buffer.from([0]), Buffer.from('GET /before HTTP/1.1\r\nHost: x\r\n\r\n')]), { binary: true });
+  await eventually(async () => (/"path":"\/before"/.test(dataOf(o, 0).toString()) ? true : undefined), 'the answer before the idle time');
   const pinger = setInterval(() => o.ws.ping(), 50);
   t.teardown(() => clearInterval(pinger));
   let pongs = 0;

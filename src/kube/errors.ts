@@ -35,17 +35,20 @@ export class KubeForbiddenError extends KubeError {
   readonly verb: string;
   readonly resource: string;
   readonly namespace: string | undefined;
+  /** The API server's own words (its Status message), quoted in the sentence when given. */
+  readonly reason: string | undefined;
   /**
    * `resource` may carry its group ("deployments.apps"); a bare "deployments" gets its group from
    * the resources ktctl uses. The sentence names the rule of deploy/rbac that grants it.
    */
-  constructor(verb: string, resource: string, namespace: string | undefined, options?: { cause?: unknown; scope?: Permission['scope']; names?: string[] }) {
+  constructor(verb: string, resource: string, namespace: string | undefined, options?: { cause?: unknown; scope?: Permission['scope']; names?: string[]; reason?: string }) {
     const [plural, group] = splitGroup(resource);
     const p: Permission = { verb, resource: plural, group, scope: options?.scope ?? (namespace ? 'namespace' : 'cluster'), ...(options?.names ? { names: options.names } : {}) };
-    super('KTCTL_KUBE_FORBIDDEN', forbiddenSentence(p, namespace ?? ''), options);
+    super('KTCTL_KUBE_FORBIDDEN', forbiddenSentence(p, namespace ?? '', options?.reason), options);
     this.verb = verb;
     this.resource = resource;
     this.namespace = namespace;
+    this.reason = options?.reason;
   }
 
   /** For a permission of the table (permissions.ts). */
@@ -69,7 +72,7 @@ function splitGroup(resource: string): [string, string] {
  * cluster administrator to apply it in namespace dev and bind it to you (deploy/rbac/bindings.yaml),
  * or use a context that has it". `check` prints the same sentence for the same permission.
  */
-export function forbiddenSentence(p: Permission, namespace: string): string {
+export function forbiddenSentence(p: Permission, namespace: string, serverSaid?: string): string {
   const names = p.names ? ` ${p.names.join(', ')}` : '';
   const ns = p.scope === 'cluster' ? undefined : typeof p.scope === 'string' ? namespace : p.scope.namespace;
   const where = ns ? `in namespace ${ns}` : 'at cluster scope';
@@ -80,7 +83,8 @@ export function forbiddenSentence(p: Permission, namespace: string): string {
   else if ('leftOut' in grant) fix = `deploy/rbac leaves it out on purpose (${grant.leftOut}): ask a cluster administrator, or use a context that has it`;
   else if (grant.file.endsWith('clusterrole.yaml')) fix = `${grant.file} line ${grant.line} grants it: ask a cluster administrator to apply it and bind it to you (${BINDING_FILE}), or use a context that has it`;
   else fix = `${grant.file} line ${grant.line} grants it: ask a cluster administrator to apply it in namespace ${ns ?? namespace} and bind it to you (${BINDING_FILE}), or use a context that has it`;
-  return `you may not ${what} (RBAC): ${fix}`;
+  const said = serverSaid !== undefined ? `; the API server said: ${serverSaid}` : '';
+  return `you may not ${what} (RBAC)${said}: ${fix}`;
 }
 
 /**

@@ -188,7 +188,7 @@ export async function kubeTransport(o: KubeTransportOptions, ctx: TransportConte
       }
       // A 401 on the upgrade (the token expired on the way): a fresh token, and once more.
       const sock = await retryUnauthorized(
-        () => openPortForward({ kc: kube.kc, namespace, pod: podName, port: SHADOW_PORT, timeoutMs: o.portForwardTimeoutMs }),
+        () => openPortForward({ kc: kube.kc, namespace, pod: podName, port: SHADOW_PORT, timeoutMs: o.portForwardTimeoutMs, debug: ctx.debug }),
         (e) => e instanceof KubeUnauthorizedError,
       );
       try {
