@@ -189,7 +189,7 @@ test.serial('a TCP cut with no close frame (1006, fault cut-portforward --abrupt
   const { tunnel: tun, logs, fatal } = tunnel(t);
   await tun.start();
   t.is(await echoThrough(tun, 'before'), 'before');
-  t.true(cutPortForwards('abrupt') >= 1);
+  t.true(cutPortForwards('abrupt', ns) >= 1);
   await eventually(async () => (logs.some((l) => /^reconnected to/.test(l)) ? true : undefined), 'a reconnect after the cut');
   t.true(logs.some((l) => /dropped \(.*WebSocket code 1006.*\); reconnecting$/.test(l)), logs.join('\n'));
   t.is(await echoThrough(tun, 'after'), 'after');

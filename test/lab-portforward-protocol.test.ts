@@ -341,3 +341,17 @@ test('kubectl port-forward: its WebSocket tunnel is refused by the kubelet (no p
   t.regex(r.stderr, /fallback to secondary dialer from primary dialer err: unable to upgrade streaming request: websocket: bad handshake \(400 Bad Request\): query parameter "ports" is required/);
   t.regex(r.stderr, /error: error upgrading connection: unable to upgrade connection: spdy\/3\.1 is not supported by the lab \(use WebSocket\)/);
 });
+
+test.serial('settings per namespace: another namespace\'s switch leaves this one alone; this one\'s applies', async (t) => {
+  const other = await request('PUT', '/lab/v1/portforward?namespace=some-other-ns', { refuseProtocols: ['v4.channel.k8s.io'] });
+  t.is(other.status, 200);
+  t.deepEqual((await request('GET', '/lab/v1/portforward')).json.refuseProtocols, []);
+  const o = await open(t, 'echo', '8080', ['v4.channel.k8s.io']);
+  o.ws.close();
+  t.is((await request('PUT', `/lab/v1/portforward?namespace=${ns}`, { refuseProtocols: ['v4.channel.k8s.io'] })).status, 200);
+  t.teardown(async () => {
+    await request('PUT', `/lab/v1/portforward?namespace=${ns}`, { refuseProtocols: [] });
+  });
+  const r = await openRaw(t, 'echo', '8080', ['v4.channel.k8s.io']);
+  t.true('refused' in r && r.status === 403 && r.body === '');
+});

@@ -6,12 +6,13 @@
  *   status                      what runs: daemon, API server, pods
  *   laptop NAME [--delete]      make (or remove) a network namespace that plays a developer's machine
  *   exec NAMESPACE/POD [-c CONTAINER] -- CMD...   run a command inside a pod (its network namespace)
- *   fault cut-portforward [--abrupt]   end every open port-forward stream (close frame 1001, or a
- *                               TCP cut with no close frame: 1006)
- *   portforward-idle MS         the runtime's stream idle timeout for new port-forward streams, in ms
- *                               (0 = none; default 4 h, as the kubelet's --streaming-connection-idle-timeout)
- *   portforward-refuse [PROTOCOL...]   the port-forward subprotocols the runtime refuses with a bare
- *                               403, as one that does not speak them (none given: accept all again)
+ *   fault cut-portforward [--abrupt] [-n NS]   end every open port-forward stream (to pods of NS):
+ *                               a close frame 1001, or a TCP cut with no close frame: 1006
+ *   portforward-idle MS [-n NS]  the runtime's stream idle timeout for new port-forward streams, in ms
+ *                               (0 = none; default 4 h, as the kubelet's --streaming-connection-idle-timeout),
+ *                               cluster-wide or for the pods of namespace NS
+ *   portforward-refuse [PROTOCOL...] [-n NS]   the port-forward subprotocols the runtime refuses with a
+ *                               bare 403, as one that does not speak them (none given: accept all again)
  *
  * The state folder is .lab (or $KTLAB_DIR).
  */
@@ -196,23 +197,40 @@ async function fault(stateDir: string, args: string[]): Promise<number> {
   const [what, ...opts] = args;
   if (what === 'cut-portforward') {
     const abrupt = opts.includes('--abrupt');
-    const r = await request(endpointFromState(stateDir), 'POST', '/lab/v1/faults/cut-portforward', { abrupt });
+    const ni = opts.findIndex((a) => a === '-n' || a === '--namespace');
+    const namespace = ni >= 0 ? opts[ni + 1] : undefined;
+    if (ni >= 0 && !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(namespace ?? '')) {
+      process.stderr.write('lab: fault cut-portforward -n needs a namespace name\n');
+      return 2;
+    }
+    const r = await request(endpointFromState(stateDir), 'POST', '/lab/v1/faults/cut-portforward', { abrupt, namespace });
     if (r.status !== 200) throw new Error(`the lab refused the fault (${r.status}): ${JSON.stringify(r.body)}`);
     const cut = (r.body as { cut: number }).cut;
     process.stdout.write(`cut ${cut} port-forward stream(s) ${abrupt ? 'abruptly (TCP reset, no close frame: 1006)' : 'with a close frame (1001)'}\n`);
     return 0;
   }
-  process.stderr.write('usage: lab fault cut-portforward [--abrupt]\n');
+  process.stderr.write('usage: lab fault cut-portforward [--abrupt] [-n NAMESPACE]\n');
   return 2;
 }
 
 /** The runtime's port-forward settings, for new streams: `portforward-idle MS`, `portforward-refuse [PROTOCOL...]`. */
-async function portForwardSettings(stateDir: string, cmd: 'portforward-idle' | 'portforward-refuse', args: string[]): Promise<number> {
+async function portForwardSettings(stateDir: string, cmd: 'portforward-idle' | 'portforward-refuse', argv: string[]): Promise<number> {
+  const args = [...argv];
+  let namespace = '';
+  const ni = args.findIndex((a) => a === '-n' || a === '--namespace');
+  if (ni >= 0) {
+    namespace = args[ni + 1] ?? '';
+    if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(namespace)) {
+      process.stderr.write(`lab: ${cmd} -n needs a namespace name\n`);
+      return 2;
+    }
+    args.splice(ni, 2);
+  }
   let body: { idleTimeoutMs?: number; refuseProtocols?: string[] };
   if (cmd === 'portforward-idle') {
     const ms = args.length === 1 && /^\d+$/.test(args[0]) ? Number(args[0]) : NaN;
     if (!Number.isSafeInteger(ms) || ms > 2 ** 31 - 1) {
-      process.stderr.write('usage: lab portforward-idle MS (a whole number of milliseconds up to 2147483647; 0 = no idle timeout)\n');
+      process.stderr.write('usage: lab portforward-idle MS [-n NAMESPACE] (a whole number of milliseconds up to 2147483647; 0 = no idle timeout)\n');
       return 2;
     }
     body = { idleTimeoutMs: ms };
@@ -224,17 +242,17 @@ async function portForwardSettings(stateDir: string, cmd: 'portforward-idle' | '
     }
     body = { refuseProtocols: args };
   }
-  const r = await request(endpointFromState(stateDir), 'PUT', '/lab/v1/portforward', body);
+  const r = await request(endpointFromState(stateDir), 'PUT', `/lab/v1/portforward${namespace ? `?namespace=${namespace}` : ''}`, body);
   if (r.status !== 200) throw new Error(`the lab refused the setting (${r.status}): ${JSON.stringify(r.body)}`);
   const now = r.body as { idleTimeoutMs: number; refuseProtocols: string[] };
   process.stdout.write(
-    `port-forward streams from now on: idle timeout ${now.idleTimeoutMs === 0 ? 'none' : `${now.idleTimeoutMs} ms`}, refused subprotocols: ${now.refuseProtocols.length ? now.refuseProtocols.join(', ') : 'none'}\n`,
+    `port-forward streams ${namespace ? `to pods in ${namespace} ` : ''}from now on: idle timeout ${now.idleTimeoutMs === 0 ? 'none' : `${now.idleTimeoutMs} ms`}, refused subprotocols: ${now.refuseProtocols.length ? now.refuseProtocols.join(', ') : 'none'}\n`,
   );
   return 0;
 }
 
-const USAGE = `usage: lab up | down | status | laptop NAME [--delete] | exec NAMESPACE/POD [-c CONTAINER] -- CMD... | fault cut-portforward [--abrupt]
-       lab portforward-idle MS | portforward-refuse [PROTOCOL...]
+const USAGE = `usage: lab up | down | status | laptop NAME [--delete] | exec NAMESPACE/POD [-c CONTAINER] -- CMD... | fault cut-portforward [--abrupt] [-n NS]
+       lab portforward-idle MS [-n NS] | portforward-refuse [PROTOCOL...] [-n NS]
 state folder: .lab (or $KTLAB_DIR)
 `;
 

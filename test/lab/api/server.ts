@@ -76,7 +76,9 @@ export class ApiServer {
     maxPayload: 64 * 1024 * 1024,
     handleProtocols: (_offered, req) => this.#pfProtocol.get(req) || false,
   });
+  /** the runtime's port-forward settings: cluster-wide, and per namespace (so concurrent test files do not meet each other's) */
   readonly #pfSettings: PortForwardSettings = defaultPortForwardSettings();
+  readonly #pfByNamespace = new Map<string, PortForwardSettings>();
   readonly #watches = new Set<() => void>();
   /** the authorizer, over the registry's Roles and bindings */
   readonly rbac: Rbac;
@@ -794,13 +796,14 @@ export class ApiServer {
       }
       return this.#send(res, 200, { skewSeconds: clockSkewSeconds(), now: now().toISOString() });
     }
-    // lab-only: POST /lab/v1/faults/cut-portforward {"abrupt": bool}
+    // lab-only: POST /lab/v1/faults/cut-portforward {"abrupt": bool, "namespace"?: string}
     if (parts[1] === 'v1' && parts[2] === 'faults' && parts[3] === 'cut-portforward' && parts.length === 4) {
       if (req.method !== 'POST') throw methodNotAllowed();
       if (!admin) throw new ApiError(403, 'Forbidden', `User "${user.name}" cannot inject lab faults`);
       const body = await this.#readJson(req, undefined);
       const abrupt = isObject(body) && body.abrupt === true;
-      return this.#send(res, 200, { cut: cutPortForwards(abrupt ? 'abrupt' : 'close'), how: abrupt ? 'abrupt' : 'close' });
+      const namespace = isObject(body) && typeof body.namespace === 'string' ? body.namespace : undefined;
+      return this.#send(res, 200, { cut: cutPortForwards(abrupt ? 'abrupt' : 'close', namespace), how: abrupt ? 'abrupt' : 'close' });
     }
     // lab-only: GET|DELETE /lab/v1/audit?user=NAME, every authorization decision for that user in order
     if (parts[1] === 'v1' && parts[2] === 'audit' && parts.length === 3) {
@@ -814,25 +817,33 @@ export class ApiServer {
       }
       throw methodNotAllowed();
     }
-    // lab-only: GET, PUT /lab/v1/portforward {"idleTimeoutMs": N, "refuseProtocols": [...]}: the runtime's
-    // stream idle timeout (0 = none) and the subprotocols it refuses, for new streams
+    // lab-only: GET, PUT /lab/v1/portforward[?namespace=NS] {"idleTimeoutMs": N, "refuseProtocols": [...]}:
+    // the runtime's stream idle timeout (0 = none) and the subprotocols it refuses, for new streams,
+    // cluster-wide or for the pods of one namespace
     if (parts[1] === 'v1' && parts[2] === 'portforward' && parts.length === 3) {
+      const namespace = new URL(req.url ?? '/', 'https://lab').searchParams.get('namespace') ?? '';
+      const current = (namespace ? this.#pfByNamespace.get(namespace) : undefined) ?? this.#pfSettings;
       if (req.method === 'PUT') {
         if (!admin) throw new ApiError(403, 'Forbidden', `User "${user.name}" cannot change the lab's port-forward settings`);
         const body = await this.#readJson(req, undefined);
         if (!isObject(body)) throw badRequest('expected {"idleTimeoutMs": number, "refuseProtocols": [string]}');
+        const next: PortForwardSettings = { ...current };
         if (body.idleTimeoutMs !== undefined) {
           if (typeof body.idleTimeoutMs !== 'number' || !Number.isInteger(body.idleTimeoutMs) || body.idleTimeoutMs < 0 || body.idleTimeoutMs > 2 ** 31 - 1) {
             throw badRequest('idleTimeoutMs must be a whole number of milliseconds from 0 (none) to 2147483647');
           }
-          this.#pfSettings.idleTimeoutMs = body.idleTimeoutMs;
+          next.idleTimeoutMs = body.idleTimeoutMs;
         }
         if (body.refuseProtocols !== undefined) {
           if (!Array.isArray(body.refuseProtocols) || !body.refuseProtocols.every((p) => typeof p === 'string')) throw badRequest('refuseProtocols must be a list of subprotocol names');
-          this.#pfSettings.refuseProtocols = body.refuseProtocols as string[];
+          next.refuseProtocols = body.refuseProtocols as string[];
         }
-      } else if (req.method !== 'GET') throw methodNotAllowed();
-      return this.#send(res, 200, { idleTimeoutMs: this.#pfSettings.idleTimeoutMs, refuseProtocols: this.#pfSettings.refuseProtocols });
+        if (namespace) this.#pfByNamespace.set(namespace, next);
+        else Object.assign(this.#pfSettings, next);
+        return this.#send(res, 200, { ...next });
+      }
+      if (req.method !== 'GET') throw methodNotAllowed();
+      return this.#send(res, 200, { ...current });
     }
     throw unknownResource();
   }
@@ -876,12 +887,13 @@ export class ApiServer {
       if (route.subresource === 'portforward') {
         handlePortForward.requireNode(pod);
         this.#checkWebSocket(req);
-        const prep = handlePortForward.prepare(this.#opts.net, pod, url.searchParams, this.#pfSettings);
+        const settings = this.#pfByNamespace.get(route.namespace ?? '') ?? this.#pfSettings;
+        const prep = handlePortForward.prepare(this.#opts.net, pod, url.searchParams, settings);
         // The runtime's wsstream handshake; a protocol it does not know gets x/net/websocket's bare
         // 403 (no body). kubectl's first try, `SPDY/3.1+portforward.k8s.io` (the tunnel that
         // kube-apiserver's PortForwardWebsockets handler would serve itself), is one of those: the
         // lab answers as an API server without that tunnel, so kubectl falls back to SPDY.
-        const proto = negotiatePortForwardProtocol(protocols, this.#pfSettings.refuseProtocols);
+        const proto = negotiatePortForwardProtocol(protocols, settings.refuseProtocols);
         if (proto === undefined) {
           socket.end('HTTP/1.1 403 Forbidden\r\nConnection: close\r\n\r\n');
           return;

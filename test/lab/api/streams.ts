@@ -287,17 +287,18 @@ export class KubeletRefusal extends Error {
 }
 
 /** The port-forward streams open now, for the lab's faults (`npm run lab -- fault cut-portforward`). */
-const openPortForwards = new Set<{ ws: WebSocket; socket: Duplex }>();
+const openPortForwards = new Set<{ ws: WebSocket; socket: Duplex; namespace: string }>();
 
 /**
  * Ends every open port-forward stream: `close` with a close frame (1001, going away, as an API
  * server that shuts down sends), `abrupt` by destroying the TCP connection with no close frame
- * (the client sees 1006, as when a load balancer or NAT drops it). Returns how many it cut.
+ * (the client sees 1006, as when a load balancer or NAT drops it). Only those to pods of
+ * `namespace` when given (tests run side by side). Returns how many it cut.
  */
-export function cutPortForwards(how: 'close' | 'abrupt'): number {
-  const all = [...openPortForwards];
-  openPortForwards.clear();
+export function cutPortForwards(how: 'close' | 'abrupt', namespace?: string): number {
+  const all = [...openPortForwards].filter((pf) => namespace === undefined || pf.namespace === namespace);
   for (const pf of all) {
+    openPortForwards.delete(pf);
     if (how === 'abrupt') pf.socket.destroy();
     else pf.ws.close(1001, 'the lab cut this port-forward (fault cut-portforward)');
   }
@@ -354,7 +355,7 @@ export const handlePortForward = {
     const sandbox = sandboxId(pod.metadata.uid);
     return {
       run(ws: WebSocket, socket: Duplex, protocol: string): void {
-        runPortForward({ net, ws, socket, codec: channelCodec(protocol), ports, uid: pod.metadata.uid, sandbox, idleTimeoutMs: settings.idleTimeoutMs });
+        runPortForward({ net, ws, socket, codec: channelCodec(protocol), ports, uid: pod.metadata.uid, namespace: pod.metadata.namespace ?? '', sandbox, idleTimeoutMs: settings.idleTimeoutMs });
       },
     };
   },
@@ -367,6 +368,7 @@ interface PortForwardRun {
   codec: ChannelCodec;
   ports: number[];
   uid: string;
+  namespace: string;
   sandbox: string;
   idleTimeoutMs: number;
 }
@@ -386,7 +388,7 @@ interface PortState {
 
 function runPortForward(o: PortForwardRun): void {
   const { ws, socket, codec } = o;
-  const entry = { ws, socket };
+  const entry = { ws, socket, namespace: o.namespace };
   openPortForwards.add(entry);
   let wsClosed = false;
   ws.on('error', () => undefined);
