@@ -152,6 +152,8 @@ test('1.35: /version and the node say v1.35', async (t) => {
   const v = await request('GET', '/version');
   t.is(v.json.minor, '35');
   t.is(v.json.gitVersion, 'v1.35.0-ktlab');
+  const nodes = (await request('GET', '/api/v1/nodes')).json.items as Array<{ status: { nodeInfo: { kubeletVersion: string } } }>;
+  t.deepEqual(nodes.map((n) => n.status.nodeInfo.kubeletVersion), ['v1.35.0-ktlab']);
 });
 
 test('the read-only user (get, no create) passes the filter and is refused by the create check with the real message', async (t) => {
