@@ -18,7 +18,7 @@ import { FakeLabNet } from './lab/api/fake-net.js';
 import { cutPortForwards } from './lab/api/streams.js';
 import { ed25519, readAll, type KeyPair } from './helpers/ssh-fixtures.js';
 import { eventually } from './helpers/poll.js';
-import { startInProcessLab, type InProcessLab } from './helpers/inproc-lab.js';
+import { grantPortForward, startInProcessLab, type InProcessLab } from './helpers/inproc-lab.js';
 
 const SSH_PORT = 2222;
 
@@ -77,6 +77,7 @@ test.before(async () => {
   testNet.sshPort = await startSsh((echo.address() as net.AddressInfo).port);
   lab = await startInProcessLab(testNet, 'ktlab-kpf');
   await lab.pods(ns, [{ metadata: { name: 'shadow' }, spec: { containers: [{ name: 'main', image: 'ktlab/echo', ports: [{ containerPort: 8080 }] }] } }]);
+  await grantPortForward(lab, ns);
 });
 
 test.after.always(async () => {
@@ -143,13 +144,21 @@ test('a stream: data both ways', async (t) => {
   t.regex(await exchange(s, '/plain'), /"path":"\/plain"/);
 });
 
-test('get without create (lab-readonly): KubeForbiddenError for create, quoting the server\'s bare reason', async (t) => {
-  const e = await t.throwsAsync(open({ context: 'lab-readonly' }));
+test('get without create (lab-dev, a Role with get only): KubeForbiddenError for create, quoting the server\'s bare reason', async (t) => {
+  const e = await t.throwsAsync(open({ context: 'lab-dev' }));
   t.true(e instanceof KubeForbiddenError);
   const f = e as KubeForbiddenError;
   t.is(f.verb, 'create');
   t.is(f.resource, 'pods/portforward');
   t.regex(f.message, new RegExp(`^you may not create pods/portforward in namespace ${ns} \\(RBAC\\); the API server said: "pods "shadow" is forbidden: " \\(no verb named: Kubernetes 1\\.35 and later ask for create as well as get`));
+});
+
+test('neither (lab-readonly, view): KubeForbiddenError for get, quoting the filter\'s message', async (t) => {
+  const e = await t.throwsAsync(open({ context: 'lab-readonly' }));
+  t.true(e instanceof KubeForbiddenError);
+  const f = e as KubeForbiddenError;
+  t.is(f.verb, 'get');
+  t.regex(f.message, new RegExp(`^you may not get pods/portforward in namespace ${ns} \\(RBAC\\); the API server said: "pods "shadow" is forbidden: User "lab-readonly" cannot get resource "pods/portforward" in API group "" in the namespace "${ns}"": `));
 });
 
 test.serial('the runtime refuses v4.channel.k8s.io (403, empty body): said in the debug log, the retry without a subprotocol works and is kept', async (t) => {

@@ -76,7 +76,8 @@ test('nothing listens on the port: the kubelet\'s text as a PortForwardError', a
 test('read-only context: KubeForbiddenError naming pods/portforward', async (t) => {
   const e = await t.throwsAsync(open(8080, 'readonly'));
   t.true(e instanceof KubeForbiddenError);
-  t.regex(e?.message ?? '', /you may not create pods\/portforward in namespace/);
+  // view grants nothing on pods/portforward: the filter refuses the upgrade's own verb, get, and says so
+  t.regex(e?.message ?? '', /you may not get pods\/portforward in namespace \S+ \(RBAC\); the API server said: "pods "echo" is forbidden: User "lab-readonly" cannot get resource "pods\/portforward"/);
 });
 
 test('a pod that does not exist: KubeNotFoundError', async (t) => {

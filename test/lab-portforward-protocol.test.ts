@@ -15,7 +15,7 @@ import { FakeLabNet } from './lab/api/fake-net.js';
 import type { JsonObject } from './lab/api/json.js';
 import { channelCodec, negotiatePortForwardProtocol } from './lab/api/streams.js';
 import { eventually } from './helpers/poll.js';
-import { startInProcessLab, type InProcessLab } from './helpers/inproc-lab.js';
+import { grantPortForward, startInProcessLab, type InProcessLab } from './helpers/inproc-lab.js';
 
 /** A port whose connections go to a server the test runs (half-open capable, as Go's net.Conn is). */
 const HALF_OPEN_PORT = 7001;
@@ -48,7 +48,12 @@ test.before(async () => {
     spec: { containers: [{ name: 'main', image, ports: [{ containerPort: 8080 }] }], ...extra },
   });
   await lab.pods(ns, [pod('echo', 'ktlab/echo'), pod('broken', 'example.invalid/nope:1'), pod('nowhere', 'ktlab/echo', { nodeSelector: { 'no-such-label': 'x' } })]);
+  // lab-dev may only get pods/portforward; the service account pf-create may only create it
+  createOnlyToken = await grantPortForward(lab, ns);
 });
+
+let createOnlyToken = '';
+
 
 test.after.always(async () => {
   await lab?.stop();
@@ -156,8 +161,8 @@ test('1.35: /version and the node say v1.35', async (t) => {
   t.deepEqual(nodes.map((n) => n.status.nodeInfo.kubeletVersion), ['v1.35.0-ktlab']);
 });
 
-test('the read-only user (get, no create) passes the filter and is refused by the create check with the real message', async (t) => {
-  const r = await openRaw(t, 'echo', '8080', ['v4.channel.k8s.io'], L().tokens.readonly);
+test('get without create (lab-dev): passes the filter, refused by 1.35\'s create check with its bare message', async (t) => {
+  const r = await openRaw(t, 'echo', '8080', ['v4.channel.k8s.io'], L().tokens.dev);
   if (!('refused' in r)) return t.fail('the upgrade was accepted');
   t.is(r.status, 403);
   const status = JSON.parse(r.body) as { message: string; reason: string; details: { name: string; kind: string } };
@@ -165,6 +170,13 @@ test('the read-only user (get, no create) passes the filter and is refused by th
   t.is(status.message, 'pods "echo" is forbidden: ');
   t.is(status.reason, 'Forbidden');
   t.deepEqual(status.details, { name: 'echo', kind: 'pods' });
+});
+
+test('create without get (a service account): refused by the filter, the message names get', async (t) => {
+  const r = await openRaw(t, 'echo', '8080', ['v4.channel.k8s.io'], createOnlyToken);
+  if (!('refused' in r)) return t.fail('the upgrade was accepted');
+  t.is(r.status, 403);
+  t.is((JSON.parse(r.body) as { message: string }).message, `pods "echo" is forbidden: User "system:serviceaccount:${ns}:pf-create" cannot get resource "pods/portforward" in API group "" in the namespace "${ns}"`);
 });
 
 test('a pod without a node: 400 "pod NAME does not have a host assigned" (PortForwardLocation)', async (t) => {

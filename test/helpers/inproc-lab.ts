@@ -91,3 +91,22 @@ export async function startInProcessLab<N extends FakeLabNet>(net: N, prefix: st
     },
   };
 }
+
+/** Roles with one verb on pods/portforward each: `get` for lab-dev, `create` for the service account pf-create (its token returned). */
+export async function grantPortForward(l: InProcessLab<FakeLabNet>, namespace: string): Promise<string> {
+  const ok = (r: { status: number; json: JsonObject }, what: string): JsonObject => {
+    if (r.status !== 201) throw new Error(`${what}: ${r.status} ${JSON.stringify(r.json)}`);
+    return r.json;
+  };
+  const rbac = `/apis/rbac.authorization.k8s.io/v1/namespaces/${namespace}`;
+  for (const verb of ['get', 'create']) {
+    ok(await l.request('POST', `${rbac}/roles`, { metadata: { name: `pf-${verb}` }, rules: [{ apiGroups: [''], resources: ['pods/portforward'], verbs: [verb] }] }), `role pf-${verb}`);
+  }
+  ok(await l.request('POST', `/api/v1/namespaces/${namespace}/serviceaccounts`, { metadata: { name: 'pf-create' } }), 'service account');
+  const subjects = { get: [{ kind: 'User', apiGroup: 'rbac.authorization.k8s.io', name: 'lab-dev' }], create: [{ kind: 'ServiceAccount', name: 'pf-create', namespace }] };
+  for (const verb of ['get', 'create'] as const) {
+    ok(await l.request('POST', `${rbac}/rolebindings`, { metadata: { name: `pf-${verb}` }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: `pf-${verb}` }, subjects: subjects[verb] }), `binding pf-${verb}`);
+  }
+  const tr = ok(await l.request('POST', `/api/v1/namespaces/${namespace}/serviceaccounts/pf-create/token`, { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: {} }), 'token');
+  return (tr.status as { token: string }).token;
+}
