@@ -26,6 +26,7 @@ const RANK: Record<string, number> = {
   proxy: 2,
   netstack: 2,
   tun: 2,
+  config: 1, // the config file and its profiles (read by src/cli's flag precedence)
   protocol: 1,
   runtime: 1,
   '.': 1,

@@ -12,6 +12,7 @@ export class ConnectCommand extends TransportCommand {
   static override paths = [['connect']];
 
   static override usage = Command.Usage({
+    category: 'Reach the cluster',
     description: 'join this machine to a cluster\'s network (or to the network behind an ssh server)',
     details: `
       Without \`--via\`, ktctl creates a shadow pod (and a Secret with its keys) in the namespace of your

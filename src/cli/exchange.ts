@@ -8,6 +8,7 @@ export class ExchangeCommand extends ExposeCommand {
   static override paths = [['exchange']];
 
   static override usage = Command.Usage({
+    category: 'Take over a service\'s traffic',
     description: 'send the traffic of a cluster service to a port on this machine',
     details: `
       A shadow pod takes the place of the service's pods; every connection the cluster makes to the service's

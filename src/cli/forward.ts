@@ -10,6 +10,7 @@ export class ForwardCommand extends TransportCommand {
   static override paths = [['forward']];
 
   static override usage = Command.Usage({
+    category: 'Reach the cluster',
     description: 'forward a local port to a service, a pod or any address the cluster reaches',
     details: `
       Listens on a local port (\`--address\`, default 127.0.0.1) and carries each connection through the

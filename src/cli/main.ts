@@ -4,7 +4,7 @@ import { releaseEarlySignals } from './early-signals.js';
 import { Builtins } from 'clipanion';
 import { CheckCommand } from './check.js';
 import { CleanCommand } from './clean.js';
-import { KtctlCli } from './common/command.js';
+import { KtctlCli } from './common/cli.js';
 import { ConnectCommand } from './connect.js';
 import { ExchangeCommand } from './exchange.js';
 import { MeshCommand } from './mesh.js';
@@ -25,15 +25,16 @@ const cli = new KtctlCli({
 });
 cli.register(Builtins.HelpCommand);
 cli.register(Builtins.VersionCommand);
+// the order of `ktctl --help`'s groups and of the commands in each
 cli.register(ConnectCommand);
 cli.register(ForwardCommand);
-cli.register(CleanCommand);
-cli.register(StatusCommand);
-cli.register(CheckCommand);
 cli.register(ExchangeCommand);
 cli.register(MeshCommand);
 cli.register(PreviewCommand);
+cli.register(CleanCommand);
 cli.register(RecoverCommand);
+cli.register(StatusCommand);
+cli.register(CheckCommand);
 
 const code = await cli.run(process.argv.slice(2));
 process.exitCode = code;

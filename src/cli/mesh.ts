@@ -35,6 +35,7 @@ export class MeshCommand extends ExposeCommand {
   static override paths = [['mesh']];
 
   static override usage = Command.Usage({
+    category: 'Take over a service\'s traffic',
     description: 'send only the requests that carry a version header to a port on this machine',
     details: `
       \`--mode auto\` (default): a router pod (the shadow image in role router) takes over the service's

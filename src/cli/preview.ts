@@ -7,6 +7,7 @@ export class PreviewCommand extends ExposeCommand {
   static override paths = [['preview'], ['run']];
 
   static override usage = Command.Usage({
+    category: 'Take over a service\'s traffic',
     description: 'publish a port on this machine as a new service in the cluster',
     details: `
       Makes a shadow pod and a new Service \`<name>\` that selects it; connections to the Service's ports come

@@ -1,13 +1,20 @@
-import { Cli, Command, Option, type BaseContext } from 'clipanion';
+import { Command, Option } from 'clipanion';
 import { KtctlError } from '../../errors.js';
 import { releaseEarlySignals } from '../early-signals.js';
 import type { KubeFlags } from '../../kube/session.js';
+import { describeSource, type Found } from './settings.js';
 
 /**
  * What every ktctl command shares: `--debug`, and turning a failure into one sentence on stderr
  * and a non-zero exit code (clipanion would otherwise print a stack trace as an "internal error").
  */
 export abstract class KtctlCommand extends Command {
+  /** Flags not given come from the environment and the config file (settings.ts, applied by KtctlCli). */
+  static configurable = true;
+
+  /** Where the values not given on the command line came from (KtctlCli fills it). */
+  settingSources: Array<{ flag: string; found: Found }> = [];
+
   debug = Option.Boolean('--debug,-d', false, { description: 'Print debug logs (each layer\'s events) on stderr' });
 
   /** The command's work; returns the exit code. */
@@ -16,6 +23,7 @@ export abstract class KtctlCommand extends Command {
   async execute(): Promise<number> {
     // a command that does not serve until a signal ends by it as usual (ShadowCommand takes it over first)
     releaseEarlySignals();
+    for (const { flag, found } of this.settingSources) this.debugLog(`${flag} ${String(found.value)} from ${describeSource(found.source)}`);
     try {
       return await this.run();
     } catch (error) {
@@ -55,35 +63,4 @@ export function describeError(error: unknown, withStack = false): string {
   }
   if (error instanceof Error) return withStack ? (error.stack ?? error.message) : error.message;
   return String(error);
-}
-
-/**
- * A flag that fails its validator (validators.ts) fails while clipanion parses, before any command
- * runs: this command stands in for the one that could not be made, and reports the failure as
- * `execute()` reports every other (`ktctl: <sentence>` on stderr, exit 1).
- */
-class FlagErrorCommand extends Command {
-  constructor(
-    readonly error: KtctlError,
-    readonly withStack: boolean,
-  ) {
-    super();
-  }
-
-  async execute(): Promise<number> {
-    this.context.stderr.write(`ktctl: ${describeError(this.error, this.withStack)}\n`);
-    return 1;
-  }
-}
-
-/** clipanion's Cli, with a flag's validation failure reported in ktctl's words (see FlagErrorCommand). */
-export class KtctlCli extends Cli {
-  override process(input: string[], context: Partial<BaseContext> | void): Command<BaseContext> {
-    try {
-      return super.process(input, context ?? {});
-    } catch (error) {
-      if (!(error instanceof KtctlError)) throw error;
-      return new FlagErrorCommand(error, input.includes('--debug') || input.includes('-d'));
-    }
-  }
 }

@@ -62,7 +62,7 @@ export abstract class ShadowCommand extends KubeCommand {
     return this.#stop;
   }
 
-  image = Option.String('--image', { description: 'shadow image' });
+  image = Option.String('--image', { description: `image of the shadow and router pods (default ${DEFAULT_SHADOW_IMAGE})` });
   imagePullSecret = Option.String('--imagePullSecret,--image-pull-secret', { description: 'image pull secret for the shadow pod' });
   nodeSelector = Option.String('--nodeSelector,--node-selector', { description: 'node selector for the shadow pod (key=value,...)', validator: keyValues('--nodeSelector') });
   withLabel = Option.String('--withLabel,--with-label', { description: 'extra labels on every object ktctl makes (key=value,...)', validator: keyValues('--withLabel') });

@@ -6,7 +6,7 @@
  * A bad value fails with ktctl's `UsageError` and its one sentence (`ktctl: --proxyPort must be a
  * port number between 0 and 65535 (got "x")`), not with clipanion's "Invalid value for" list: the
  * sentences are part of the interface. The validator throws it while clipanion parses, and
- * `KtctlCli` (command.ts) prints it as `execute()` prints every other failure.
+ * `KtctlCli` (cli.ts) prints it as `execute()` prints every other failure.
  */
 import { isIP } from 'node:net';
 import type { CipherAlgorithm } from 'ssh2';
