@@ -52,7 +52,7 @@ export class CheckCommand extends KubeCommand {
   static override paths = [['check']];
 
   static override usage = Command.Usage({
-    category: 'Look after ktctl\'s runs',
+    category: 'Clean up, inspect and configure',
     description: 'check that this machine and the cluster have what ktctl needs',
     details: `
       One line per check, \`ok\`, \`warn\` or \`fail\`, each failure with its fix: the kubeconfig and context, the API

@@ -9,7 +9,7 @@ export class CleanCommand extends KubeCommand {
   static override paths = [['clean']];
 
   static override usage = Command.Usage({
-    category: 'Look after ktctl\'s runs',
+    category: 'Clean up, inspect and configure',
     description: 'remove what crashed ktctl runs left in the cluster',
     details: `
       Deletes the objects ktctl made (label \`app.kubernetes.io/managed-by=ktctl\`) whose \`ktctl/heartbeat\` is

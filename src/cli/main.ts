@@ -5,6 +5,7 @@ import { Builtins } from 'clipanion';
 import { CheckCommand } from './check.js';
 import { CleanCommand } from './clean.js';
 import { KtctlCli } from './common/cli.js';
+import { CONFIG_COMMANDS } from './config.js';
 import { ConnectCommand } from './connect.js';
 import { ExchangeCommand } from './exchange.js';
 import { MeshCommand } from './mesh.js';
@@ -35,6 +36,7 @@ cli.register(CleanCommand);
 cli.register(RecoverCommand);
 cli.register(StatusCommand);
 cli.register(CheckCommand);
+for (const c of CONFIG_COMMANDS) cli.register(c);
 
 const code = await cli.run(process.argv.slice(2));
 process.exitCode = code;

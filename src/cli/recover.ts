@@ -7,7 +7,7 @@ export class RecoverCommand extends KubeCommand {
   static override paths = [['recover']];
 
   static override usage = Command.Usage({
-    category: 'Look after ktctl\'s runs',
+    category: 'Clean up, inspect and configure',
     description: 'restore a service that an exchange or mesh left changed',
     details: `
       Puts the service's selector back from \`ktctl/original-selector\`, scales its deployments back from

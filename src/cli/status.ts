@@ -8,7 +8,7 @@ export class StatusCommand extends KubeCommand {
   static override paths = [['status']];
 
   static override usage = Command.Usage({
-    category: 'Look after ktctl\'s runs',
+    category: 'Clean up, inspect and configure',
     description: 'what ktctl runs on this machine and what it has in the cluster',
     details: `
       Lists this machine's ktctl processes (from the state directory: \`$KTCTL_STATE_DIR\`, \`/run/ktctl\` for root,

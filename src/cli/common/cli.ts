@@ -205,6 +205,16 @@ export class KtctlCli extends Cli {
     const width = Math.min(36, Math.max(0, ...all.map((r) => r[0]!.length)) + 2);
     const table = (title: string, r: string[][]): string =>
       r.length === 0 ? '' : `\n${title}:\n${r.map(([a, b]) => (a!.length + 2 > width ? `  ${a}\n  ${''.padEnd(width)}  ${b}` : `  ${a!.padEnd(width)}  ${b}`)).join('\n')}\n`;
+    const path = info.paths[0] ?? [];
+    const subs = this.table.commands.filter((c) => c.paths[0]!.length === path.length + 1 && path.every((w, i) => c.paths[0]![i] === w));
+    if (subs.length > 0) {
+      const swidth = Math.max(...subs.map((c) => c.paths[0]!.at(-1)!.length)) + 3;
+      out += `\nCommands:\n`;
+      for (const c of subs) {
+        const cls = [...this.registrations.keys()].find((k) => k.paths === c.paths);
+        out += `  ${c.paths[0]!.at(-1)!.padEnd(swidth)}${cls?.usage?.description ?? ''}\n`;
+      }
+    }
     out += table('Flags', rows(own));
     out += table('Global flags', rows(global));
     if (usage.details !== undefined) out += `\nDetails:\n${md(usage.details, true).replace(/ +$/gm, '').replace(/^(?=.)/gm, '  ')}`;

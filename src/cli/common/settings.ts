@@ -258,3 +258,50 @@ export class CommandTable {
     return { group, name: targets[0]!.flag.name, targets };
   }
 }
+
+/** A flag's value for a command as `ktctl config show` reports it. */
+export interface Effective {
+  value: string;
+  source: SettingSource;
+  /** the flag's validator refused the value (the command would fail with this sentence) */
+  problem?: string;
+}
+
+/** What `flag` of `command` is when the command line does not give it. */
+export function effective(command: CommandInfo, flag: FlagInfo, settings: Settings): Effective {
+  const found = settings.lookup(command.group, flag);
+  if (found === undefined) return { value: showValue(flag.arity > 0 ? defaultOf(flag) : defaultOf(flag) ?? false), source: { kind: 'default' } };
+  try {
+    const state = stateWith({ options: [], positionals: [] }, flag, found.value, flag.names[0]!);
+    return { value: showValue(flag.original(undefined, flag.key, state, {})), source: found.source };
+  } catch (error) {
+    return { value: String(found.value), source: found.source, problem: error instanceof Error ? error.message : String(error) };
+  }
+}
+
+/**
+ * `value` checked by every flag `key` sets (`config set`), as the file will hold it: a switch as
+ * true/false, a whole number as a number, anything else as text.
+ */
+export function checkedValue(table: CommandTable, key: string, value: string): { group: string; name: string; value: ConfigValue } {
+  const { group, name, targets } = table.resolveKey(key);
+  const refusals: Array<{ group: string; sentence: string }> = [];
+  for (const { command, flag } of targets) {
+    try {
+      flag.original(undefined, flag.key, stateWith({ options: [], positionals: [] }, flag, value, `${group}.${name}`), {});
+    } catch (error) {
+      refusals.push({ group: command.group, sentence: error instanceof Error ? error.message : String(error) });
+    }
+  }
+  if (refusals.length > 0) {
+    const first = refusals[0]!;
+    if (targets.length === 1) throw new UsageError(`${group}.${name}: ${first.sentence}`);
+    const takers = targets.map((t) => t.command.group).filter((g) => !refusals.some((r) => r.group === g));
+    throw new UsageError(
+      `global.${name} sets --${name} of every command that has it, and ktctl ${first.group} refuses it (${first.sentence})${takers.length > 0 ? `: set ${takers.map((g) => `${g}.${name}`).join(' or ')} instead` : ''}`,
+    );
+  }
+  const isSwitch = targets.every((t) => t.flag.arity === 0);
+  const stored: ConfigValue = isSwitch ? parseBoolean(value, `${group}.${name}`) : /^(0|[1-9]\d{0,14})$/.test(value) ? Number(value) : value;
+  return { group, name, value: stored };
+}
