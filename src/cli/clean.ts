@@ -4,6 +4,7 @@ import { KubeCommand } from './common/command.js';
 import { duration } from './common/validators.js';
 import { cleanLocalLeftovers } from '../connect/local-cleanup.js';
 import { useProfile } from '../kube/permissions.js';
+import { UsageError } from '../errors.js';
 
 export class CleanCommand extends KubeCommand {
   static override paths = [['clean']];
@@ -31,6 +32,7 @@ export class CleanCommand extends KubeCommand {
     validator: duration('--thresholdInMinus', { unit: 'minutes', zero: true }),
   });
   dryRun = Option.Boolean('--dryRun,--dry-run', false, { description: 'list what would be removed or restored, change nothing' });
+  localOnly = Option.Boolean('--localOnly,--local-only', false, { description: 'only this machine: TUN devices, routes and DNS changes of ktctl processes that died; nothing in the cluster' });
   override namespace = Option.String('--namespace,-n', { description: 'only this namespace (default: all namespaces you may list)' });
 
   async run(): Promise<number> {
@@ -41,6 +43,16 @@ export class CleanCommand extends KubeCommand {
     };
     // This machine first: TUN devices, routes and DNS changes of ktctl processes that died (they
     // need no cluster, and a broken kubeconfig must not keep resolv.conf rewritten).
+    if (this.localOnly) {
+      // KT Connect's clean --localOnly (pkg/kt/command/clean.go `Clean`): the cluster is not asked at all
+      if (this.dryRun) throw new UsageError('--localOnly has no dry run: it removes only what dead ktctl processes left on this machine (ktctl status lists them as stale)');
+      const n = await cleanLocalLeftovers(out);
+      const { removeStaleProcessRecords } = await import('../kube/process-record.js');
+      const records = removeStaleProcessRecords();
+      for (const r of records) out(`removed the local record of ktctl process ${r.pid} (no longer running)`);
+      if (n + records.length === 0) out('nothing to clean on this machine');
+      return 0;
+    }
     if (!this.dryRun) await cleanLocalLeftovers(out);
     const [{ cleanStale }, { openKube }, { removeStaleProcessRecords }, { preflight }] = await Promise.all([
       import('../kube/clean.js'),

@@ -5,7 +5,8 @@ import { connectTun } from '../connect/tun/session.js';
 import { DEFAULT_PROXY_HOST, DEFAULT_PROXY_PORT } from '../proxy/index.js';
 import { checkTunAccess } from '../tun/access.js';
 import { TransportCommand } from './common/transport.js';
-import { cidrList, dnsMode, oneOf, parseClusterDomain, port, tunName, wholeSeconds } from './common/validators.js';
+import { UsageError } from '../errors.js';
+import { cidrList, connectMode, dnsMode, domainList, parseClusterDomain, port, tunName, wholeSeconds } from './common/validators.js';
 import { useProfile } from '../kube/permissions.js';
 
 export class ConnectCommand extends TransportCommand {
@@ -36,7 +37,7 @@ export class ConnectCommand extends TransportCommand {
     ],
   });
 
-  mode = Option.String('--mode,-m', 'tun', { description: 'tun (default: every program, needs root) or socks (a local SOCKS5/HTTP proxy, no root)', validator: oneOf('--mode', ['tun', 'socks']) });
+  mode = Option.String('--mode,-m', 'tun', { description: 'tun (default: every program, needs root; KT Connect\'s tun2socks and sshuttle mean it too) or socks (a local SOCKS5/HTTP proxy, no root)', validator: connectMode });
   proxyAddr = Option.String('--proxyAddr,--proxy-addr', DEFAULT_PROXY_HOST, { description: 'address the proxy listens on (socks mode)' });
   proxyPort = Option.String('--proxyPort,--proxy-port', String(DEFAULT_PROXY_PORT), { description: 'port the proxy listens on (socks mode)', validator: port('--proxyPort') });
   dnsServer = Option.String('--dnsServer,--dns-server', { description: 'a DNS server on the far side (IP) for servers without ktctl\'s DNS subsystem' });
@@ -47,23 +48,54 @@ export class ConnectCommand extends TransportCommand {
   tunName = Option.String('--tunName,--tun-name', { description: 'TUN device name (default kt0, or the next free ktN)', validator: tunName });
   includeIps = Option.String('--includeIps,--include-ips', { description: 'extra CIDRs to route through the tunnel (comma separated)', validator: cidrList('--includeIps') });
   excludeIps = Option.String('--excludeIps,--exclude-ips', { description: 'CIDRs never to route through the tunnel (comma separated)', validator: cidrList('--excludeIps') });
-  dnsMode = Option.String('--dnsMode,--dns-mode', 'localDNS', { description: 'localDNS (default), hosts or podDNS', validator: dnsMode });
+  dnsMode = Option.String('--dnsMode,--dns-mode', 'localDNS', { description: 'localDNS (default), hosts, hosts:NS1,NS2 (only those namespaces\' services) or podDNS', validator: dnsMode });
   dnsCacheTtl = Option.String('--dnsCacheTtl,--dns-cache-ttl', '60', { description: 'seconds to cache cluster DNS answers at most', validator: wholeSeconds('--dnsCacheTtl') });
+  includeDomains = Option.String('--includeDomains,--include-domains', { description: 'DNS suffixes (comma separated) whose names are asked of the cluster too (localDNS)', validator: domainList });
+  disablePodIp = Option.Boolean('--disablePodIp,--disable-pod-ip', false, { description: 'route only the services\' addresses, not the pods\'' });
+  skipCleanup = Option.Boolean('--skipCleanup,--skip-cleanup', false, { description: 'accepted for KT Connect: ktctl connect never cleans the cluster at the start (ktctl clean does)' });
+
+  // KT Connect's connect flags ktctl has no counterpart for: refused in one sentence each (README "Coming from KT Connect").
+  disableTunDevice = Option.Boolean('--disableTunDevice,--disable-tun-device', false, { hidden: true });
+  disableTunRoute = Option.Boolean('--disableTunRoute,--disable-tun-route', false, { hidden: true });
+  dnsPort = Option.String('--dnsPort,--dns-port', { hidden: true });
+  ingressIp = Option.String('--ingressIp,--ingress-ip', { hidden: true });
+
+  /** KT Connect's flags that ktctl refuses, with what to use instead. */
+  protected override checkFlags(): void {
+    super.checkFlags();
+    if (this.disableTunDevice) throw new UsageError('--disableTunDevice is KT Connect\'s socks proxy without a TUN device: that is --mode socks in ktctl');
+    if (this.disableTunRoute) throw new UsageError('--disableTunRoute (a TUN device with no routes) has no counterpart in ktctl: route only what you need with --excludeIps/--includeIps, or use --mode socks');
+    if (this.dnsPort !== undefined) throw new UsageError('--dnsPort is KT Connect\'s local DNS port on macOS; ktctl\'s resolver answers on its own link address (port 53) and takes no port');
+    // TUN mode's KT forms that need another flag
+    const dns = this.dnsMode;
+    if (this.mode === 'tun' && this.includeDomains !== undefined && dns.mode !== 'localDNS') {
+      throw new UsageError(`--includeDomains picks the names localDNS asks of the cluster; with --dnsMode ${dns.mode} ${dns.mode === 'podDNS' ? 'every name goes to the cluster\'s DNS already' : 'there is no resolver (only /etc/hosts)'}`);
+    }
+    if (this.mode === 'tun' && this.disablePodIp && this.via !== undefined) throw new UsageError('--disablePodIp leaves out the cluster\'s pod ranges; with --via there is no cluster, and the routes are only those of --includeIps');
+    if (this.ingressIp !== undefined) throw new UsageError('--ingressIp (every ingress host name resolves to one IP) has no counterpart in ktctl: add the names to /etc/hosts, or reach the ingress controller\'s service by its cluster name');
+  }
 
   async run(): Promise<number> {
-    useProfile({ command: 'connect', flags: { mode: this.mode, dnsMode: this.dnsMode, shareShadow: this.shareShadow } }, (l) => this.debugLog(l));
+    const dns = this.dnsMode;
+    useProfile({ command: 'connect', flags: { mode: this.mode, dnsMode: dns.mode, shareShadow: this.shareShadow } }, (l) => this.debugLog(l));
     const io = this.io();
+    if (this.skipCleanup) this.debugLog('--skipCleanup: nothing to skip, ktctl connect cleans nothing in the cluster at the start');
     if (this.mode === 'socks') {
+      // TUN mode's flags mean nothing here (as --dnsMode did before): said, not refused, so a config file's defaults for TUN mode do not break socks mode
+      if (this.includeDomains !== undefined) this.log('--includeDomains is for TUN mode: in socks mode every name is resolved in the cluster already');
+      if (this.disablePodIp) this.log('--disablePodIp is for TUN mode: socks mode has no routes');
       const buildTransport = this.transportBuilder({ mode: this.mode, proxy: `${this.proxyAddr}:${this.proxyPort}`, dnsServer: this.dnsServer });
       return connectSocks({ ...io, host: this.proxyAddr, port: this.proxyPort, buildTransport });
     }
     const via = this.via !== undefined;
-    checkDnsFlags({ dnsMode: this.dnsMode, via });
+    checkDnsFlags({ dnsMode: dns.mode, via });
     const flags = {
-      tunName: this.tunName, include: this.includeIps ?? [], exclude: this.excludeIps ?? [], dnsMode: this.dnsMode,
+      tunName: this.tunName, include: this.includeIps ?? [], exclude: this.excludeIps ?? [], dnsMode: dns.mode,
       dnsCacheTtl: this.dnsCacheTtl, clusterDomain: parseClusterDomain(this.clusterDomain), dnsServer: this.dnsServer, via,
+      ...(dns.hostsNamespaces !== undefined ? { hostsNamespaces: dns.hostsNamespaces } : {}),
+      ...(this.includeDomains !== undefined ? { includeDomains: this.includeDomains } : {}),
     };
-    const buildTransport = this.transportBuilder({ mode: this.mode, dnsServer: this.dnsServer });
+    const buildTransport = this.transportBuilder({ mode: this.mode, dnsServer: this.dnsServer, podRoutes: !this.disablePodIp });
     checkTunAccess();
     return connectTun({ ...io, flags, buildTransport, debugEnabled: this.debug });
   }

@@ -1,8 +1,16 @@
 import { Command, Option } from 'clipanion';
 import { exchangeService } from '../connect/takeover.js';
 import { ExposeCommand } from './common/expose.js';
-import { duration, oneOf } from './common/validators.js';
+import { UsageError } from '../errors.js';
+import { duration, flag } from './common/validators.js';
 import { useProfile } from '../kube/permissions.js';
+
+/** `--mode`; KT Connect's experimental `ephemeral` is refused with what to use. */
+const exchangeMode = flag<'selector' | 'scale'>((text) => {
+  if (text === 'selector' || text === 'scale') return text;
+  if (text === 'ephemeral') throw new UsageError('--mode ephemeral (KT Connect\'s experimental ephemeral container in the target pod) has no counterpart in ktctl: use --mode selector (default) or --mode scale');
+  throw new UsageError(`--mode must be selector or scale (got "${text}")`);
+});
 
 export class ExchangeCommand extends ExposeCommand {
   static override paths = [['exchange']];
@@ -30,7 +38,7 @@ export class ExchangeCommand extends ExposeCommand {
   });
 
   service = Option.String({ name: 'svc|svc/NAME|deploy/NAME' });
-  mode = Option.String('--mode,-m', 'selector', { description: 'selector (default: point the service at the shadow) or scale (scale the deployment to 0)', validator: oneOf('--mode', ['selector', 'scale']) });
+  mode = Option.String('--mode,-m', 'selector', { description: 'selector (default: point the service at the shadow) or scale (scale the deployment to 0)', validator: exchangeMode });
   recoverWaitTime = Option.String('--recoverWaitTime,--recover-wait-time', '120', {
     description: 'seconds to wait on exit for the scaled-back replicas to be ready (scale mode)',
     validator: duration('--recoverWaitTime', { unit: 'seconds', zero: true }),

@@ -62,6 +62,8 @@ export interface ClusterResolverOptions {
   cacheSize?: number;
   /** the machine's search domains (from its resolv.conf) */
   searchDomains?: string[];
+  /** `--includeDomains`: names under these suffixes are asked through the tunnel as they are (KT Connect's flag of that name) */
+  tunnelDomains?: string[];
   /** where ktctl's own DNS answers (`IP` or `IP:port`): never used as an upstream (no loops) */
   localAddresses?: string[];
   /** how long a tunnel query may take, in ms (default 5000) */
@@ -105,6 +107,7 @@ export class ClusterResolver {
   readonly #cache: AnswerCache;
   readonly #cacheTtl: number;
   readonly #searchDomains: string[];
+  readonly #tunnelDomains: string[];
   readonly #tunnelTimeoutMs: number;
   readonly #now: () => number;
   readonly #inflight = new Map<string, Promise<Buffer>>();
@@ -116,6 +119,7 @@ export class ClusterResolver {
     this.#dialer = options.dialer;
     this.#cacheTtl = Math.max(0, options.cacheTtlSeconds ?? 60);
     this.#cache = new AnswerCache(this.#cacheTtl > 0 ? (options.cacheSize ?? 1000) : 0);
+    this.#tunnelDomains = (options.tunnelDomains ?? []).map((d) => normalizeDomain(d)).filter((d) => d !== '');
     this.#searchDomains = (options.searchDomains ?? [])
       .map(normalizeDomain)
       .filter((d) => d !== '' && d !== this.clusterDomain && !d.endsWith(`.${this.clusterDomain}`));
@@ -253,6 +257,7 @@ export class ClusterResolver {
     const pinned = this.#pinned?.addresses(lower);
     if (pinned !== undefined) return { kind: 'pinned', addresses: pinned };
     if (lower === this.clusterDomain || lower.endsWith(`.${this.clusterDomain}`)) return { kind: 'cluster' };
+    if (this.#tunnelDomains.some((d) => lower === d || lower.endsWith(`.${d}`))) return { kind: 'cluster' };
     const short = this.#expandShort(lower);
     if (short !== undefined) return { kind: 'short', expanded: short };
     for (const d of this.#searchDomains) {

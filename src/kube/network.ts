@@ -9,7 +9,11 @@ import type { OwnHost, TransportNetwork } from '../transport.js';
 import type { Kube } from './api.js';
 import { kubeCall } from './errors.js';
 
-export async function discoverNetwork(kube: Kube, o: { clusterDomain: string; namespace: string; debug?: (line: string) => void }): Promise<TransportNetwork> {
+/**
+ * `pods: false` (KT Connect's `--disablePodIp`, pkg/kt/service/cluster/cidr.go `ClusterCidr`): neither
+ * the nodes' pod CIDRs nor the pods' IPs are routed, only the services'.
+ */
+export async function discoverNetwork(kube: Kube, o: { clusterDomain: string; namespace: string; pods?: boolean; debug?: (line: string) => void }): Promise<TransportNetwork> {
   const debug = o.debug ?? (() => undefined);
   const found: Cidr[] = [];
   const add = (text: string | undefined): void => {
@@ -26,14 +30,15 @@ export async function discoverNetwork(kube: Kube, o: { clusterDomain: string; na
     }
   };
   const podCidrs: Cidr[] = [];
-  const nodes = await tryList('nodes', () => kube.core.listNode({}));
+  const withPods = o.pods !== false;
+  const nodes = withPods ? await tryList('nodes', () => kube.core.listNode({})) : undefined;
   for (const n of nodes?.items ?? []) {
     for (const c of n.spec?.podCIDRs ?? (n.spec?.podCIDR ? [n.spec.podCIDR] : [])) {
       const p = tryParseCidr(c);
       if (p) podCidrs.push(p);
     }
   }
-  const pods = (await tryList('pods', () => kube.core.listPodForAllNamespaces({}))) ?? (await tryList('pods', () => kube.core.listNamespacedPod({ namespace: o.namespace })));
+  const pods = !withPods ? undefined : ((await tryList('pods', () => kube.core.listPodForAllNamespaces({}))) ?? (await tryList('pods', () => kube.core.listNamespacedPod({ namespace: o.namespace }))));
   for (const p of pods?.items ?? []) {
     if (p.spec?.hostNetwork) continue;
     for (const ip of p.status?.podIPs ?? []) add(ip.ip);

@@ -50,6 +50,8 @@ export interface KubeTransportOptions {
   attach?: { name: string; keys: ShadowKeys; what: string };
   clusterDomain: string;
   ciphers?: CipherAlgorithm[];
+  /** whether TUN mode routes the pods' addresses (default true; KT Connect's --disablePodIp makes it false) */
+  podRoutes?: boolean;
   /** for `ktctl status`: the mode and where the proxy listens */
   mode: string;
   proxy?: string;
@@ -211,7 +213,7 @@ export async function kubeTransport(o: KubeTransportOptions, ctx: TransportConte
     tunnel,
     label: label(),
     fatal,
-    network: () => discoverNetwork(kube, { clusterDomain: o.clusterDomain, namespace, debug: ctx.debug }),
+    network: () => discoverNetwork(kube, { clusterDomain: o.clusterDomain, namespace, pods: o.podRoutes !== false, debug: ctx.debug }),
     services: (onChange) => watchServices(kube, namespace, onChange, ctx),
   };
 }

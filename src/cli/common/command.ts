@@ -20,11 +20,20 @@ export abstract class KtctlCommand extends Command {
   /** The command's work; returns the exit code. */
   abstract run(): Promise<number>;
 
+  /** Refusals of flags before anything runs (KT Connect's flags ktctl has no counterpart for). */
+  protected checkFlags(): void {}
+
+  /** Whether a flag was given on the command line (not taken from the environment or the config file). */
+  protected typed(flag: string): boolean {
+    return !this.settingSources.some((s) => s.flag === flag);
+  }
+
   async execute(): Promise<number> {
     // a command that does not serve until a signal ends by it as usual (ShadowCommand takes it over first)
     releaseEarlySignals();
     for (const { flag, found } of this.settingSources) this.debugLog(`${flag} ${String(found.value)} from ${describeSource(found.source)}`);
     try {
+      this.checkFlags();
       return await this.run();
     } catch (error) {
       this.context.stderr.write(`ktctl: ${describeError(error, this.debug)}\n`);

@@ -41,6 +41,13 @@ export abstract class ExposeCommand extends ShadowCommand {
   // connect's flags that make no sense here, accepted only to refuse them in one sentence.
   via = Option.String('--via', { hidden: true });
   shareShadow = Option.Boolean('--shareShadow,--share-shadow', false, { hidden: true });
+  // KT Connect's -i (the shadow image); ktctl's -i is ssh's --identity, which these commands do not take
+  ktImage = Option.String('-i', { hidden: true });
+
+  protected override checkFlags(): void {
+    super.checkFlags();
+    if (this.ktImage !== undefined) throw new UsageError('-i is --identity in ktctl (ssh\'s -i, for connect and forward --via); for the shadow image (KT Connect\'s -i) use --image');
+  }
 
   /** The parsed --expose (required); the first check of every command here. */
   exposedPorts(): ExposePort[] {

@@ -13,6 +13,7 @@ import type { CommandIo } from '../../connect/serve.js';
 import { untilSignal, type SignalWatch } from '../../connect/signals.js';
 import { takeEarlySignals } from '../early-signals.js';
 import { VERSION } from '../../version.js';
+import { UsageError } from '../../errors.js';
 import { KubeCommand } from './command.js';
 import { duration, keyValues, podQuota, runAsUser } from './validators.js';
 
@@ -26,6 +27,8 @@ export interface ShadowRun {
   ports?: KubeTransportOptions['ports'];
   shareShadow?: boolean;
   ciphers?: CipherAlgorithm[];
+  /** false: TUN mode routes no pod addresses (--disablePodIp) */
+  podRoutes?: boolean;
 }
 
 /**
@@ -62,10 +65,22 @@ export abstract class ShadowCommand extends KubeCommand {
     return this.#stop;
   }
 
+  // KT Connect's global flags that ktctl has no counterpart for: refused in checkFlags().
+  useShadowDeployment = Option.Boolean('--useShadowDeployment,--use-shadow-deployment', false, { hidden: true });
+  useLocalTime = Option.Boolean('--useLocalTime,--use-local-time', false, { hidden: true });
+  ipVersion = Option.String('--ipVersion,--ip-version', { hidden: true });
+
+  protected override checkFlags(): void {
+    super.checkFlags();
+    if (this.useShadowDeployment) throw new UsageError('--useShadowDeployment has no counterpart in ktctl: the shadow is always a bare pod, removed on exit and found by ktctl clean after a crash');
+    if (this.useLocalTime) throw new UsageError('--useLocalTime has no counterpart in ktctl: heartbeats always use the API server\'s clock, so a skewed laptop clock cannot make objects look stale');
+    if (this.ipVersion !== undefined) throw new UsageError('--ipVersion has no counterpart in ktctl: TUN mode routes the IPv4 and IPv6 ranges the cluster has, and the tunnel runs over the API server\'s own address');
+  }
+
   image = Option.String('--image', { description: `image of the shadow and router pods (default ${DEFAULT_SHADOW_IMAGE})` });
   imagePullSecret = Option.String('--imagePullSecret,--image-pull-secret', { description: 'image pull secret for the shadow pod' });
   nodeSelector = Option.String('--nodeSelector,--node-selector', { description: 'node selector for the shadow pod (key=value,...)', validator: keyValues('--nodeSelector') });
-  withLabel = Option.String('--withLabel,--with-label', { description: 'extra labels on every object ktctl makes (key=value,...)', validator: keyValues('--withLabel') });
+  withLabel = Option.String('--withLabel,--with-label,-l', { description: 'extra labels on every object ktctl makes (key=value,...)', validator: keyValues('--withLabel') });
   withAnnotation = Option.String('--withAnnotation,--with-annotation', { description: 'extra annotations on every object ktctl makes (key=value,...)', validator: keyValues('--withAnnotation') });
   podCreationTimeout = Option.String('--podCreationTimeout,--pod-creation-timeout', '60', {
     description: 'seconds to wait for the shadow pod to be ready',
@@ -112,6 +127,7 @@ export abstract class ShadowCommand extends KubeCommand {
       stderr: this.context.stderr,
       role: run.role,
       ports: run.ports,
+      ...(run.podRoutes === false ? { podRoutes: false } : {}),
     };
   }
 

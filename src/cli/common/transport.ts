@@ -6,6 +6,7 @@ import { kubeTransport, viaTransport } from '../../connect/transports.js';
 import { defaultKnownHosts, loadIdentity } from '../../ssh/via.js';
 import { CIPHERS } from '../../ssh/tunnel.js';
 import type { TransportBuilder } from '../../transport.js';
+import { UsageError } from '../../errors.js';
 import { ShadowCommand } from './shadow.js';
 import { sshCipher, via } from './validators.js';
 
@@ -22,14 +23,26 @@ export abstract class TransportCommand extends ShadowCommand {
   shareShadow = Option.Boolean('--shareShadow,--share-shadow', false, { description: 'share one shadow pod among this user\'s ktctl processes in the namespace' });
 
   /**
+   * `-i` is ssh's (`--identity`), not KT Connect's (`--image`): given on the command line without
+   * --via it is a KT Connect user's image, refused with what to use. (From the environment or the
+   * config file it waits for a --via run.)
+   */
+  protected override checkFlags(): void {
+    super.checkFlags();
+    if (this.via === undefined && this.identity !== undefined && this.typed('--identity')) {
+      throw new UsageError('-i is --identity in ktctl, as in ssh: the private key for --via; for the shadow image (KT Connect\'s -i) use --image');
+    }
+  }
+
+  /**
    * How to build the transport the flags ask for (the --via key is read here, before anything is
    * made). `mode` and `proxy` go into the local state record (`ktctl status`); `dnsServer` is the
    * --via server's resolver.
    */
-  protected transportBuilder(run: { mode: string; proxy?: string; dnsServer?: string }): TransportBuilder {
+  protected transportBuilder(run: { mode: string; proxy?: string; dnsServer?: string; podRoutes?: boolean }): TransportBuilder {
     const ciphers = this.sshCipher;
     if (this.via === undefined) {
-      const options = this.kubeTransportOptions({ mode: run.mode, proxy: run.proxy, shareShadow: this.shareShadow, ciphers });
+      const options = this.kubeTransportOptions({ mode: run.mode, proxy: run.proxy, shareShadow: this.shareShadow, ciphers, podRoutes: run.podRoutes });
       return (ctx) => kubeTransport(options, ctx);
     }
     const target = this.via;

@@ -11,7 +11,7 @@
 import { isIP } from 'node:net';
 import type { CipherAlgorithm } from 'ssh2';
 import * as t from 'typanion';
-import { DNS_MODES, parseDnsMode, type DnsMode } from '../../dns/mode.js';
+import { parseDnsModeSpec, type DnsModeSpec } from '../../dns/mode.js';
 import { UsageError } from '../../errors.js';
 import { parseKeyValues } from '../../kube/names.js';
 import { parsePodQuota, type PodSettings } from '../../kube/pod-settings.js';
@@ -92,11 +92,32 @@ export function oneOf<const V extends string>(name: string, values: readonly V[]
   });
 }
 
-/** `--dnsMode`, any letter case. */
-export const dnsMode = flag<DnsMode>((text) => {
-  const mode = parseDnsMode(text);
-  if (mode === undefined) throw new UsageError(`--dnsMode must be one of ${DNS_MODES.join(', ')} (got "${text}")`);
-  return mode;
+/** `--dnsMode`, any letter case, with KT Connect's `hosts:ns1,ns2` and `localDNS:cluster,upstream` (src/dns/mode.ts). */
+export const dnsMode = flag<DnsModeSpec>(parseDnsModeSpec);
+
+/** `--mode` of connect with KT Connect's two names for what ktctl's TUN mode does (see connect.ts). */
+export const connectMode = flag<'tun' | 'socks'>((text) => {
+  if (text === 'tun' || text === 'socks') return text;
+  // KT Connect's modes (pkg/kt/command/connect.go): tun2socks makes a TUN device (and a socks proxy
+  // beside it), sshuttle runs sshuttle over ssh; both give every program the cluster's addresses and
+  // names through routes and DNS, which is ktctl's TUN mode.
+  if (text === 'tun2socks' || text === 'sshuttle') return 'tun';
+  throw new UsageError(`--mode must be tun or socks, or KT Connect's tun2socks or sshuttle (both are ktctl's tun) (got "${text}")`);
+});
+
+/** `--includeDomains`: DNS suffixes, comma separated, without their dots at either end. */
+export const domainList = flag((text) => {
+  const out: string[] = [];
+  for (const part of text.split(',')) {
+    const d = part.trim().replace(/^\.+|\.+$/g, '').toLowerCase();
+    if (d === '') continue;
+    if (!/^[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$/.test(d) || d.length > 253) {
+      throw new UsageError(`--includeDomains takes DNS suffixes separated by commas, e.g. corp.example,internal ("${part.trim()}" is not one)`);
+    }
+    out.push(d);
+  }
+  if (out.length === 0) throw new UsageError('--includeDomains needs at least one DNS suffix, e.g. --includeDomains corp.example');
+  return out;
 });
 
 /** `--tunName`: an interface name the kernel takes. */

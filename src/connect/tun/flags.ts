@@ -10,4 +10,8 @@ export interface TunFlags extends DnsFlags {
   exclude: Cidr[];
   /** `--dnsCacheTtl`, seconds */
   dnsCacheTtl: number;
+  /** KT Connect's `--dnsMode hosts:ns1,ns2`: only these namespaces' services in the hosts block (undefined: every one listed) */
+  hostsNamespaces?: string[];
+  /** `--includeDomains`: names under these suffixes are asked through the tunnel too (localDNS) */
+  includeDomains?: string[];
 }

@@ -70,6 +70,12 @@ export class LateRoutes {
   }
 }
 
+/** The services of `namespaces` (KT Connect's `hosts:ns1,ns2`, pkg/kt/command/connect/common.go `dumpToHost`). */
+export function servicesIn<S extends { namespace: string }>(services: readonly S[], namespaces: readonly string[]): S[] {
+  const wanted = new Set(namespaces);
+  return services.filter((s) => wanted.has(s.namespace));
+}
+
 /**
  * The hosts block follows the transport's watch of services (stopped on undo, before the block is
  * removed), and `route` gets their IPs. A failed first write fails the start; later ones are logged.
@@ -84,6 +90,8 @@ export async function keepHostsCurrent(
   route: (ips: string[]) => void,
   /** names of ktctl's own hosts (lower case -> what they name): never written (src/dns/pinned.ts) */
   own: ReadonlyMap<string, string> = new Map(),
+  /** KT Connect's `--dnsMode hosts:ns1,ns2`: only these namespaces' services (undefined: all listed) */
+  only?: readonly string[],
 ): Promise<ServiceWatch['scope']> {
   const setHosts = change.setHosts;
   if (transport.services === undefined || setHosts === undefined) throw new TypeError('hosts mode needs a transport that lists services and a hosts change');
@@ -98,7 +106,7 @@ export async function keepHostsCurrent(
   let firstError: unknown;
   const watch = await transport.services((services) => {
     try {
-      const entries = serviceHostEntries(services, namespace, { clusterDomain, taken: change.hostsTaken, own, onSkip });
+      const entries = serviceHostEntries(only === undefined ? services : servicesIn(services, only), namespace, { clusterDomain, taken: change.hostsTaken, own, onSkip });
       route(entries.map((e) => e.ip));
       setHosts(entries);
     } catch (error) {

@@ -125,6 +125,7 @@ export async function serveTun(o: TunFrontEndOptions, transport: Transport): Pro
       upstream: { servers: upstreamServersOf(original) },
       cacheTtlSeconds: o.dnsCacheTtl,
       searchDomains: original.search,
+      tunnelDomains: o.includeDomains ?? [],
       localAddresses: [dnsAt.address],
       pinned,
     });
@@ -201,8 +202,14 @@ export async function serveTun(o: TunFrontEndOptions, transport: Transport): Pro
       ...(stateDir !== undefined ? { stateDir } : {}),
     });
     if (dns.mode === 'hosts') {
-      const scope = await keepHostsCurrent(o, transport, change, namespace, clusterDomain, (ips) => late.add(ips), ownNames(own));
-      const others = scope === 'cluster' ? `, svc.ns and svc.ns.svc.${clusterDomain} for the other namespaces` : ' (other namespaces\' services are not listed: RBAC allows listing services only in this one)';
+      const only = o.hostsNamespaces;
+      const scope = await keepHostsCurrent(o, transport, change, namespace, clusterDomain, (ips) => late.add(ips), ownNames(own), only);
+      const others =
+        only !== undefined
+          ? ` (only the services of ${only.join(', ')}${scope === 'cluster' || only.every((n) => n === namespace) ? '' : `; RBAC allows listing services only in ${namespace}`})`
+          : scope === 'cluster'
+            ? `, svc.ns and svc.ns.svc.${clusterDomain} for the other namespaces`
+            : ' (other namespaces\' services are not listed: RBAC allows listing services only in this one)';
       o.log(`DNS: ${change.description}: svc, svc.${namespace} and svc.${namespace}.svc.${clusterDomain} for namespace ${namespace}${others}, kept current by a watch of services; other names as before`);
     } else {
       o.log(`DNS: ${change.description}; ${dns.names} through ${transport.label}${dns.mode === 'localDNS' ? `, other names through ${upstreamServersOf(original).join(', ')}` : ''}`);
