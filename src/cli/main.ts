@@ -5,6 +5,7 @@ import { Builtins } from 'clipanion';
 import { CheckCommand } from './check.js';
 import { CleanCommand } from './clean.js';
 import { KtctlCli } from './common/cli.js';
+import { CompleteCommand, CompletionCommand } from './completion.js';
 import { CONFIG_COMMANDS } from './config.js';
 import { ConnectCommand } from './connect.js';
 import { ExchangeCommand } from './exchange.js';
@@ -37,6 +38,8 @@ cli.register(RecoverCommand);
 cli.register(StatusCommand);
 cli.register(CheckCommand);
 for (const c of CONFIG_COMMANDS) cli.register(c);
+cli.register(CompletionCommand);
+cli.register(CompleteCommand);
 
 const code = await cli.run(process.argv.slice(2));
 process.exitCode = code;

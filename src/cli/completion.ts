@@ -1,0 +1,279 @@
+/**
+ * Shell completion: `ktctl completion bash|zsh|fish` prints a script that, at each TAB, runs the hidden
+ * `ktctl __complete WORD... CURRENT` and offers what it prints. One design for the three shells (as
+ * cobra's `__complete`): the shell passes the words, ktctl answers from its own flag table (the one
+ * config and help read), so the scripts never go stale.
+ *
+ * `__complete` prints a directive line (`:files` when file names fit, else `:nofiles`), then one
+ * candidate a line. It never prints an error (a completion must not write into the user's prompt)
+ * and always exits 0. What it completes: command and sub-command names, each command's flags, the
+ * values of the flags that have a fixed set (modes, DNS modes, ssh ciphers), kubeconfig contexts
+ * (read from the kubeconfig file, no API call), config keys and profile names. Names from the
+ * cluster (services, deployments) are not completed: that needs a call to the API server, which every
+ * command must list in the permission table (src/kube/permissions.ts) and which a TAB should not wait for.
+ */
+import { readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { Command, Option } from 'clipanion';
+import { load } from 'js-yaml';
+import { listProfiles } from '../config/file.js';
+import { CIPHERS } from '../ssh/tunnel.js';
+import { DNS_MODES } from '../dns/mode.js';
+import type { TableAware } from './common/cli.js';
+import { type CommandInfo, type CommandTable, type FlagInfo, type Settings } from './common/settings.js';
+
+export const SHELLS = ['bash', 'zsh', 'fish'] as const;
+export type Shell = (typeof SHELLS)[number];
+
+/** What a word can be completed with. */
+export interface Completion {
+  files: boolean;
+  candidates: string[];
+}
+
+/** Values of flags with a fixed set, by `group.flag` or `flag`. */
+const VALUES: Record<string, readonly string[]> = {
+  'connect.mode': ['tun', 'socks'],
+  'exchange.mode': ['selector', 'scale'],
+  'mesh.mode': ['auto', 'manual'],
+  dnsMode: DNS_MODES,
+  sshCipher: CIPHERS,
+  runAsUser: ['auto'],
+};
+
+/** Flags whose value is a file name. */
+const FILE_FLAGS = new Set(['kubeconfig', 'identity', 'knownHosts', 'envFile', 'envJson']);
+
+/** The paths a user types (builtins like -h and the hidden __complete left out); `alias` for a command's other paths. */
+function typedPaths(table: CommandTable): Array<{ path: string[]; command: CommandInfo; alias: boolean }> {
+  const out: Array<{ path: string[]; command: CommandInfo; alias: boolean }> = [];
+  for (const command of table.commands) {
+    command.paths.forEach((path, i) => {
+      if (path.length === 0 || path[0]!.startsWith('-') || path[0]!.startsWith('__')) return;
+      out.push({ path, command, alias: i > 0 });
+    });
+  }
+  return out;
+}
+
+function flagFor(command: CommandInfo, word: string): FlagInfo | undefined {
+  return command.flags.find((f) => f.names.includes(word));
+}
+
+/** Contexts of the kubeconfig the words name (--kubeconfig, else $KUBECONFIG, else ~/.kube/config). */
+function kubeContexts(words: string[], env: NodeJS.ProcessEnv): string[] {
+  const i = words.findIndex((w) => w === '--kubeconfig' || w === '-c');
+  const files = i >= 0 && words[i + 1] !== undefined ? [words[i + 1]!] : env.KUBECONFIG ? env.KUBECONFIG.split(delimiter) : [join(env.HOME ?? homedir(), '.kube', 'config')];
+  const names: string[] = [];
+  for (const f of files) {
+    try {
+      const doc = load(readFileSync(f, 'utf8')) as { contexts?: Array<{ name?: unknown }> } | undefined;
+      for (const c of doc?.contexts ?? []) if (typeof c.name === 'string') names.push(c.name);
+    } catch {
+      /* no file, or not YAML: nothing to offer */
+    }
+  }
+  return names;
+}
+
+/**
+ * The completion of the last of `words` (what the user is typing; '' after a space), the words
+ * before it being the command line after `ktctl`.
+ */
+export function complete(table: CommandTable, words: string[], o: { env: NodeJS.ProcessEnv; settings?: Settings }): Completion {
+  const current = words.at(-1) ?? '';
+  const before = words.slice(0, -1);
+  const paths = typedPaths(table);
+  // the longest path the words before begin with
+  let matched: { path: string[]; command: CommandInfo; alias: boolean } | undefined;
+  for (const p of paths) {
+    if (p.path.length <= before.length && p.path.every((w, i) => before[i] === w) && (matched === undefined || p.path.length > matched.path.length)) matched = p;
+  }
+  const none: Completion = { files: false, candidates: [] };
+  const prefixed = (xs: Iterable<string>): string[] => [...new Set([...xs].filter((x) => x.startsWith(current)))];
+
+  // still typing a command (or a sub-command: `config s`)
+  const depth = matched?.path.length ?? 0;
+  if (before.length === depth && !current.startsWith('-')) {
+    // aliases (run, drop-profile) complete only once nothing else fits
+    const under = paths.filter((p) => p.path.length > depth && (matched?.path ?? []).every((w, i) => p.path[i] === w));
+    const main = under.filter((p) => !p.alias && p.path[depth]!.startsWith(current));
+    const next = (main.length > 0 ? main : under).map((p) => p.path[depth]!);
+    if (next.length > 0 || matched === undefined) {
+      const words2 = prefixed(next);
+      if (words2.length > 0 || matched === undefined) return { files: false, candidates: words2 };
+    }
+  }
+  if (matched === undefined) return none;
+  const command = matched.command;
+  const group = command.group;
+
+  // the value of the flag before
+  const previous = before.at(-1);
+  if (previous !== undefined && previous.startsWith('-') && before.length > matched.path.length) {
+    const flag = flagFor(command, previous);
+    if (flag !== undefined && flag.arity > 0) {
+      if (FILE_FLAGS.has(flag.name)) return { files: true, candidates: [] };
+      if (flag.name === 'context') return { files: false, candidates: prefixed(kubeContexts(words, o.env)) };
+      const values = VALUES[`${group}.${flag.name}`] ?? VALUES[flag.name];
+      return { files: false, candidates: values === undefined ? [] : prefixed(values) };
+    }
+  }
+
+  // a flag
+  if (current.startsWith('-')) {
+    const out: string[] = [];
+    for (const f of command.flags) {
+      if (f.hidden) continue;
+      const long = f.names.filter((n) => n.startsWith('--'));
+      const shorts = f.names.filter((n) => /^-[^-]/.test(n));
+      // the flag's first name, or the spelling the user started (--dns- finds --dns-mode)
+      const hit = current === '-' || current === '--' ? (long[0] ?? shorts[0]) : [...long, ...shorts].find((n) => n.startsWith(current));
+      if (hit !== undefined && hit.startsWith(current)) out.push(hit);
+    }
+    out.push(...['--help'].filter((h) => h.startsWith(current)));
+    return { files: false, candidates: [...new Set(out)] };
+  }
+
+  // a positional argument
+  const full = matched.path.join(' ');
+  if (full === 'completion') return { files: false, candidates: prefixed(SHELLS) };
+  if (full === 'check') return { files: false, candidates: prefixed(['connect', 'exchange', 'mesh', 'preview', 'forward', 'recover', 'clean', 'status']) };
+  if (full === 'config get' || full === 'config set' || full === 'config unset') {
+    if (full === 'config set' && before.length > matched.path.length) return none;
+    const keys: string[] = [];
+    for (const c of table.configurable()) for (const f of c.flags) if (!f.hidden) keys.push(`${c.group}.${f.name}`, `global.${f.name}`);
+    return { files: false, candidates: prefixed(keys).sort() };
+  }
+  if (full === 'config load-profile' || full === 'config remove-profile' || full === 'config drop-profile' || full === 'config save-profile') {
+    try {
+      return { files: false, candidates: prefixed(listProfiles(o.env).map((p) => p.name)) };
+    } catch {
+      return none;
+    }
+  }
+  if (full === 'config show') return { files: false, candidates: prefixed(table.configurable().map((c) => c.group)) };
+  return none;
+}
+
+/** The script for `shell`; it runs `bin __complete ...`. */
+export function completionScript(shell: Shell, bin = 'ktctl'): string {
+  const fn = `_${bin.replace(/[^A-Za-z0-9_]/g, '_')}`;
+  switch (shell) {
+    case 'bash':
+      return `# ${bin} completion for bash. Load it with:  source <(${bin} completion bash)
+# or save it as /etc/bash_completion.d/${bin}.
+${fn}() {
+  local cur=\${COMP_WORDS[COMP_CWORD]}
+  local out
+  out=$(${bin} __complete "\${COMP_WORDS[@]:1:COMP_CWORD}" 2>/dev/null) || return 0
+  local directive=\${out%%$'\\n'*}
+  local candidates=
+  [[ $out == *$'\\n'* ]] && candidates=\${out#*$'\\n'}
+  local IFS=$'\\n'
+  COMPREPLY=($(compgen -W "$candidates" -- "$cur"))
+  if [[ \${#COMPREPLY[@]} -eq 0 && $directive == :files ]]; then
+    COMPREPLY=($(compgen -f -- "$cur"))
+    compopt -o filenames 2>/dev/null
+  fi
+  return 0
+}
+complete -F ${fn} ${bin}
+`;
+    case 'zsh':
+      return `#compdef ${bin}
+# ${bin} completion for zsh. Load it with:  source <(${bin} completion zsh)   (after compinit)
+# or save it as _${bin} in a directory of $fpath.
+${fn}() {
+  local -a lines candidates
+  lines=("\${(@f)$(${bin} __complete "\${(@)words[2,CURRENT]}" 2>/dev/null)}")
+  candidates=("\${(@)lines[2,-1]}")
+  candidates=(\${candidates:#})
+  if (( \${#candidates} )); then
+    compadd -- "\${candidates[@]}"
+  elif [[ \${lines[1]} == :files ]]; then
+    _files
+  fi
+}
+if [[ "\${funcstack[1]}" == "${fn}" ]]; then
+  ${fn} "$@"
+else
+  compdef ${fn} ${bin}
+fi
+`;
+    case 'fish':
+      return `# ${bin} completion for fish. Load it with:  ${bin} completion fish | source
+# or save it as ~/.config/fish/completions/${bin}.fish.
+function __${fn}_complete
+    set -l words (commandline -opc)
+    set -e words[1]
+    set -l out (${bin} __complete $words (commandline -ct) 2>/dev/null)
+    if test (count $out) -gt 1
+        printf '%s\\n' $out[2..-1]
+    else if test "$out[1]" = ":files"
+        __fish_complete_path (commandline -ct)
+    end
+end
+complete -c ${bin} -f -a '(__${fn}_complete)'
+`;
+  }
+}
+
+export class CompletionCommand extends Command {
+  static override paths = [['completion']];
+
+  static override usage = Command.Usage({
+    category: 'Other',
+    description: 'print the shell completion script for bash, zsh or fish',
+    details: `
+      Completes commands, sub-commands, flags, the values of flags with a fixed set (modes, DNS modes, ssh
+      ciphers), kubeconfig contexts, config keys and profile names. The script calls \`ktctl __complete\`, so it
+      follows the installed ktctl.
+    `,
+    examples: [
+      ['bash, for this shell', 'source <($0 completion bash)'],
+      ['zsh, for this shell (after compinit)', 'source <($0 completion zsh)'],
+      ['fish, for good', '$0 completion fish > ~/.config/fish/completions/ktctl.fish'],
+    ],
+  });
+
+  shell = Option.String({ name: 'bash|zsh|fish' });
+
+  async execute(): Promise<number> {
+    const shell = SHELLS.find((s) => s === this.shell);
+    if (shell === undefined) {
+      this.context.stderr.write(`ktctl: completion scripts are for ${SHELLS.join(', ')} (got "${this.shell}")\n`);
+      return 1;
+    }
+    this.context.stdout.write(completionScript(shell, this.cli.binaryName));
+    return 0;
+  }
+}
+
+/** `ktctl __complete WORD... CURRENT`: what the scripts call (see the top of this file). */
+export class CompleteCommand extends Command implements TableAware {
+  static override paths = [['__complete']];
+
+  words = Option.Proxy();
+  #table: CommandTable | undefined;
+  #settings: Settings | undefined;
+
+  useCommandTable(table: CommandTable, settings: Settings): void {
+    this.#table = table;
+    this.#settings = settings;
+  }
+
+  async execute(): Promise<number> {
+    try {
+      const words = this.words.length === 0 ? [''] : this.words;
+      const c = complete(this.#table!, words, { env: this.#settings?.env ?? process.env, ...(this.#settings ? { settings: this.#settings } : {}) });
+      this.context.stdout.write(`${c.files ? ':files' : ':nofiles'}\n${c.candidates.map((x) => `${x}\n`).join('')}`);
+    } catch {
+      // never an error into the user's prompt
+      this.context.stdout.write(':nofiles\n');
+    }
+    return 0;
+  }
+}
+
