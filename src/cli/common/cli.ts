@@ -161,17 +161,19 @@ export class KtctlCli extends Cli {
     return [this.binaryName, ...(info.paths[0] ?? []), ...args, ...(info.flags.some((f) => !f.hidden) ? ['[flags]'] : [])].join(' ');
   }
 
-  /** The commands in their groups (Usage.category, in the order of registration), one line each. */
+  /** The commands in their groups (Usage.category, else Other; in the order of registration), one line each. */
   overview(): string {
     const groups = new Map<string, Array<{ name: string; description: string }>>();
     for (const cls of this.registrations.keys()) {
       const usage = cls.usage;
       const path = cls.paths?.[0];
-      if (usage?.category === undefined || path === undefined || path.length !== 1) continue;
+      // sub-commands (config show) are listed by their command's help; builtins (-h) and __complete not at all
+      if (usage === undefined || path === undefined || path.length !== 1 || /^(-|__)/.test(path[0]!)) continue;
+      const category = usage.category ?? 'Other';
       const aliases = (cls.paths ?? []).slice(1).map((p) => p.join(' '));
-      const list = groups.get(usage.category) ?? [];
+      const list = groups.get(category) ?? [];
       list.push({ name: path[0]!, description: `${usage.description ?? ''}${aliases.length > 0 ? ` (also: ${aliases.join(', ')})` : ''}` });
-      groups.set(usage.category, list);
+      groups.set(category, list);
     }
     const width = Math.max(...[...groups.values()].flat().map((c) => c.name.length)) + 3;
     let out = `${this.binaryLabel ?? this.binaryName} ${this.binaryVersion ?? ''}: join this machine to a Kubernetes cluster's network, in the spirit of KT Connect\n`;
