@@ -59,6 +59,8 @@ export function profilesDir(env: NodeJS.ProcessEnv = process.env): string {
  * "profile dev (/x/profiles/dev.yaml)").
  */
 export function parseConfig(text: string, what: string): ConfigData {
+  // an empty file (or one of comments only) holds no settings; js-yaml 5 refuses a stream without a document
+  if (text.split('\n').every((l) => l.trim() === '' || l.trim().startsWith('#'))) return {};
   let doc: unknown;
   try {
     doc = load(text);

@@ -16,6 +16,7 @@
  */
 import { ConfigFileError, configPath, readConfigFile, type ConfigData, type ConfigValue } from '../../config/file.js';
 import { KtctlError, UsageError } from '../../errors.js';
+import { rawText } from './validators.js';
 
 /** What clipanion's `Option.*` puts in a command's field before parsing (its "command option"). */
 export interface OptionSpec {
@@ -206,6 +207,8 @@ export function defaultOf(flag: FlagInfo): unknown {
 /** A parsed value as one short line (`60`, `a=b,c=d`, `-` for none). */
 export function showValue(v: unknown): string {
   if (v === undefined || v === null) return '-';
+  const raw = rawText(v);
+  if (raw !== undefined) return raw;
   if (Array.isArray(v)) return v.map((x) => showValue(x)).join(',');
   if (typeof v === 'object') {
     const entries = Object.entries(v as Record<string, unknown>);

@@ -19,6 +19,13 @@ import { CIPHERS } from '../../ssh/tunnel.js';
 import { parseVia, type ViaTarget } from '../../ssh/via.js';
 import { tryParseCidr, type Cidr } from '../../tun/cidr.js';
 
+/** The text a parsed object (a label map, a DNS mode) came from, for `ktctl config show` and help. */
+const RAW = new WeakMap<object, string>();
+
+export function rawText(value: unknown): string | undefined {
+  return typeof value === 'object' && value !== null ? RAW.get(value) : undefined;
+}
+
 /** A validator from a parse function that throws a UsageError; clipanion stores what it returns. */
 export function flag<T>(parse: (text: string) => T): t.StrictValidator<unknown, T> {
   return t.makeValidator<unknown, T>({
@@ -28,6 +35,7 @@ export function flag<T>(parse: (text: string) => T): t.StrictValidator<unknown, 
         return false;
       }
       const parsed = parse(value);
+      if (typeof parsed === 'object' && parsed !== null) RAW.set(parsed, value);
       if (state?.coercions !== undefined && state.coercion !== undefined) state.coercions.push([state.p ?? '.', state.coercion.bind(null, parsed)]);
       return true;
     },
