@@ -172,10 +172,10 @@ ${fn}() {
   local candidates=
   [[ $out == *$'\\n'* ]] && candidates=\${out#*$'\\n'}
   local IFS=$'\\n'
-  COMPREPLY=($(compgen -W "$candidates" -- "$cur"))
+  COMPREPLY=($(compgen -W "$candidates" -- "$cur" || true))
   if [[ \${#COMPREPLY[@]} -eq 0 && $directive == :files ]]; then
-    COMPREPLY=($(compgen -f -- "$cur"))
-    compopt -o filenames 2>/dev/null
+    COMPREPLY=($(compgen -f -- "$cur" || true))
+    compopt -o filenames 2>/dev/null || true
   fi
   return 0
 }

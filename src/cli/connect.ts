@@ -32,7 +32,6 @@ export class ConnectCommand extends TransportCommand {
     examples: [
       ['Every program reaches the cluster (root)', 'sudo -E $0 connect -n dev'],
       ['A SOCKS5/HTTP proxy into the cluster, no root', '$0 connect --mode socks'],
-      ['Proxy through an OpenSSH bastion', '$0 connect --mode socks --via alice@bastion.example.test'],
       ['TUN mode through a bastion, with its ranges and resolver', 'sudo $0 connect --via root@bastion --includeIps 10.20.0.0/16 --dnsServer 10.20.0.2 --clusterDomain corp.internal'],
     ],
   });

@@ -1,0 +1,154 @@
+/**
+ * Help that reads like kubectl's, and shell completion, through the built CLI as a user runs it:
+ * - `ktctl --help` (and `ktctl` alone) lists the commands in their groups, one line each;
+ * - each command's `--help` shows its flags with their defaults, the global flags apart, and two or
+ *   three examples;
+ * - `ktctl completion bash` sourced into a real bash (with `ktctl` on PATH): `complete -p` names its
+ *   function, and the function fills COMPREPLY with commands, sub-commands, flags, flag values, config
+ *   keys and file names; `ktctl __complete` never writes to stderr and exits 0, whatever it is given.
+ * zsh and fish are not installed on the test machines: their scripts are checked for what they call.
+ */
+import test, { type ExecutionContext } from 'ava';
+import { execFile, spawnSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CLI } from './helpers/cli-process.js';
+
+function scratch(t: ExecutionContext): { dir: string; env: NodeJS.ProcessEnv } {
+  const dir = mkdtempSync(join(tmpdir(), 'ktctl-help-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return { dir, env: { PATH: process.env.PATH, HOME: dir, XDG_CONFIG_HOME: dir, KUBECONFIG: join(dir, 'no-kubeconfig'), KTCTL_STATE_DIR: join(dir, 'state') } };
+}
+
+function ktctl(env: NodeJS.ProcessEnv, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { env, timeout: 30_000 }, (error, stdout, stderr) => {
+      resolve({ code: error === null ? 0 : typeof error.code === 'number' ? error.code : 1, stdout, stderr });
+    });
+  });
+}
+
+const GROUPS: Array<[string, string[]]> = [
+  ['Reach the cluster', ['connect', 'forward']],
+  ["Take over a service's traffic", ['exchange', 'mesh', 'preview']],
+  ['Clean up, inspect and configure', ['clean', 'recover', 'status', 'check', 'config']],
+  ['Other', ['completion']],
+];
+
+test('ktctl --help lists the commands in their groups, one line each, no flags', async (t) => {
+  const { env } = scratch(t);
+  for (const args of [['--help'], ['-h'], []]) {
+    const r = await ktctl(env, args);
+    t.is(r.code, 0, r.stderr);
+    const lines = r.stdout.split('\n');
+    const headers = lines.filter((l) => /^\S.*:$/.test(l)).map((l) => l.slice(0, -1));
+    t.deepEqual(headers.filter((h) => h !== 'Usage'), GROUPS.map(([g]) => g), `groups of ktctl ${args.join(' ')}`);
+    for (const [group, commands] of GROUPS) {
+      const start = lines.indexOf(`${group}:`);
+      const block = lines.slice(start + 1, lines.indexOf('', start));
+      t.deepEqual(block.map((l) => l.trim().split(/\s+/)[0]), commands, group);
+      for (const l of block) t.notRegex(l, /--|\[/, `one line, no flags: ${l}`);
+    }
+    t.notRegex(r.stdout, /__complete|config show/, 'the hidden command and sub-commands are not listed');
+    t.true(lines.length < 40, 'a page, not a wall');
+  }
+});
+
+test('each command\'s --help: defaults, global flags apart, two or three examples', async (t) => {
+  const { env } = scratch(t);
+  for (const command of GROUPS.flatMap(([, c]) => c)) {
+    const r = await ktctl(env, [command, '--help']);
+    t.is(r.code, 0, `${command}: ${r.stderr}`);
+    t.regex(r.stdout, new RegExp(`^Usage:\\n  ktctl ${command}`, 'm'), command);
+    const examples = r.stdout.slice(r.stdout.indexOf('Examples:')).split('\n').filter((l) => l.startsWith('  # '));
+    t.true(examples.length >= 2 && examples.length <= 3, `${command} has ${examples.length} examples`);
+  }
+  const connect = (await ktctl(env, ['connect', '--help'])).stdout;
+  t.regex(connect, /^\s+--proxyPort VALUE\s+port the proxy listens on \(socks mode\) \(default 2223\)$/m);
+  t.regex(connect, /^Global flags:\n(.*\n)*\s+--podCreationTimeout VALUE\s+.*\(default 60\)$/m);
+  t.regex(connect, /^\s+-l, --withLabel VALUE/m);
+  const own = connect.slice(connect.indexOf('Flags:'), connect.indexOf('Global flags:'));
+  t.notRegex(own, /--kubeconfig|--podCreationTimeout/, 'global flags apart');
+  t.notRegex(connect, /disableTunDevice|useShadowDeployment/, 'refused KT flags are not offered');
+  t.regex((await ktctl(env, ['exchange', '--help'])).stdout, /--recoverWaitTime VALUE\s+.*\(default 120\)/);
+  const config = (await ktctl(env, ['config', '--help'])).stdout;
+  t.regex(config, /^Commands:\n {2}show +show each flag's default/m);
+});
+
+interface Bash {
+  complete(words: string[]): string[];
+  run(script: string): string;
+}
+
+/** A bash with `ktctl completion bash` sourced and ktctl (the built CLI) on PATH. */
+function bashWithCompletion(t: ExecutionContext): Bash {
+  const { dir, env } = scratch(t);
+  const bin = join(dir, 'bin');
+  mkdirSync(bin);
+  writeFileSync(join(bin, 'ktctl'), `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(CLI)} "$@"\n`);
+  chmodSync(join(bin, 'ktctl'), 0o755);
+  writeFileSync(join(dir, 'notes.txt'), '');
+  const run = (script: string): string => {
+    const r = spawnSync('bash', ['--norc', '--noprofile', '-c', `set -e\nsource <(ktctl completion bash)\n${script}`], { env: { ...env, PATH: `${bin}:${env.PATH}` }, cwd: dir, encoding: 'utf8', timeout: 30_000 });
+    if (r.status !== 0) throw new Error(`bash exited ${r.status}: ${r.stderr}`);
+    return r.stdout;
+  };
+  return {
+    run,
+    complete: (words) => {
+      const array = ['ktctl', ...words].map((w) => `'${w.replace(/'/g, "'\\''")}'`).join(' ');
+      const out = run(`COMP_WORDS=(${array}); COMP_CWORD=${words.length}; _ktctl; printf '%s\\n' "\${COMPREPLY[@]}"`);
+      return out.split('\n').filter((l) => l !== '');
+    },
+  };
+}
+
+test('bash: the script registers _ktctl and completes commands, sub-commands, flags and their values', (t) => {
+  const bash = bashWithCompletion(t);
+  t.is(bash.run('complete -p ktctl').trim(), 'complete -F _ktctl ktctl');
+  t.deepEqual(bash.complete(['co']), ['connect', 'config', 'completion']);
+  t.deepEqual(bash.complete(['ex']), ['exchange']);
+  t.deepEqual(bash.complete(['config', 'load']), ['load-profile']);
+  t.deepEqual(bash.complete(['connect', '--dnsM']), ['--dnsMode']);
+  t.deepEqual(bash.complete(['connect', '--dns-m']), ['--dns-mode'], 'the kebab-case spelling when the user starts it');
+  t.deepEqual(bash.complete(['connect', '--dnsMode', '']), ['localDNS', 'podDNS', 'hosts']);
+  t.deepEqual(bash.complete(['connect', '-m', '']), ['tun', 'socks']);
+  t.deepEqual(bash.complete(['exchange', 'web', '--mode', 's']), ['selector', 'scale']);
+  t.deepEqual(bash.complete(['mesh', 'web', '--mode', '']), ['auto', 'manual']);
+  t.deepEqual(bash.complete(['completion', '']), ['bash', 'zsh', 'fish']);
+  t.deepEqual(bash.complete(['config', 'get', 'connect.dnsM']), ['connect.dnsMode']);
+  t.true(bash.complete(['exchange', 'web', '--']).includes('--expose'));
+  t.false(bash.complete(['exchange', 'web', '--']).includes('--useShadowDeployment'), 'hidden flags are not offered');
+  t.deepEqual(bash.complete(['connect', '--kubeconfig', 'no']), ['notes.txt'], 'file names for a file flag');
+});
+
+test('__complete never writes an error and always exits 0', async (t) => {
+  const { dir, env } = scratch(t);
+  mkdirSync(join(dir, 'ktctl'));
+  writeFileSync(join(dir, 'ktctl', 'config.yaml'), 'x: [\n');
+  for (const args of [[], ['connect', '--context', ''], ['nosuch', ''], ['config', 'load-profile', ''], ['connect', '--dnsMode', 'hosts', '--'], ['--help'], ['config', 'set', 'a', '']]) {
+    const r = await ktctl({ ...env, KUBECONFIG: join(dir, 'ktctl', 'config.yaml') }, ['__complete', ...args]);
+    t.is(r.code, 0, args.join(' '));
+    t.is(r.stderr, '', args.join(' '));
+    t.regex(r.stdout, /^:(files|nofiles)\n/);
+  }
+  const contexts = join(dir, 'kubeconfig');
+  writeFileSync(contexts, 'apiVersion: v1\nkind: Config\ncontexts:\n- name: lab\n  context: {cluster: a, user: b}\n- name: lab-dev\n  context: {cluster: a, user: b}\n- name: prod\n  context: {cluster: a, user: b}\n');
+  const r = await ktctl(env, ['__complete', 'status', '--kubeconfig', contexts, '--context', 'lab']);
+  t.is(r.stdout, ':nofiles\nlab\nlab-dev\n', 'contexts from the kubeconfig the words name');
+});
+
+test('zsh and fish scripts call __complete with the words and register for ktctl', async (t) => {
+  const { env } = scratch(t);
+  const zsh = (await ktctl(env, ['completion', 'zsh'])).stdout;
+  t.regex(zsh, /^#compdef ktctl$/m);
+  t.regex(zsh, /ktctl __complete "\$\{\(@\)words\[2,CURRENT\]\}"/);
+  t.regex(zsh, /compdef _ktctl ktctl/);
+  const fish = (await ktctl(env, ['completion', 'fish'])).stdout;
+  t.regex(fish, /ktctl __complete \$words \(commandline -ct\)/);
+  t.regex(fish, /^complete -c ktctl -f -a '\(___ktctl_complete\)'$/m);
+  const bad = await ktctl(env, ['completion', 'tcsh']);
+  t.is(bad.code, 1);
+  t.is(bad.stderr, 'ktctl: completion scripts are for bash, zsh, fish (got "tcsh")\n');
+});
