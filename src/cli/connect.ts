@@ -51,7 +51,7 @@ export class ConnectCommand extends TransportCommand {
   dnsCacheTtl = Option.String('--dnsCacheTtl,--dns-cache-ttl', '60', { description: 'seconds to cache cluster DNS answers at most', validator: wholeSeconds('--dnsCacheTtl') });
   includeDomains = Option.String('--includeDomains,--include-domains', { description: 'DNS suffixes (comma separated) whose names are asked of the cluster too (localDNS)', validator: domainList });
   disablePodIp = Option.Boolean('--disablePodIp,--disable-pod-ip', false, { description: 'route only the services\' addresses, not the pods\'' });
-  skipCleanup = Option.Boolean('--skipCleanup,--skip-cleanup', false, { description: 'accepted for KT Connect: ktctl connect never cleans the cluster at the start (ktctl clean does)' });
+  skipCleanup = Option.Boolean('--skipCleanup,--skip-cleanup', false, { description: 'leave the objects of crashed ktctl runs in the namespace at the start (ktctl clean removes them)' });
 
   // KT Connect's connect flags ktctl has no counterpart for: refused in one sentence each (README "Coming from KT Connect").
   disableTunDevice = Option.Boolean('--disableTunDevice,--disable-tun-device', false, { hidden: true });
@@ -78,12 +78,11 @@ export class ConnectCommand extends TransportCommand {
     const dns = this.dnsMode;
     useProfile({ command: 'connect', flags: { mode: this.mode, dnsMode: dns.mode, shareShadow: this.shareShadow } }, (l) => this.debugLog(l));
     const io = this.io();
-    if (this.skipCleanup) this.debugLog('--skipCleanup: nothing to skip, ktctl connect cleans nothing in the cluster at the start');
     if (this.mode === 'socks') {
       // TUN mode's flags mean nothing here (as --dnsMode did before): said, not refused, so a config file's defaults for TUN mode do not break socks mode
       if (this.includeDomains !== undefined) this.log('--includeDomains is for TUN mode: in socks mode every name is resolved in the cluster already');
       if (this.disablePodIp) this.log('--disablePodIp is for TUN mode: socks mode has no routes');
-      const buildTransport = this.transportBuilder({ mode: this.mode, proxy: `${this.proxyAddr}:${this.proxyPort}`, dnsServer: this.dnsServer });
+      const buildTransport = this.transportBuilder({ mode: this.mode, proxy: `${this.proxyAddr}:${this.proxyPort}`, dnsServer: this.dnsServer, cleanAtStart: !this.skipCleanup });
       return connectSocks({ ...io, host: this.proxyAddr, port: this.proxyPort, buildTransport });
     }
     const via = this.via !== undefined;
@@ -94,7 +93,7 @@ export class ConnectCommand extends TransportCommand {
       ...(dns.hostsNamespaces !== undefined ? { hostsNamespaces: dns.hostsNamespaces } : {}),
       ...(this.includeDomains !== undefined ? { includeDomains: this.includeDomains } : {}),
     };
-    const buildTransport = this.transportBuilder({ mode: this.mode, dnsServer: this.dnsServer, podRoutes: !this.disablePodIp });
+    const buildTransport = this.transportBuilder({ mode: this.mode, dnsServer: this.dnsServer, podRoutes: !this.disablePodIp, cleanAtStart: !this.skipCleanup });
     checkTunAccess();
     return connectTun({ ...io, flags, buildTransport, debugEnabled: this.debug });
   }

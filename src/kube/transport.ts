@@ -50,6 +50,8 @@ export interface KubeTransportOptions {
   attach?: { name: string; keys: ShadowKeys; what: string };
   clusterDomain: string;
   ciphers?: CipherAlgorithm[];
+  /** false: the stale objects of crashed runs in the namespace are left at start (KT Connect's connect --skipCleanup) */
+  cleanAtStart?: boolean;
   /** whether TUN mode routes the pods' addresses (default true; KT Connect's --disablePodIp makes it false) */
   podRoutes?: boolean;
   /** for `ktctl status`: the mode and where the proxy listens */
@@ -95,10 +97,14 @@ export async function kubeTransport(o: KubeTransportOptions, ctx: TransportConte
   }
   await preflight(kube, ctx.log);
 
-  try {
-    await cleanStale(kube, { thresholdMinutes: STALE_AFTER_MINUTES, dryRun: false, namespace, log: (l) => ctx.log(`clean: ${l}`) });
-  } catch (error) {
-    ctx.debug(`clean at start: ${error instanceof Error ? error.message : String(error)}`);
+  if (o.cleanAtStart === false) {
+    ctx.debug('clean at start: skipped (--skipCleanup)');
+  } else {
+    try {
+      await cleanStale(kube, { thresholdMinutes: STALE_AFTER_MINUTES, dryRun: false, namespace, log: (l) => ctx.log(`clean: ${l}`) });
+    } catch (error) {
+      ctx.debug(`clean at start: ${error instanceof Error ? error.message : String(error)}`);
+    }
   }
 
   const record = writeProcessRecord({ mode: o.mode, context: target.context, namespace, shadow: '', proxy: o.proxy });

@@ -29,6 +29,8 @@ export interface ShadowRun {
   ciphers?: CipherAlgorithm[];
   /** false: TUN mode routes no pod addresses (--disablePodIp) */
   podRoutes?: boolean;
+  /** false: leave crashed runs' objects at start (--skipCleanup) */
+  cleanAtStart?: boolean;
 }
 
 /**
@@ -128,6 +130,7 @@ export abstract class ShadowCommand extends KubeCommand {
       role: run.role,
       ports: run.ports,
       ...(run.podRoutes === false ? { podRoutes: false } : {}),
+      ...(run.cleanAtStart === false ? { cleanAtStart: false } : {}),
     };
   }
 

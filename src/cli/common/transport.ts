@@ -39,10 +39,10 @@ export abstract class TransportCommand extends ShadowCommand {
    * made). `mode` and `proxy` go into the local state record (`ktctl status`); `dnsServer` is the
    * --via server's resolver.
    */
-  protected transportBuilder(run: { mode: string; proxy?: string; dnsServer?: string; podRoutes?: boolean }): TransportBuilder {
+  protected transportBuilder(run: { mode: string; proxy?: string; dnsServer?: string; podRoutes?: boolean; cleanAtStart?: boolean }): TransportBuilder {
     const ciphers = this.sshCipher;
     if (this.via === undefined) {
-      const options = this.kubeTransportOptions({ mode: run.mode, proxy: run.proxy, shareShadow: this.shareShadow, ciphers, podRoutes: run.podRoutes });
+      const options = this.kubeTransportOptions({ mode: run.mode, proxy: run.proxy, shareShadow: this.shareShadow, ciphers, podRoutes: run.podRoutes, cleanAtStart: run.cleanAtStart });
       return (ctx) => kubeTransport(options, ctx);
     }
     const target = this.via;
