@@ -76,6 +76,17 @@ test('each command\'s --help: defaults, global flags apart, two or three example
   t.regex(config, /^Commands:\n {2}show +show each flag's default/m);
 });
 
+test('a mistyped command or a missing argument: a short answer, not every command with every flag', async (t) => {
+  const { env } = scratch(t);
+  const typo = await ktctl(env, ['conect']);
+  t.is(typo.code, 1);
+  t.is(typo.stdout, 'ktctl: there is no command "conect"; did you mean connect? (ktctl --help lists them)\n');
+  const missing = await ktctl(env, ['exchange']);
+  t.is(missing.code, 1);
+  t.regex(missing.stdout, /Not enough positional arguments\.\n\n\$ ktctl exchange <svc\|svc\/NAME\|deploy\/NAME> \[flags\]\n/);
+  t.notRegex(missing.stdout, /--debug/);
+});
+
 interface Bash {
   complete(words: string[]): string[];
   run(script: string): string;

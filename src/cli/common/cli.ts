@@ -145,6 +145,29 @@ export class KtctlCli extends Cli {
     return command;
   }
 
+  /**
+   * clipanion's syntax errors list the candidate commands with every flag inline (the wall of text
+   * help used to be): each becomes its short usage line here.
+   */
+  override error(error: Error, opts?: { colored?: boolean; command?: Command<BaseContext> | null }): string {
+    const text = super.error(error, opts);
+    if (error.message.startsWith('Command not found')) {
+      // clipanion lists every command with all its flags; one sentence with the nearest name instead
+      const typed = (/While running (.*)$/m.exec(error.message)?.[1] ?? '').trim();
+      const word = typed.split(' ')[0] ?? '';
+      const names = [...new Set(this.table.commands.flatMap((c) => c.paths.map((p) => p[0] ?? '')).filter((n) => /^[a-z]/.test(n)))];
+      const near = names.map((n) => ({ n, d: editDistance(word, n) })).sort((a, b) => a.d - b.d)[0];
+      const hint = near !== undefined && near.d <= Math.max(2, Math.floor(word.length / 3)) ? `; did you mean ${near.n}?` : '';
+      return `ktctl: there is no command "${typed}"${hint} (ktctl --help lists them)\n`;
+    }
+    return text.replace(/^(\s*)\$ (\S+) (.*)$/gm, (line, indent: string, _bin: string, rest: string) => {
+      const words = rest.split(' ');
+      const path = words.slice(0, words.findIndex((w) => /^[[<-]/.test(w)) >>> 0);
+      const info = [...this.table.commands].sort((a, b) => b.paths[0]!.length - a.paths[0]!.length).find((c) => c.paths.some((p) => p.length > 0 && p.every((w, i) => path[i] === w)));
+      return info === undefined ? line : `${indent}$ ${this.usageLine(info)}`;
+    });
+  }
+
   // --- help
 
   override usage(command: CommandClass<BaseContext> | Command<BaseContext> | null = null, opts?: { colored?: boolean; detailed?: boolean; prefix?: string }): string {
@@ -229,4 +252,15 @@ export class KtctlCli extends Cli {
     }
     return out;
   }
+}
+
+/** Levenshtein distance, for "did you mean". */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row.push(Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1)));
+    prev = row;
+  }
+  return prev[b.length]!;
 }
