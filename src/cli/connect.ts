@@ -54,7 +54,7 @@ export class ConnectCommand extends TransportCommand {
     const io = this.io();
     if (this.mode === 'socks') {
       const buildTransport = this.transportBuilder({ mode: this.mode, proxy: `${this.proxyAddr}:${this.proxyPort}`, dnsServer: this.dnsServer });
-      return connectSocks({ ...io, host: this.proxyAddr, port: this.proxyPort, buildTransport });
+      return connectSocks({ ...io, host: this.proxyAddr, port: this.proxyPort, buildTransport, via: this.via !== undefined });
     }
     const via = this.via !== undefined;
     checkDnsFlags({ dnsMode: this.dnsMode, via });

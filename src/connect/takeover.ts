@@ -29,6 +29,7 @@ export async function exchangeService(o: TakeoverOptions & { service: string; mo
   let t!: ServiceTakeover;
   let labels: Record<string, string> = {};
   return serveTransport(o, {
+    session: { command: 'exchange', mode, target: o.service, via: false },
     // Everything that can refuse comes before the shadow: RBAC, the target, its ports, the lock.
     prepare: async (ctx) => {
       t = await k.prepareServiceTakeover({ ...ctx, flags: o.flags, role: 'exchange', target: o.service, expose: o.ports, check: mode === 'scale' ? k.requireDeployment : undefined });
@@ -59,6 +60,7 @@ export async function meshService(
   let manifests = '';
   let transportOptions!: KubeTransportOptions;
   return serveTransport(o, {
+    session: { command: 'mesh', mode, target: o.service, via: false },
     // Everything that can refuse comes before the tunnel: RBAC, the target, its ports, the lock, the mark.
     prepare: async (ctx) => {
       t = await k.prepareServiceTakeover({ ...ctx, flags: o.flags, role: 'mesh', target: o.service, expose: o.ports });
@@ -96,6 +98,7 @@ export async function previewService(o: TakeoverOptions & { name: string; extern
   const k = await import('../kube/takeover.js');
   let p!: PreviewTarget;
   return serveTransport(o, {
+    session: { command: 'preview', mode: '', target: o.name, via: false },
     prepare: async (ctx) => {
       p = await k.preparePreview({ ...ctx, flags: o.flags, name: o.name });
     },
