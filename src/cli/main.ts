@@ -2,6 +2,7 @@
 // First: a Ctrl-C while the modules below load must not kill ktctl by the signal (early-signals.ts).
 import { releaseEarlySignals } from './early-signals.js';
 import { Builtins } from 'clipanion';
+import { BirdseyeCommand } from './birdseye.js';
 import { CheckCommand } from './check.js';
 import { CleanCommand } from './clean.js';
 import { KtctlCli } from './common/command.js';
@@ -34,6 +35,7 @@ cli.register(ExchangeCommand);
 cli.register(MeshCommand);
 cli.register(PreviewCommand);
 cli.register(RecoverCommand);
+cli.register(BirdseyeCommand);
 
 const code = await cli.run(process.argv.slice(2));
 process.exitCode = code;

@@ -34,7 +34,7 @@ export interface Need extends Permission {
   lost?: string;
 }
 
-export const COMMANDS = ['connect', 'exchange', 'mesh', 'preview', 'forward', 'recover', 'clean', 'status'] as const;
+export const COMMANDS = ['connect', 'exchange', 'mesh', 'preview', 'forward', 'recover', 'clean', 'status', 'birdseye', 'dashboard'] as const;
 export type CommandName = (typeof COMMANDS)[number];
 
 /** The flags that change what a command asks for. */
@@ -165,6 +165,27 @@ function takeover(): Need[] {
   ];
 }
 
+/** What birdseye.ts reads: every Service (required), ktctl's objects beside them; -A at cluster scope. */
+function birdseyeReads(): Need[] {
+  const why = 'shows each service and what ktctl does to it';
+  const objects = 'shows the age and heartbeat of ktctl\'s objects of each service';
+  const everywhere = '-A shows only the current namespace';
+  return [
+    need('list', 'services', why),
+    need('list', 'services', `${why} in every namespace (-A)`, { scope: 'cluster', lost: everywhere }),
+    need('list', 'pods', objects, { lost: 'shadows, mesh routers and connectors are not shown' }),
+    need('list', 'secrets', objects, { lost: 'the shadows\' Secrets are not shown' }),
+    need('list', 'configmaps', objects, { lost: 'ktctl\'s ConfigMaps are not shown' }),
+    need('list', 'deployments', objects, { ...apps, lost: 'deployments an exchange scaled to 0 are not shown' }),
+    ...listObjects('cluster', `${objects} in every namespace (-A)`, everywhere),
+  ];
+}
+
+/** The dashboard's actions: optional, each lost alone (the page says which permission it lacks). */
+function asActions(needs: Need[], lost: string): Need[] {
+  return needs.map((n) => ({ ...n, lost }));
+}
+
 /** Everything `profile` asks of the API server. */
 export function needsOf(profile: Profile): Need[] {
   const f = profile.flags;
@@ -229,6 +250,14 @@ export function needsOf(profile: Profile): Need[] {
         ...listObjects('namespace', 'finds ktctl\'s objects in the namespace'),
         ...cleanUp(),
       ]);
+    case 'birdseye':
+      return dedupe(birdseyeReads());
+    case 'dashboard':
+      return dedupe([
+        ...birdseyeReads(),
+        ...asActions(needsOf({ command: 'recover', flags: {} }), 'the dashboard cannot recover a service'),
+        ...asActions(needsOf({ command: 'clean', flags: {} }), 'the dashboard cannot clean stale objects'),
+      ]);
     case 'status':
       return dedupe([
         ...listObjects('cluster', 'lists ktctl\'s objects in every namespace (without -n)', 'without -n, only the current namespace is listed'),
@@ -283,6 +312,8 @@ export const CHECKED_PROFILES: Profile[] = [
   { command: 'recover', flags: {} },
   { command: 'clean', flags: {} },
   { command: 'status', flags: {} },
+  { command: 'birdseye', flags: {} },
+  { command: 'dashboard', flags: {} },
 ];
 
 /** `connect --mode socks`, `exchange --mode scale`, `connect --dnsMode hosts --shareShadow`. */
