@@ -7,6 +7,7 @@ import { CheckCommand } from './check.js';
 import { CleanCommand } from './clean.js';
 import { KtctlCli } from './common/command.js';
 import { ConnectCommand } from './connect.js';
+import { DashboardCommand } from './dashboard.js';
 import { ExchangeCommand } from './exchange.js';
 import { MeshCommand } from './mesh.js';
 import { PreviewCommand } from './preview.js';
@@ -36,6 +37,7 @@ cli.register(MeshCommand);
 cli.register(PreviewCommand);
 cli.register(RecoverCommand);
 cli.register(BirdseyeCommand);
+cli.register(DashboardCommand);
 
 const code = await cli.run(process.argv.slice(2));
 process.exitCode = code;
