@@ -169,16 +169,19 @@ export function readControl(path: string, timeoutMs: number = READ_TIMEOUT_MS): 
 export async function listSessions(dir: string = defaultStateDir()): Promise<SessionAnswer[]> {
   removeStaleSockets(dir);
   return Promise.all(
-    socketsIn(dir).map(async ({ path, pid }): Promise<SessionAnswer> => {
+    socketsIn(dir).map(async ({ path, pid }): Promise<SessionAnswer | undefined> => {
       try {
         return { path, pid, figures: await readControl(path) };
       } catch (error) {
         const code = (error as { code?: string }).code;
-        // refused: nobody listens although the pid lives (a reused pid that started before the
-        // socket's ctime could show it): the socket is a leftover
-        if (code === 'ECONNREFUSED') rmSync(path, { force: true });
+        // gone meanwhile (it ended, or was killed while we asked), or refused: nobody listens
+        // although the pid lives (the pid was reused): a leftover, not a session
+        if (processStartTime(pid) === null || code === 'ECONNREFUSED') {
+          rmSync(path, { force: true });
+          return undefined;
+        }
         return { path, pid, error: (error as Error).message };
       }
     }),
-  );
+  ).then((all) => all.filter((s): s is SessionAnswer => s !== undefined));
 }

@@ -5,7 +5,9 @@
  *
  * A row is
  * - exchanged: the Service's lock is an exchange (`ktctl/locked-by`, lock.ts); its mode is selector
- *   when it carries `ktctl/original-selector`, else scale; by its holders, since its shadow was made;
+ *   when it carries `ktctl/original-selector`, scale when a deployment of it carries
+ *   `ktctl/original-replicas` (neither: the exchange is starting); by its holders, since its
+ *   oldest object was made;
  * - meshed: a mesh lock; auto when a router pod serves it (its version marks, each with its own
  *   holder and beat, mesh.ts), else manual (shadows labelled with the version);
  * - preview: a Service ktctl made with the role preview;
@@ -253,7 +255,9 @@ function buildRows(listed: Listed, now: Date, staleMs: number): ServiceRow[] {
       if (meta.creationTimestamp) oldest.push(new Date(meta.creationTimestamp).getTime());
     } else if (lock?.role === 'exchange') {
       row.state = 'exchanged';
-      row.mode = ANNOTATION_ORIGINAL_SELECTOR in (meta.annotations ?? {}) ? 'selector' : 'scale';
+      // selector: the Service keeps its original selector; scale: a deployment its replicas; neither yet: starting
+      const scaled = mine.some((o) => o.kind === 'deployment' && ANNOTATION_ORIGINAL_REPLICAS in (o.item.metadata?.annotations ?? {}));
+      row.mode = ANNOTATION_ORIGINAL_SELECTOR in (meta.annotations ?? {}) ? 'selector' : scaled ? 'scale' : null;
       row.holders = lock.holders.map((h) => holderRow(h, now, staleMs, lock.heartbeat));
     } else if (lock?.role === 'mesh') {
       row.state = 'meshed';
@@ -304,7 +308,7 @@ export function describeBirdseye(b: Birdseye, o: { showConnector: boolean; allNa
     let what: string;
     switch (r.state) {
       case 'exchanged':
-        what = `exchanged (--mode ${r.mode}) by ${r.holders.map(who).join(', ') || 'unknown user'}`;
+        what = `exchanged (${r.mode ? `--mode ${r.mode}` : 'starting'}) by ${r.holders.map(who).join(', ') || 'unknown user'}`;
         break;
       case 'meshed':
         what = `meshed (--mode ${r.mode})${r.router ? ` through router ${r.router}` : ''}: ${r.marks.map((m) => `${m.mark} by ${who(m)}`).join(', ') || r.holders.map(who).join(', ') || 'no marks'}`;
