@@ -15,6 +15,7 @@ import type { Page } from 'playwright-core';
 import { closeServer, deployWeb, labKtctl, laptopServer, webLeftovers } from './helpers/ktctl.js';
 import { artifactsDir, launchBrowser } from './helpers/browser.js';
 import { fileNamespace, hasKubectl, kubectl } from './lab/fixture.js';
+import { until } from './helpers/poll.js';
 
 const ns = fileNamespace(test, 'kt-dash');
 const ktctl = labKtctl(test, 'kt-dash');
@@ -79,8 +80,7 @@ test('web natural, exchanged, natural; bytes rise during a download; a killed ex
   const got = await curl(`http://127.0.0.1:${local}/bytes/${size}`);
   t.is(got.code, 0, got.stderr);
   t.is(got.bytes, size);
-  // (a string: it runs in the page)
-  await page.waitForFunction(`Number(document.querySelector('${card} [data-figure="bytes-in"]')?.getAttribute('data-value')) >= ${before + size}`, undefined, { timeout: SHOWS });
+  await until(async () => (await bytesIn()) >= before + size, { timeoutMs: SHOWS, what: 'the page\'s bytes in to rise by the download' });
   t.true((await bytesIn()) >= before + size);
   t.regex((await page.textContent(`${card} [data-figure="bytes-in"]`)) ?? '', /MiB$/);
   t.true((await page.$$(`${card} svg.chart polyline`)).length === 2, 'a chart with in and out');
@@ -100,7 +100,7 @@ test('web natural, exchanged, natural; bytes rise during a download; a killed ex
   t.regex((await page.textContent('#confirm-text')) ?? '', new RegExp(`^Recover ${ns}/web\\?`));
   await page.click('#confirm-ok');
   await page.waitForSelector('#message.ok', { timeout: 60_000 });
-  await page.waitForFunction(`/restored the selector/.test(document.querySelector('#message')?.textContent ?? '')`, undefined, { timeout: 60_000 });
+  await until(async () => /restored the selector/.test((await page.textContent('#message')) ?? ''), { timeoutMs: 60_000, what: 'the recover\'s lines on the page' });
   t.regex((await page.textContent('#message')) ?? '', new RegExp(`restored the selector of service ${ns}/web to app=web`));
   await page.waitForSelector(row('natural'), { timeout: SHOWS });
   await shot(page, 'recovered');
