@@ -13,6 +13,7 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
@@ -21,7 +22,7 @@ import { ControlPlane } from './lab/api/lab.js';
 import { FakeLabNet } from './lab/api/fake-net.js';
 import { CONTEXTS, FILES, makeCredentials, renderKubeconfig } from './lab/api/pki.js';
 import type { DashboardState } from '../src/dashboard/server.js';
-import { startCli, type CliRun } from './helpers/cli-process.js';
+import { CLI, startCli, type CliRun } from './helpers/cli-process.js';
 import { listenLocal } from './helpers/local-server.js';
 import { artifactsDir, CHROMIUM, launchBrowser } from './helpers/browser.js';
 import { until } from './helpers/poll.js';
@@ -63,6 +64,14 @@ async function dashboard(t: ExecutionContext, args: string[] = [], env: NodeJS.P
   t.teardown(() => run.child.kill('SIGINT'));
   const m = await run.waitFor(/^(http:\/\/127\.0\.0\.1:(\d+)\/\?token=([A-Za-z0-9_-]+))$/m, 30_000);
   return { run, url: m[1]!, port: Number(m[2]), token: m[3]! };
+}
+
+function runKtctl(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { env: { ...process.env, KUBECONFIG: lab!.kubeconfig, KTCTL_PERMISSIONS: 'strict' }, timeout: 60_000 }, (error, stdout, stderr) => {
+      resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout: String(stdout), stderr: String(stderr) });
+    });
+  });
 }
 
 interface Answer {
@@ -182,8 +191,15 @@ test('a context that may only read: services show, the actions say which permiss
   const { port, token } = await dashboard(t, ['--context', CONTEXTS.readonly]);
   const state = JSON.parse((await request(port, { path: `/api/state?token=${token}` })).body) as DashboardState;
   t.deepEqual(state.birdseye!.rows.map((r) => `${r.name} ${r.state}`), ['web natural']);
-  t.regex(state.actions.recover ?? '', /^you may not delete pods in namespace dash-sec \(RBAC\): deploy\/rbac\/role\.yaml line \d+ grants it/);
-  t.regex(state.actions.clean ?? '', /^you may not delete pods in namespace dash-sec \(RBAC\)/);
+  // view (the lab's readonly) may not read Secrets: birdseye leaves them out and says so, the rest shows
+  t.is(state.birdseye!.missing.length, 1, JSON.stringify(state.birdseye!.missing));
+  t.regex(state.birdseye!.missing[0]!, /^you may not list secrets in namespace dash-sec \(RBAC\): deploy\/rbac\/role\.yaml line \d+ grants it: .*; without it, the shadows' Secrets are not shown$/);
+  // the actions name the first permission they lack, in the sentence the commands print
+  t.regex(state.actions.recover ?? '', /^you may not (list secrets|delete pods) in namespace dash-sec \(RBAC\): deploy\/rbac\/role\.yaml line \d+ grants it/);
+  t.regex(state.actions.clean ?? '', /^you may not (list secrets|delete pods) in namespace dash-sec \(RBAC\)/);
+  const recoverCli = await runKtctl(['recover', 'web', '-n', NS, '--context', CONTEXTS.readonly]);
+  t.is(recoverCli.code, 1);
+  t.is(recoverCli.stderr, `ktctl: ${state.actions.recover}\n`, 'the page says what ktctl recover says');
   const own = { 'X-Ktctl-Token': token, 'Content-Type': 'application/json' };
   const r = await request(port, { method: 'POST', path: '/api/recover', body: JSON.stringify({ service: 'web' }), headers: own });
   t.is(r.status, 403);
