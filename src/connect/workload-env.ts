@@ -3,13 +3,14 @@
  * `-- command args`): the files, written 0600 because they hold the workload's secrets, and the
  * local command that runs with the environment while the exchange lasts.
  *
- * The dotenv dialect is the common one of python-dotenv (1.x) and docker compose's env_file
- * (compose-go): `NAME=value` lines; a value that is not plain is written in single quotes, which
- * both read raw (newlines, `$`, `#`, `"` and spaces kept as they are, no interpolation); a value
- * that has a `'` or a `\` is written in double quotes with `\\`, `\"`, `\n` and `\r` escaped, which
- * both unescape. A `$` in double quotes is written as is: python-dotenv keeps it unless it opens
- * `${`, compose would interpolate it (that one case, a value with a quote or backslash and a `$`,
- * does not round-trip through compose). `--envJson` has no such limit.
+ * The dotenv dialect is docker compose's env_file (compose-go dotenv), which python-dotenv 1.x
+ * reads the same way when it does not interpolate (`dotenv_values(path, interpolate=False)`):
+ * `NAME=value` lines; a value that is not plain is written in single quotes, read raw (newlines,
+ * `$`, `#`, `"` and spaces kept as they are, no interpolation); a value that has a `'`, a `\` or a
+ * carriage return is written in double quotes with `\\`, `\"`, `\n` and `\r` escaped, which both
+ * unescape. Limits: in double quotes compose interpolates `$` (so a value with a quote or backslash
+ * and a `$` reads back differently there), and python-dotenv's default interpolation replaces
+ * `${NAME}` in every kind of quotes. `--envJson` has no such limit.
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -24,7 +25,7 @@ const PLAIN = /^[A-Za-z0-9_./:,@%+=-]*$/;
 /** One value in the dialect described at the top. */
 export function dotenvValue(v: string): string {
   if (PLAIN.test(v)) return v;
-  if (!v.includes("'") && !v.includes('\\')) return `'${v}'`;
+  if (!/['\\\r]/.test(v)) return `'${v}'`;
   return `"${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n').replace(/\r/g, '\\r')}"`;
 }
 
