@@ -9,8 +9,9 @@
  * `$`, `#`, `"` and spaces kept as they are, no interpolation); a value that has a `'`, a `\` or a
  * carriage return is written in double quotes with `\\`, `\"`, `\n` and `\r` escaped, which both
  * unescape. Limits: in double quotes compose interpolates `$` (so a value with a quote or backslash
- * and a `$` reads back differently there), and python-dotenv's default interpolation replaces
- * `${NAME}` in every kind of quotes. `--envJson` has no such limit.
+ * and a `$` reads back differently there); python-dotenv's default interpolation replaces
+ * `${NAME}` in every kind of quotes, and its parser cannot read a double-quoted value that ends in
+ * a backslash (it takes the closing `\"` for an escaped quote). `--envJson` has no such limit.
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
