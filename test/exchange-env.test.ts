@@ -3,7 +3,8 @@
  * plain values, ConfigMap and Secret references, envFrom (with a prefix), fieldRefs and `$(VAR)`
  * references. What ktctl writes (dotenv read back by python-dotenv, JSON) and what the local
  * command gets must equal what `kubectl exec POD -- env -0` prints in the pod, for every variable
- * the pod's spec defines; the command's exit code (3) is ktctl's and the service is restored. A
+ * the pod's spec defines; the command's exit code (3) is ktctl's and the service is restored. In
+ * scale mode the environment is the scaled-away pods'; a SIGTERM to ktctl reaches the command. A
  * ConfigMap key that went away (not optional) is one sentence, exit 1, nothing left and no file.
  */
 import test from 'ava';
@@ -13,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { AppsV1Api, CoreV1Api, type V1Container } from '@kubernetes/client-node';
 import { closeServer, errorSentence, labKtctl, laptopServer, webLeftovers } from './helpers/ktctl.js';
-import { fileNamespace, hasKubectl, kubeConfig, kubectl, waitForReadyPods } from './lab/fixture.js';
+import { eventually, fileNamespace, hasKubectl, kubeConfig, kubectl, waitForReadyPods } from './lab/fixture.js';
 
 const ns = fileNamespace(test, 'kt-env');
 const ktctl = labKtctl(test, 'kt-env');
@@ -120,6 +121,38 @@ test.serial('--envFile, --envJson and -- command get what kubectl exec env print
   t.is(fromJson.WEB_PORT, `tcp://${fromJson.WEB_SERVICE_HOST}:80`);
   t.false(Object.keys(fromJson).some((k) => k.startsWith('KUBERNETES_')));
   for (const f of [envFile, envJson]) t.is(fs.statSync(f).mode & 0o777, 0o600, f);
+  t.deepEqual(await webLeftovers(ns, 1), []);
+});
+
+test.serial('--mode scale reads the environment before the pods are scaled away; a SIGTERM to ktctl reaches the command, whose exit code is ktctl\'s', async (t) => {
+  const before = (await waitForReadyPods(ns, 'app=web', 1)).map((p) => p.metadata!.name!);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kt-env-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const envJson = path.join(dir, 'web.json');
+  const started = path.join(dir, 'started');
+  // the command says when it runs, and ends with 7 on SIGTERM
+  const script = `trap 'exit 7' TERM; echo "$POD_NAME" > '${started}'; while :; do sleep 0.1; done`;
+  const run = ktctl.start(t, ['exchange', 'web', '--mode', 'scale', '--recoverWaitTime', '60', '--expose', '80', '--skipPortChecking', '-n', ns, '--envJson', envJson, '--', 'sh', '-c', script], { env: strict });
+  await run.waitFor(/exchanged service \S+ port 80/, 90_000);
+  await eventually(async () => (fs.existsSync(started) ? true : undefined), 'the command started', 20_000);
+  t.true(before.includes(fs.readFileSync(started, 'utf8').trim()), 'POD_NAME is one of the pods that ran before the scale-down');
+  t.is(JSON.parse(fs.readFileSync(envJson, 'utf8')).MODE, 'cm-mode');
+  run.child.kill('SIGTERM');
+  t.is(await run.exited, 7, run.log());
+  t.regex(run.log(), /scaled deployment/);
+  t.deepEqual(await webLeftovers(ns, 1), []);
+});
+
+test.serial('mesh --mode manual writes the same environment', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kt-env-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const envFile = path.join(dir, 'web.env');
+  const r = await ktctl.run(['mesh', 'web', '--mode', 'manual', '--versionMark', 'version:env', '--expose', '80', '--skipPortChecking', '-n', ns, '--envFile', envFile, '--', 'sh', '-c', 'test "$MODE" = cm-mode && test "$user" = alice'], {
+    env: strict,
+    timeoutMs: 90_000,
+  });
+  t.is(r.code, 0, r.log);
+  t.regex(fs.readFileSync(envFile, 'utf8'), /^MODE=cm-mode$/m);
   t.deepEqual(await webLeftovers(ns, 1), []);
 });
 
