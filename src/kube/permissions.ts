@@ -44,6 +44,8 @@ export interface ProfileFlags {
   /** connect --dnsMode: localDNS | hosts | podDNS */
   dnsMode?: string;
   shareShadow?: boolean;
+  /** exchange, mesh: --envFile, --envJson or `-- command` (the workload's environment, src/kube/env.ts) */
+  env?: boolean;
 }
 
 export interface Profile {
@@ -186,6 +188,20 @@ function asActions(needs: Need[], lost: string): Need[] {
   return needs.map((n) => ({ ...n, lost }));
 }
 
+/** exchange and mesh with --envFile/--envJson/-- command: what makeEnvironmentVariables reads (src/kube/env.ts). */
+function workloadEnv(): Need[] {
+  return [
+    need('list', 'pods', 'finds a running pod of the service to read its environment from'),
+    need('get', 'configmaps', 'the environment\'s configMapKeyRef and envFrom configMapRef values'),
+    need('get', 'secrets', 'the environment\'s secretKeyRef and envFrom secretRef values'),
+    need('list', 'services', 'the service link variables (NAME_SERVICE_HOST, ...) the kubelet adds'),
+    need('get', 'nodes', 'a resourceFieldRef limit the container does not set is the node\'s allocatable', {
+      scope: 'cluster',
+      lost: 'a resourceFieldRef to a limit the container does not set fails with a sentence',
+    }),
+  ];
+}
+
 /** Everything `profile` asks of the API server. */
 export function needsOf(profile: Profile): Need[] {
   const f = profile.flags;
@@ -203,6 +219,7 @@ export function needsOf(profile: Profile): Need[] {
           need('patch', 'deployments', 'the heartbeat on the scaled deployment', apps),
         );
       }
+      if (f.env) base.push(...workloadEnv());
       return dedupe(base);
     }
     case 'mesh': {
@@ -215,6 +232,7 @@ export function needsOf(profile: Profile): Need[] {
           need('watch', 'services', 'notices when someone else changes the service\'s selector'),
         );
       }
+      if (f.env) base.push(...workloadEnv());
       return dedupe(base);
     }
     case 'preview':
@@ -307,6 +325,10 @@ export const CHECKED_PROFILES: Profile[] = [
   { command: 'exchange', flags: { mode: 'scale' } },
   { command: 'mesh', flags: { mode: 'auto' } },
   { command: 'mesh', flags: { mode: 'manual' } },
+  { command: 'exchange', flags: { mode: 'selector', env: true } },
+  { command: 'exchange', flags: { mode: 'scale', env: true } },
+  { command: 'mesh', flags: { mode: 'auto', env: true } },
+  { command: 'mesh', flags: { mode: 'manual', env: true } },
   { command: 'preview', flags: {} },
   { command: 'forward', flags: {} },
   { command: 'recover', flags: {} },
@@ -325,6 +347,7 @@ export function profileLabel(p: Profile): string {
     if ((f.mode ?? 'tun') === 'tun') parts.push(`--dnsMode ${f.dnsMode ?? 'localDNS'}`);
   } else if (f.mode !== undefined) parts.push(`--mode ${f.mode}`);
   if (f.shareShadow) parts.push('--shareShadow');
+  if (f.env) parts.push('--envFile');
   return parts.join(' ');
 }
 
