@@ -183,3 +183,10 @@ export class MeshMarkError extends KtctlError {
     super('KTCTL_MESH_MARK', message, options);
   }
 }
+
+/** exchange/mesh `--envFile`, `--envJson`, `-- command`: the workload's environment cannot be made as the kubelet makes it. */
+export class WorkloadEnvError extends KtctlError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('KTCTL_WORKLOAD_ENV', message, options);
+  }
+}

@@ -24,6 +24,10 @@ export interface Tunnel extends Dialer {
   dnsQuery(message: Buffer, options?: { signal?: AbortSignal }): Promise<Buffer>;
   /** The far side listens on bindAddr:bindPort; each connection made there comes to `handler`. */
   forwardIn(bindAddr: string, bindPort: number, handler: (stream: Duplex, info: RemoteConnection) => void): Promise<{ port: number; cancel(): Promise<void> }>;
+  /** How often the tunnel came back after a drop (absent: it never reconnects). */
+  readonly reconnects?: number;
+  /** One round trip to the far side, in ms (absent: it cannot tell). */
+  ping?(timeoutMs?: number): Promise<number>;
 }
 
 export interface Transport {

@@ -33,7 +33,7 @@ function ktctl(env: NodeJS.ProcessEnv, args: string[]): Promise<{ code: number; 
 const GROUPS: Array<[string, string[]]> = [
   ['Reach the cluster', ['connect', 'forward']],
   ["Take over a service's traffic", ['exchange', 'mesh', 'preview']],
-  ['Clean up, inspect and configure', ['clean', 'recover', 'status', 'check', 'config']],
+  ['Clean up, inspect and configure', ['clean', 'recover', 'status', 'birdseye', 'check', 'dashboard', 'config']],
   ['Other', ['completion']],
 ];
 
@@ -84,7 +84,7 @@ test('a mistyped command or a missing argument: a short answer, not every comman
   t.is(typo.stdout, 'ktctl: there is no command "conect"; did you mean connect? (ktctl --help lists them)\n');
   const missing = await ktctl(env, ['exchange']);
   t.is(missing.code, 1);
-  t.regex(missing.stdout, /Not enough positional arguments\.\n\n\$ ktctl exchange <svc\|svc\/NAME\|deploy\/NAME> \[flags\]\n/);
+  t.regex(missing.stdout, /Not enough positional arguments\.\n\n\$ ktctl exchange <svc\|svc\/NAME\|deploy\/NAME> \[flags\] \[-- command args\.\.\.\]\n/);
   t.notRegex(missing.stdout, /--debug/);
 });
 

@@ -20,8 +20,10 @@ const SRC = fileURLToPath(new URL('../src', import.meta.url));
 const RANK: Record<string, number> = {
   cli: 5, // one clipanion command a file: parses flags, calls one function below, prints
   connect: 4, // what a command runs: transport + front ends + undo (socks, tun, expose, serve)
+  dashboard: 4, // ktctl dashboard: the local web server and its page, over kube and control
   kube: 3, // the transports and what talks to the API server
   ssh: 3,
+  control: 2, // a session's live figures and its control socket: they see a Tunnel
   dns: 2, // front ends and engines: they see a Dialer, never ssh2 or Kubernetes
   proxy: 2,
   netstack: 2,

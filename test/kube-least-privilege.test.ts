@@ -199,13 +199,18 @@ test.serial('a user bound only to deploy/rbac runs every command and every mode'
   }
 
   // the one-shot commands
-  for (const args of [['recover', 'web'], ['clean'], ['status'], ['status', '--json']]) {
+  for (const args of [['recover', 'web'], ['clean'], ['status'], ['status', '--json'], ['birdseye'], ['birdseye', '-A', '--json', '--showConnector']]) {
     const r = await ktctl.run([...args, ...k]);
     t.is(r.code, 0, `${args.join(' ')}: ${r.log}`);
   }
   t.deepEqual(await webLeftovers(ns, 2), []);
 
-  // the lab refused nothing but the cluster-wide lists clean and status try before their namespace's
+  // birdseye with deploy/rbac: every row, and across namespaces a note for each kind the ClusterRole leaves out
+  const birds = JSON.parse((await ktctl.run(['birdseye', '-A', '--json', ...k])).stdout) as { rows: Array<{ namespace: string; name: string }>; missing: string[] };
+  t.true(birds.rows.some((r) => r.namespace === ns && r.name === 'web'));
+  t.deepEqual(birds.missing.map((m) => /^you may not list (\S+) at cluster scope/.exec(m)?.[1]).sort(), ['configmaps', 'deployments.apps', 'secrets']);
+
+  // the lab refused nothing but the cluster-wide lists clean, status and birdseye -A try before their namespace's
   const refused = (await audit(user.username)).filter((e) => !e.allowed);
   for (const e of refused) {
     t.true(e.verb === 'list' && !e.namespace && ['secrets', 'configmaps', 'deployments'].includes(e.resource), `refused: ${JSON.stringify(e)}`);

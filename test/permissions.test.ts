@@ -106,3 +106,19 @@ test('the sentence for a missing permission names verb, resource, namespace and 
   t.regex(snippet, /kind: ClusterRole[\s\S]*resources: \["nodes"\]\n {4}verbs: \["list"\]/);
   t.notRegex(snippet, /secrets/);
 });
+
+test('exchange and mesh read ConfigMaps, Secrets and pods for the environment only with --envFile/--envJson/-- command', (t) => {
+  const has = (label: string, verb: string, resource: string): boolean =>
+    needsOf(CHECKED_PROFILES.find((p) => profileLabel(p) === label)!).some((n) => n.verb === verb && n.resource === resource && n.lost === undefined);
+  for (const base of ['exchange --mode selector', 'exchange --mode scale', 'mesh --mode auto', 'mesh --mode manual']) {
+    t.true(has(`${base} --envFile`, 'get', 'secrets'), base);
+    t.true(has(`${base} --envFile`, 'get', 'configmaps'), base);
+    t.true(has(`${base} --envFile`, 'list', 'pods'), base);
+  }
+  t.false(has('exchange --mode selector', 'get', 'secrets'));
+  t.false(has('mesh --mode manual', 'get', 'secrets'));
+  // get nodes only for a resourceFieldRef limit the container leaves unset: optional, at cluster scope
+  const nodes = needsOf({ command: 'exchange', flags: { mode: 'selector', env: true } }).find((n) => n.verb === 'get' && n.resource === 'nodes');
+  t.is(nodes?.scope, 'cluster');
+  t.truthy(nodes?.lost);
+});

@@ -1,11 +1,13 @@
 /** Every ktctl command on one clipanion Cli (main.ts runs it; tests parse with it in-process). */
 import { Builtins } from 'clipanion';
+import { BirdseyeCommand } from './birdseye.js';
 import { CheckCommand } from './check.js';
 import { CleanCommand } from './clean.js';
 import { KtctlCli } from './common/cli.js';
 import { CompleteCommand, CompletionCommand } from './completion.js';
 import { CONFIG_COMMANDS } from './config.js';
 import { ConnectCommand } from './connect.js';
+import { DashboardCommand } from './dashboard.js';
 import { ExchangeCommand } from './exchange.js';
 import { ForwardCommand } from './forward.js';
 import { MeshCommand } from './mesh.js';
@@ -32,7 +34,9 @@ export function makeCli(): KtctlCli {
   cli.register(CleanCommand);
   cli.register(RecoverCommand);
   cli.register(StatusCommand);
+  cli.register(BirdseyeCommand);
   cli.register(CheckCommand);
+  cli.register(DashboardCommand);
   for (const c of CONFIG_COMMANDS) cli.register(c);
   cli.register(CompletionCommand);
   cli.register(CompleteCommand);

@@ -83,7 +83,7 @@ export class ConnectCommand extends TransportCommand {
       if (this.includeDomains !== undefined) this.log('--includeDomains is for TUN mode: in socks mode every name is resolved in the cluster already');
       if (this.disablePodIp) this.log('--disablePodIp is for TUN mode: socks mode has no routes');
       const buildTransport = this.transportBuilder({ mode: this.mode, proxy: `${this.proxyAddr}:${this.proxyPort}`, dnsServer: this.dnsServer, cleanAtStart: !this.skipCleanup });
-      return connectSocks({ ...io, host: this.proxyAddr, port: this.proxyPort, buildTransport });
+      return connectSocks({ ...io, host: this.proxyAddr, port: this.proxyPort, buildTransport, via: this.via !== undefined });
     }
     const via = this.via !== undefined;
     checkDnsFlags({ dnsMode: dns.mode, via });

@@ -1,7 +1,7 @@
 import { Command, Option } from 'clipanion';
+import { UsageError } from '../errors.js';
 import { exchangeService } from '../connect/takeover.js';
 import { ExposeCommand } from './common/expose.js';
-import { UsageError } from '../errors.js';
 import { duration, flag } from './common/validators.js';
 import { useProfile } from '../kube/permissions.js';
 
@@ -34,6 +34,7 @@ export class ExchangeCommand extends ExposeCommand {
     examples: [
       ['The service web\'s port 80 goes to a local server on 8080', '$0 exchange web --expose 8080:80'],
       ['Scale the deployment down instead of changing the selector', '$0 exchange deploy/web --expose 8080:80 --mode scale'],
+      ['Run a local program with the environment of web\'s pods while it takes web\'s traffic', '$0 exchange web --expose 8080:80 --envFile web.env -- npm start'],
     ],
   });
 
@@ -44,14 +45,27 @@ export class ExchangeCommand extends ExposeCommand {
     validator: duration('--recoverWaitTime', { unit: 'seconds', zero: true }),
   });
 
+  envFile = Option.String('--envFile,--env-file', { description: 'write the environment of the service\'s pods (env, envFrom, ConfigMaps, Secrets) to this dotenv file (0600)' });
+  envJson = Option.String('--envJson,--env-json', { description: 'the same environment as a JSON object' });
+  container = Option.String('--container', { description: 'the container whose environment is read (default: the pod\'s default container, else the first)' });
+  command = Option.Rest({ name: '-- command args' });
+
+  /** Reading ConfigMaps, Secrets and pods is asked for only when the environment is. */
+  private envWanted(): boolean {
+    const wanted = this.envFile !== undefined || this.envJson !== undefined || this.command.length > 0;
+    if (this.container !== undefined && !wanted) throw new UsageError('--container picks the container whose environment --envFile, --envJson or -- command read: give one of them too');
+    return wanted;
+  }
+
   async run(): Promise<number> {
-    useProfile({ command: 'exchange', flags: { mode: this.mode, shareShadow: this.shareShadow } }, (l) => this.debugLog(l));
+    useProfile({ command: 'exchange', flags: { mode: this.mode, shareShadow: this.shareShadow, env: this.envWanted() } }, (l) => this.debugLog(l));
     const ports = this.exposedPorts();
     const shadow = this.kubeTransportOptions({ role: 'exchange', mode: `exchange ${this.mode}` });
     await this.checkLocal(ports);
     return exchangeService({
       ...this.io(), stderr: this.context.stderr, flags: this.kubeFlags(), ports, shadow,
       service: this.service, mode: this.mode, recoverWaitMs: this.recoverWaitTime * 1000,
+      env: { envFile: this.envFile, envJson: this.envJson, container: this.container, command: this.command },
     });
   }
 }

@@ -49,7 +49,7 @@ export class ForwardCommand extends TransportCommand {
     return serveForward({
       ...this.io(),
       text: this.target, target, mapping, address: this.address, kube: this.kubeFlags(), clusterDomain: this.clusterDomain,
-      buildTransport: this.transportBuilder({ mode: 'forward' }),
+      buildTransport: this.transportBuilder({ mode: 'forward' }), via: this.via !== undefined,
     });
   }
 }

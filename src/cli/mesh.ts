@@ -55,6 +55,7 @@ export class MeshCommand extends ExposeCommand {
     examples: [
       ['Requests with "VERSION: alice" to web:80 come to a local server on 8080', '$0 mesh web --expose 8080:80 --versionMark VERSION:alice'],
       ['Print the Istio rules for a shadow instead of running a router', '$0 mesh web --expose 8080:80 --mode manual'],
+      ['Run a local program with the environment of web\'s pods while it takes web\'s traffic', '$0 mesh web --expose 8080:80 --envFile web.env -- npm start'],
     ],
   });
 
@@ -63,8 +64,20 @@ export class MeshCommand extends ExposeCommand {
   versionMark = Option.String('--versionMark,--version-mark', { description: 'HEADER:VALUE that marks the requests for this machine (default VERSION:<random>)' });
   routerImage = Option.String('--routerImage,--router-image', { description: 'image of the router pod (default: the shadow image)' });
 
+  envFile = Option.String('--envFile,--env-file', { description: 'write the environment of the service\'s pods (env, envFrom, ConfigMaps, Secrets) to this dotenv file (0600)' });
+  envJson = Option.String('--envJson,--env-json', { description: 'the same environment as a JSON object' });
+  container = Option.String('--container', { description: 'the container whose environment is read (default: the pod\'s default container, else the first)' });
+  command = Option.Rest({ name: '-- command args' });
+
+  /** Reading ConfigMaps, Secrets and pods is asked for only when the environment is. */
+  private envWanted(): boolean {
+    const wanted = this.envFile !== undefined || this.envJson !== undefined || this.command.length > 0;
+    if (this.container !== undefined && !wanted) throw new UsageError('--container picks the container whose environment --envFile, --envJson or -- command read: give one of them too');
+    return wanted;
+  }
+
   async run(): Promise<number> {
-    useProfile({ command: 'mesh', flags: { mode: this.mode, shareShadow: this.shareShadow } }, (l) => this.debugLog(l));
+    useProfile({ command: 'mesh', flags: { mode: this.mode, shareShadow: this.shareShadow, env: this.envWanted() } }, (l) => this.debugLog(l));
     const ports = this.exposedPorts();
     const mode = this.mode;
     const mark = parseVersionMark(this.versionMark);
@@ -74,6 +87,7 @@ export class MeshCommand extends ExposeCommand {
     return meshService({
       ...this.io(), stderr: this.context.stderr, flags: this.kubeFlags(), ports, shadow,
       service: this.service, mode, mark, clusterDomain: this.clusterDomain, routerImage: this.routerImage,
+      env: { envFile: this.envFile, envJson: this.envJson, container: this.container, command: this.command },
     });
   }
 }

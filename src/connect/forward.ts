@@ -31,12 +31,15 @@ export interface ForwardOptions extends CommandIo {
   kube: KubeFlags;
   clusterDomain: string;
   buildTransport: TransportBuilder;
+  /** --via (for the live figures) */
+  via: boolean;
 }
 
 export async function serveForward(o: ForwardOptions): Promise<number> {
   let forwarder: PortForwarder | undefined;
   let to = '';
   return serveTransport(o, {
+    session: { command: 'forward', mode: '', target: o.text, via: o.via },
     buildTransport: o.buildTransport,
     prepare: async (ctx, dialer) => {
       const { host, port, label } = await resolveTarget(o);

@@ -4,6 +4,8 @@
  * then undo everything, newest first. The commands differ only in their `prepare` and `start`.
  */
 import type { Writable } from 'node:stream';
+import { listenControl } from '../control/socket.js';
+import { TunnelMeter, type SessionInfo } from '../control/meter.js';
 import { PendingDialer, type Dialer } from '../dialer.js';
 import { KtctlError } from '../errors.js';
 import { STALE_AFTER_MINUTES } from '../kube/names.js';
@@ -16,6 +18,8 @@ export type ServeIo = Pick<CommandIo, 'stop' | 'log' | 'debug'>;
 
 /** The steps a serving command adds to the common life. */
 export interface ServeSteps {
+  /** What runs, for the live figures on the control socket (src/control). */
+  session: SessionInfo;
   buildTransport: TransportBuilder;
   /**
    * Before the transport: what must fail before any network traffic (a taken local port). `dialer`
@@ -47,7 +51,8 @@ export async function serveTransport(io: ServeIo, steps: ServeSteps): Promise<nu
   else stop.aborted.addEventListener('abort', stopping, { once: true });
   try {
     if (!stop.aborted.aborted) await steps.prepare?.(ctx, dialer);
-    const transport = stop.aborted.aborted ? undefined : await steps.buildTransport(ctx);
+    const built = stop.aborted.aborted ? undefined : await steps.buildTransport(ctx);
+    const transport = built && !stop.aborted.aborted ? await metered(built, steps.session, ctx) : built;
     if (transport !== undefined && !stop.aborted.aborted) {
       dialer.ready(transport.tunnel);
       await steps.start(transport, ctx);
@@ -98,6 +103,25 @@ export function leftoverSentence(failed: readonly string[], service?: { namespac
   const clean = `run ktctl clean once your credentials work again (it removes what ktctl made ${STALE_AFTER_MINUTES} minutes after its last heartbeat)`;
   const recover = service ? `, and ktctl recover ${service.name} -n ${service.namespace} to put service ${service.namespace}/${service.name} back at once` : '';
   return `ktctl could not undo ${failed.join(', ')}: ${clean}${recover}`;
+}
+
+/**
+ * The transport with every stream counted (src/control/meter.ts) and the control socket that
+ * serves the figures; both end with the session. A control socket that cannot be made (a state
+ * directory path too long for a unix socket, no permission) costs the figures, not the session.
+ */
+async function metered(transport: Transport, session: SessionInfo, ctx: TransportContext): Promise<Transport> {
+  const meter = new TunnelMeter(transport.tunnel, session, transport.label);
+  meter.start();
+  ctx.undo.add('the figures', () => meter.stop());
+  try {
+    const control = await listenControl(() => meter.figures());
+    ctx.undo.add(`the control socket ${control.path}`, () => control.close());
+    ctx.debug(`live figures on ${control.path}`);
+  } catch (error) {
+    ctx.log(`no live figures for ktctl status: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  return { ...transport, tunnel: meter.tunnel, fatal: transport.fatal, network: () => transport.network(), services: transport.services?.bind(transport) };
 }
 
 /** What a serving command hands down besides its own options: the signal watch and where it prints. */

@@ -49,9 +49,10 @@ export async function listenSocks(o: SocksFrontEndOptions, dialer: Dialer): Prom
  * before any network traffic, and what it accepts meanwhile waits for the tunnel); the line to
  * paste is printed once the transport is up.
  */
-export async function connectSocks(o: CommandIo & { host: string; port: number; buildTransport: TransportBuilder }): Promise<number> {
+export async function connectSocks(o: CommandIo & { host: string; port: number; buildTransport: TransportBuilder; via: boolean }): Promise<number> {
   let socks: { announce(): void } | undefined;
   return serveTransport(o, {
+    session: { command: 'connect', mode: 'socks', target: '', via: o.via },
     buildTransport: o.buildTransport,
     prepare: async (ctx, dialer) => {
       socks = await listenSocks({ host: o.host, port: o.port, stdout: o.stdout, log: ctx.log, debug: ctx.debug, undo: ctx.undo }, dialer);

@@ -34,7 +34,7 @@ export interface Need extends Permission {
   lost?: string;
 }
 
-export const COMMANDS = ['connect', 'exchange', 'mesh', 'preview', 'forward', 'recover', 'clean', 'status'] as const;
+export const COMMANDS = ['connect', 'exchange', 'mesh', 'preview', 'forward', 'recover', 'clean', 'status', 'birdseye', 'dashboard'] as const;
 export type CommandName = (typeof COMMANDS)[number];
 
 /** The flags that change what a command asks for. */
@@ -44,6 +44,8 @@ export interface ProfileFlags {
   /** connect --dnsMode: localDNS | hosts | podDNS */
   dnsMode?: string;
   shareShadow?: boolean;
+  /** exchange, mesh: --envFile, --envJson or `-- command` (the workload's environment, src/kube/env.ts) */
+  env?: boolean;
 }
 
 export interface Profile {
@@ -165,6 +167,41 @@ function takeover(): Need[] {
   ];
 }
 
+/** What birdseye.ts reads: every Service (required), ktctl's objects beside them; -A at cluster scope. */
+function birdseyeReads(): Need[] {
+  const why = 'shows each service and what ktctl does to it';
+  const objects = 'shows the age and heartbeat of ktctl\'s objects of each service';
+  const everywhere = '-A shows only the current namespace';
+  return [
+    need('list', 'services', why),
+    need('list', 'services', `${why} in every namespace (-A)`, { scope: 'cluster', lost: everywhere }),
+    need('list', 'pods', objects, { lost: 'shadows, mesh routers and connectors are not shown' }),
+    need('list', 'secrets', objects, { lost: 'the shadows\' Secrets are not shown' }),
+    need('list', 'configmaps', objects, { lost: 'ktctl\'s ConfigMaps are not shown' }),
+    need('list', 'deployments', objects, { ...apps, lost: 'deployments an exchange scaled to 0 are not shown' }),
+    ...listObjects('cluster', `${objects} in every namespace (-A)`, everywhere),
+  ];
+}
+
+/** The dashboard's actions: optional, each lost alone (the page says which permission it lacks). */
+function asActions(needs: Need[], lost: string): Need[] {
+  return needs.map((n) => ({ ...n, lost }));
+}
+
+/** exchange and mesh with --envFile/--envJson/-- command: what makeEnvironmentVariables reads (src/kube/env.ts). */
+function workloadEnv(): Need[] {
+  return [
+    need('list', 'pods', 'finds a running pod of the service to read its environment from'),
+    need('get', 'configmaps', 'the environment\'s configMapKeyRef and envFrom configMapRef values'),
+    need('get', 'secrets', 'the environment\'s secretKeyRef and envFrom secretRef values'),
+    need('list', 'services', 'the service link variables (NAME_SERVICE_HOST, ...) the kubelet adds'),
+    need('get', 'nodes', 'a resourceFieldRef limit the container does not set is the node\'s allocatable', {
+      scope: 'cluster',
+      lost: 'a resourceFieldRef to a limit the container does not set fails with a sentence',
+    }),
+  ];
+}
+
 /** Everything `profile` asks of the API server. */
 export function needsOf(profile: Profile): Need[] {
   const f = profile.flags;
@@ -182,6 +219,7 @@ export function needsOf(profile: Profile): Need[] {
           need('patch', 'deployments', 'the heartbeat on the scaled deployment', apps),
         );
       }
+      if (f.env) base.push(...workloadEnv());
       return dedupe(base);
     }
     case 'mesh': {
@@ -194,6 +232,7 @@ export function needsOf(profile: Profile): Need[] {
           need('watch', 'services', 'notices when someone else changes the service\'s selector'),
         );
       }
+      if (f.env) base.push(...workloadEnv());
       return dedupe(base);
     }
     case 'preview':
@@ -228,6 +267,14 @@ export function needsOf(profile: Profile): Need[] {
         ...listObjects('cluster', 'finds ktctl\'s objects in every namespace (without -n)', 'without -n, only the current namespace is cleaned'),
         ...listObjects('namespace', 'finds ktctl\'s objects in the namespace'),
         ...cleanUp(),
+      ]);
+    case 'birdseye':
+      return dedupe(birdseyeReads());
+    case 'dashboard':
+      return dedupe([
+        ...birdseyeReads(),
+        ...asActions(needsOf({ command: 'recover', flags: {} }), 'the dashboard cannot recover a service'),
+        ...asActions(needsOf({ command: 'clean', flags: {} }), 'the dashboard cannot clean stale objects'),
       ]);
     case 'status':
       return dedupe([
@@ -278,11 +325,17 @@ export const CHECKED_PROFILES: Profile[] = [
   { command: 'exchange', flags: { mode: 'scale' } },
   { command: 'mesh', flags: { mode: 'auto' } },
   { command: 'mesh', flags: { mode: 'manual' } },
+  { command: 'exchange', flags: { mode: 'selector', env: true } },
+  { command: 'exchange', flags: { mode: 'scale', env: true } },
+  { command: 'mesh', flags: { mode: 'auto', env: true } },
+  { command: 'mesh', flags: { mode: 'manual', env: true } },
   { command: 'preview', flags: {} },
   { command: 'forward', flags: {} },
   { command: 'recover', flags: {} },
   { command: 'clean', flags: {} },
   { command: 'status', flags: {} },
+  { command: 'birdseye', flags: {} },
+  { command: 'dashboard', flags: {} },
 ];
 
 /** `connect --mode socks`, `exchange --mode scale`, `connect --dnsMode hosts --shareShadow`. */
@@ -294,6 +347,7 @@ export function profileLabel(p: Profile): string {
     if ((f.mode ?? 'tun') === 'tun') parts.push(`--dnsMode ${f.dnsMode ?? 'localDNS'}`);
   } else if (f.mode !== undefined) parts.push(`--mode ${f.mode}`);
   if (f.shareShadow) parts.push('--shareShadow');
+  if (f.env) parts.push('--envFile');
   return parts.join(' ');
 }
 

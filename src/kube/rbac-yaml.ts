@@ -25,7 +25,7 @@ export const CLUSTER_ROLE_NAME = 'ktctl-cluster';
 function leftOut(n: Need): string | undefined {
   if (n.scope !== 'cluster') return undefined;
   if (n.verb === 'list' && ['secrets', 'configmaps', 'deployments'].includes(n.resource)) {
-    return 'clean and status without -n: listing Secrets, ConfigMaps and Deployments in every namespace is more than a developer should hold';
+    return 'listing Secrets, ConfigMaps and Deployments in every namespace (clean, status, birdseye and dashboard across namespaces) is more than a developer should hold';
   }
   return undefined;
 }
@@ -122,8 +122,8 @@ export function renderRbac(): RenderedRbac {
   const cluster: string[] = [
     ...HEADER(`ClusterRole "${CLUSTER_ROLE_NAME}": the few reads ktctl makes outside its namespace.`),
     '# Each is optional: without this ClusterRole every command works, with what each comment says is lost. Left out on',
-    '# purpose: list Secrets, ConfigMaps and Deployments in every namespace (clean and status without -n);',
-    '# without them those two commands cover the current namespace.',
+    '# purpose: list Secrets, ConfigMaps and Deployments in every namespace (clean, status, birdseye and dashboard across namespaces);',
+    '# without them those commands cover the current namespace.',
     'apiVersion: rbac.authorization.k8s.io/v1',
     'kind: ClusterRole',
     'metadata:',

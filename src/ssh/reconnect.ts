@@ -58,6 +58,7 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
   #dropped: Promise<void> = Promise.resolve();
   #retryTimer: NodeJS.Timeout | undefined;
   readonly #forwards = new Set<Forward>();
+  #reconnects = 0;
 
   constructor(options: ReconnectingTunnelOptions) {
     super();
@@ -80,6 +81,18 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
   /** The tunnel in use now (undefined while reconnecting). */
   get current(): SshTunnel | undefined {
     return this.#tunnel;
+  }
+
+  /** How many times the tunnel came back after a drop (for the live figures, src/control). */
+  get reconnects(): number {
+    return this.#reconnects;
+  }
+
+  /** The round trip of the tunnel in use now, in ms (SshTunnel.ping); rejects while reconnecting. */
+  ping(timeoutMs?: number): Promise<number> {
+    const t = this.#tunnel;
+    if (!t) return Promise.reject(new TunnelClosedError(`the tunnel to ${this.#options.label} is down`));
+    return t.ping(timeoutMs);
   }
 
   /** First connection: its errors go to the caller (nothing to reconnect to yet). */
@@ -163,6 +176,7 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
       return;
     }
     this.emit('log', `reconnected to ${this.#options.label}`);
+    this.#reconnects++;
     this.#adopt(tunnel);
     this.emit('reconnected', tunnel);
   }

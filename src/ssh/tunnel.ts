@@ -377,6 +377,36 @@ export class SshTunnel extends EventEmitter implements Dialer {
     this.emit('close', error);
   }
 
+  /**
+   * One round trip to the server, in ms: a `keepalive@openssh.com` global request with want-reply,
+   * the probe ssh2's own keepalive sends (client.js `sendKA`). Every server answers it (success or
+   * failure, RFC 4254 §4); replies come in request order, so the callback joins ssh2's queue of
+   * global-request callbacks. ssh2 1.17 has no public API for it: this reaches `_protocol.ping()`
+   * and `_callbacks` exactly as `sendKA` does. Rejects when not connected or after `timeoutMs`.
+   */
+  ping(timeoutMs = 2000): Promise<number> {
+    const client = this.#client as unknown as { _protocol?: { ping(): void }; _callbacks?: Array<(hadError: boolean) => void> } | undefined;
+    if (client?._protocol === undefined || client._callbacks === undefined || this.#state !== 'ready') {
+      return Promise.reject(new TunnelClosedError('the ssh tunnel is not connected'));
+    }
+    const { _protocol: protocol, _callbacks: callbacks } = client;
+    return new Promise<number>((resolve, reject) => {
+      const sent = performance.now();
+      const timer = setTimeout(() => reject(new TunnelClosedError(`${this.#label} did not answer a ping within ${timeoutMs} ms`)), timeoutMs);
+      timer.unref();
+      callbacks.push(() => {
+        clearTimeout(timer);
+        resolve(performance.now() - sent);
+      });
+      try {
+        protocol.ping();
+      } catch (err) {
+        clearTimeout(timer);
+        reject(new TunnelClosedError('the ssh tunnel is down', { cause: err }));
+      }
+    });
+  }
+
   /** Closes the connection (and with it every channel). Idempotent. */
   close(): Promise<void> {
     this.#closing ??= new Promise<void>((resolve) => {

@@ -180,8 +180,9 @@ export class KtctlCli extends Cli {
 
   /** `ktctl exchange <svc|svc/NAME|deploy/NAME> [flags]` */
   usageLine(info: CommandInfo): string {
-    const args = info.positionals.map((p) => (p.name.startsWith('-- ') ? `[${p.name}]` : p.required ? `<${p.name}>` : `[${p.name}]`));
-    return [this.binaryName, ...(info.paths[0] ?? []), ...args, ...(info.flags.some((f) => !f.hidden) ? ['[flags]'] : [])].join(' ');
+    const args = info.positionals.filter((p) => !p.name.startsWith('-- ')).map((p) => (p.required ? `<${p.name}>` : `[${p.name}]`));
+    const proxy = info.positionals.filter((p) => p.name.startsWith('-- ')).map((p) => `[${p.name}]`);
+    return [this.binaryName, ...(info.paths[0] ?? []), ...args, ...(info.flags.some((f) => !f.hidden) ? ['[flags]'] : []), ...proxy].join(' ');
   }
 
   /** The commands in their groups (Usage.category, else Other; in the order of registration), one line each. */

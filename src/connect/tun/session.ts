@@ -252,6 +252,7 @@ export interface ConnectTunOptions {
  */
 export async function connectTun(o: ConnectTunOptions): Promise<number> {
   return serveTransport(o, {
+    session: { command: 'connect', mode: 'tun', target: '', via: o.flags.via },
     buildTransport: o.buildTransport,
     start: async (transport, ctx) => {
       await serveTun({ ...o.flags, stdout: o.stdout, log: o.log, debug: o.debug, debugEnabled: o.debugEnabled, undo: ctx.undo }, transport);

@@ -302,9 +302,16 @@ export class PodRuntime {
       env.KTLAB_POD_IP = pod.ip;
       env.KTLAB_DEFAULT_PORT = String(spec.ports[0]?.containerPort ?? 8080);
     }
+    // The kubelet's makeEnvironmentVariables (pkg/kubelet/kubelet_pods.go): a value's $(VAR) refers to
+    // the variables declared before it (envFrom's and env's, fieldRefs resolved), never the runtime's PATH.
+    const declared = new Map<string, string>();
     for (const e of spec.env) {
-      if (e.value !== undefined) env[e.name] = e.value;
-      else if (e.fieldPath) env[e.name] = this.#fieldValue(pod, e.fieldPath);
+      let v: string | undefined;
+      if (e.value !== undefined) v = e.expand && e.value !== '' ? expandRefs(e.value, declared) : e.value;
+      else if (e.fieldPath) v = this.#fieldValue(pod, e.fieldPath);
+      if (v === undefined) continue;
+      env[e.name] = v;
+      declared.set(e.name, v);
     }
     return {
       spec,
@@ -791,4 +798,40 @@ function signal(pid: number, sig: NodeJS.Signals): void {
   } catch {
     // gone
   }
+}
+
+/**
+ * `$(VAR)` as kubernetes/kubernetes third_party/forked/golang/expansion/expand.go `Expand` with
+ * `MappingFuncFor(declared)`: `$$` is `$`, an unknown or unclosed reference stays as written.
+ */
+function expandRefs(input: string, declared: ReadonlyMap<string, string>): string {
+  let out = '';
+  let i = 0;
+  while (i < input.length) {
+    const c = input[i]!;
+    if (c !== '$' || i + 1 >= input.length) {
+      out += c;
+      i++;
+      continue;
+    }
+    const n = input[i + 1]!;
+    if (n === '$') {
+      out += '$';
+      i += 2;
+    } else if (n === '(') {
+      const close = input.indexOf(')', i + 2);
+      if (close < 0) {
+        out += '$(';
+        i += 2;
+      } else {
+        const name = input.slice(i + 2, close);
+        out += declared.get(name) ?? `$(${name})`;
+        i = close + 1;
+      }
+    } else {
+      out += `$${n}`;
+      i += 2;
+    }
+  }
+  return out;
 }

@@ -33,8 +33,8 @@ export interface ContainerRuntimeSpec {
   image: string;
   command?: string[];
   args?: string[];
-  /** env already resolved from value/secretKeyRef/configMapKeyRef; fieldRef left as fieldPath */
-  env: Array<{ name: string; value?: string; fieldPath?: string }>;
+  /** env already resolved from value/secretKeyRef/configMapKeyRef; fieldRef left as fieldPath; `expand`: a value whose $(VAR) references are still to expand */
+  env: Array<{ name: string; value?: string; fieldPath?: string; expand?: boolean }>;
   ports: Array<{ containerPort: number; name?: string; protocol: 'TCP' | 'UDP' }>;
   /** volume contents resolved by the control plane (secret data decoded, configmap data), each file's mode */
   volumeMounts: Array<{ mountPath: string; readOnly: boolean; files: Record<string, Buffer>; modes?: Record<string, number> }>;

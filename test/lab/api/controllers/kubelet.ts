@@ -236,7 +236,11 @@ export class Kubelet {
       const user = this.#effectiveUser(pod, c);
       const env: ContainerRuntimeSpec['env'] = [];
       for (const from of c.envFrom ?? []) {
-        const data = from.secretRef ? secret(from.secretRef.name, false, 'CreateContainerConfigError') : from.configMapRef ? configMap(from.configMapRef.name, false, 'CreateContainerConfigError') : undefined;
+        const data = from.secretRef
+          ? secret(from.secretRef.name, from.secretRef.optional, 'CreateContainerConfigError')
+          : from.configMapRef
+            ? configMap(from.configMapRef.name, from.configMapRef.optional, 'CreateContainerConfigError')
+            : undefined;
         for (const [k, v] of Object.entries(data ?? {})) env.push({ name: `${from.prefix ?? ''}${k}`, value: v.toString() });
       }
       for (const e of c.env ?? []) {
@@ -253,7 +257,8 @@ export class Kubelet {
         } else if (e.valueFrom?.fieldRef) {
           env.push({ name: e.name, fieldPath: e.valueFrom.fieldRef.fieldPath });
         } else {
-          env.push({ name: e.name, value: e.value ?? '' });
+          // a value is expanded ($(VAR)) where the fieldRefs are known: the data plane (net/pods.ts)
+          env.push({ name: e.name, value: e.value ?? '', expand: true });
         }
       }
       const probe = c.readinessProbe;
