@@ -82,6 +82,12 @@ test('precedence: global.<flag> applies to every command that has the flag, <com
   t.is(parse(h, ['status'], { KTCTL_NAMESPACE: 'env' }).namespace, 'env');
 });
 
+test('precedence: ktctl\'s own variables (the shadow\'s KTCTL_PORT) are no flag\'s value; the command\'s variable is', (t) => {
+  const h = home(t);
+  t.is(parse(h, ['dashboard'], { KTCTL_PORT: '2222' }).port, 0);
+  t.is(parse(h, ['dashboard'], { KTCTL_PORT: '2222', KTCTL_DASHBOARD_PORT: '8123' }).port, 8123);
+});
+
 test('precedence: switches from the file (YAML booleans) and the environment; --no-FLAG on the command line still wins', (t) => {
   const h = home(t, 'global:\n  forceUpdate: true\n');
   t.true(parse(h, ['connect']).forceUpdate);

@@ -16,6 +16,7 @@
  */
 import { ConfigFileError, configPath, readConfigFile, type ConfigData, type ConfigValue } from '../../config/file.js';
 import { KtctlError, UsageError } from '../../errors.js';
+import { ROUTER_ENV, SHADOW_ENV } from '../../protocol/index.js';
 import { rawText } from './validators.js';
 
 /** What clipanion's `Option.*` puts in a command's field before parsing (its "command option"). */
@@ -90,9 +91,29 @@ export function envWord(name: string): string {
     .toUpperCase();
 }
 
-/** The environment variables of a flag, the narrower first. */
-export function envNames(group: string, flag: string): [string, string] {
-  return [`KTCTL_${envWord(group)}_${envWord(flag)}`, `KTCTL_${envWord(flag)}`];
+/**
+ * Variables ktctl and its shadow read for themselves (the shadow's listening port and keys, the state
+ * directory, test switches): never a flag's value, so `KTCTL_PORT` of a shadow run by hand does not
+ * become `ktctl dashboard --port` (that one is `KTCTL_DASHBOARD_PORT`).
+ */
+export const OWN_VARIABLES: ReadonlySet<string> = new Set([
+  ...Object.values(SHADOW_ENV),
+  ...Object.values(ROUTER_ENV),
+  'KTCTL_STATE_DIR',
+  'KTCTL_PERMISSIONS',
+  'KTCTL_PERMISSIONS_LOG',
+  'KTCTL_HEARTBEAT_SECONDS',
+  'KTCTL_TUN_ADDON',
+  'KTCTL_TUN_MTU',
+  'KTCTL_DNS_RESOLV_CONF',
+  'KTCTL_FUZZ_PACKETS',
+  'KTCTL_CHROMIUM',
+  'KTCTL_TEST_ARTIFACTS',
+]);
+
+/** The environment variables of a flag, the narrower first (ktctl's own variables left out). */
+export function envNames(group: string, flag: string): string[] {
+  return [`KTCTL_${envWord(group)}_${envWord(flag)}`, `KTCTL_${envWord(flag)}`].filter((n) => !OWN_VARIABLES.has(n));
 }
 
 /** The spellings a config key may take for a flag: its long names without the dashes. */
