@@ -5,16 +5,20 @@
  *   three examples;
  * - `ktctl completion bash` sourced into a real bash (with `ktctl` on PATH): `complete -p` names its
  *   function, and the function fills COMPREPLY with commands, sub-commands, flags, flag values, config
- *   keys and file names; `ktctl __complete` never writes to stderr and exits 0, whatever it is given.
+ *   keys and file names, service and deployment names from the lab's API server run in this process
+ *   (test/helpers/inproc-lab.ts, no shared lab); `ktctl __complete` never writes to stderr and exits 0,
+ *   whatever it is given, also when the API server cannot be reached.
  * - zsh and fish, where installed (Debian's zsh and fish packages; elsewhere only the scripts' text is
  *   checked): zsh's _ktctl with compadd standing in for the completion system, fish's `complete -C`.
  */
 import test, { type ExecutionContext } from 'ava';
 import { execFile, spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI } from './helpers/cli-process.js';
+import { startInProcessLab } from './helpers/inproc-lab.js';
+import { FakeLabNet } from './lab/api/fake-net.js';
 
 function scratch(t: ExecutionContext): { dir: string; env: NodeJS.ProcessEnv } {
   const dir = mkdtempSync(join(tmpdir(), 'ktctl-help-'));
@@ -196,4 +200,48 @@ test('completion for an unknown shell: one sentence, exit 1', async (t) => {
   const bad = await ktctl(env, ['completion', 'tcsh']);
   t.is(bad.code, 1);
   t.is(bad.stderr, 'ktctl: completion scripts are for bash, zsh, fish (got "tcsh")\n');
+});
+
+test('service and deployment names from the cluster, in the namespace the words name, within the permission table', async (t) => {
+  const lab = await startInProcessLab(new FakeLabNet(), 'ktlab-complete');
+  t.teardown(() => lab.stop());
+  const ns = 'ktcomplete';
+  await lab.pods(ns, []);
+  for (const name of ['web', 'worker', 'api']) {
+    const r = await lab.request('POST', `/api/v1/namespaces/${ns}/services`, { metadata: { name }, spec: { selector: { app: name }, ports: [{ port: 80 }] } });
+    t.is(r.status, 201, JSON.stringify(r.json));
+  }
+  const d = await lab.request('POST', `/apis/apps/v1/namespaces/${ns}/deployments`, {
+    metadata: { name: 'web' },
+    spec: { replicas: 0, selector: { matchLabels: { app: 'web' } }, template: { metadata: { labels: { app: 'web' } }, spec: { containers: [{ name: 'main', image: 'ktlab/echo' }] } } },
+  });
+  t.is(d.status, 201, JSON.stringify(d.json));
+  const { env } = scratch(t);
+  // strict: a request the completion profile does not list fails (src/kube/permissions.ts)
+  const e = { ...env, KUBECONFIG: lab.kubeconfig, KTCTL_PERMISSIONS: 'strict' };
+  const words = (args: string[]) => ktctl(e, ['__complete', ...args]);
+  const names = async (args: string[]): Promise<string[]> => {
+    const r = await words(args);
+    t.is(r.stderr, '', args.join(' '));
+    t.is(r.code, 0);
+    return r.stdout.split('\n').slice(1).filter((l) => l !== '');
+  };
+  t.deepEqual(await names(['exchange', '--context', 'lab', '-n', ns, '']), ['api', 'web', 'worker']);
+  t.deepEqual(await names(['exchange', '--context', 'lab', '-n', ns, 'w']), ['web', 'worker']);
+  t.deepEqual(await names(['mesh', '--context', 'lab', `--namespace=${ns}`, 'deploy/']), ['deploy/web']);
+  t.deepEqual(await names(['forward', '--context', 'lab', '-n', ns, 'svc/a']), ['svc/api']);
+  t.deepEqual(await names(['recover', '--context', 'lab', '-n', ns, 'a']), ['api']);
+  t.deepEqual(await names(['forward', '--context', 'lab', '-n', ns, 'web', '']), [], 'forward\'s second argument is ports');
+  t.deepEqual(await names(['preview', '--context', 'lab', '-n', ns, '']), [], 'preview names a new service');
+  // the namespace from the environment, as the command itself would take it
+  t.deepEqual(await names(['exchange', '--context', 'lab', 'a']), [], 'the context\'s namespace has none');
+  const fromEnv = await ktctl({ ...e, KTCTL_NAMESPACE: ns }, ['__complete', 'exchange', '--context', 'lab', 'a']);
+  t.is(fromEnv.stdout, ':nofiles\napi\n');
+  // a server that cannot be reached: nothing, no error, exit 0
+  const gone = join(lab.dir, 'kubeconfig-gone');
+  writeFileSync(gone, readFileSync(lab.kubeconfig, 'utf8').replace(/server: https:\/\/127\.0\.0\.1:\d+/g, 'server: https://127.0.0.1:1'));
+  const r = await ktctl({ ...env, KUBECONFIG: gone }, ['__complete', 'exchange', '--context', 'lab', '']);
+  t.is(r.code, 0);
+  t.is(r.stderr, '');
+  t.is(r.stdout, ':nofiles\n');
 });

@@ -8,9 +8,10 @@
  * candidate a line. It never prints an error (a completion must not write into the user's prompt)
  * and always exits 0. What it completes: command and sub-command names, each command's flags, the
  * values of the flags that have a fixed set (modes, DNS modes, ssh ciphers), kubeconfig contexts
- * (read from the kubeconfig file, no API call), config keys and profile names. Names from the
- * cluster (services, deployments) are not completed: that needs a call to the API server, which every
- * command must list in the permission table (src/kube/permissions.ts) and which a TAB should not wait for.
+ * (read from the kubeconfig file, no API call), config keys and profile names, and the names of
+ * services (and `deploy/NAME`) for exchange, mesh, forward and recover: one list call to the API server
+ * (the `completion` profile of src/kube/permissions.ts), in the namespace and context the words name,
+ * given at most CLUSTER_WAIT_MS; a cluster that does not answer in time, or refuses, completes nothing.
  */
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
@@ -20,6 +21,7 @@ import { load } from 'js-yaml';
 import { listProfiles } from '../config/file.js';
 import { CIPHERS } from '../ssh/tunnel.js';
 import { DNS_MODES } from '../dns/mode.js';
+import { COMMANDS } from '../kube/permissions.js';
 import type { TableAware } from './common/cli.js';
 import { type CommandInfo, type CommandTable, type FlagInfo, type Settings } from './common/settings.js';
 
@@ -41,6 +43,66 @@ const VALUES: Record<string, readonly string[]> = {
   sshCipher: CIPHERS,
   runAsUser: ['auto'],
 };
+
+/** How long a TAB waits for the cluster's names. */
+export const CLUSTER_WAIT_MS = 1500;
+
+/** The commands whose first argument is a service (and, for exchange and mesh, deploy/NAME). */
+const SERVICE_ARGS: Record<string, { deployments: boolean }> = {
+  exchange: { deployments: true },
+  mesh: { deployments: true },
+  forward: { deployments: false },
+  recover: { deployments: false },
+};
+
+/** The value of a flag in the words (`-n dev`, `--namespace=dev`). */
+function wordValue(words: string[], names: string[]): string | undefined {
+  for (let i = words.length - 2; i >= 0; i--) {
+    const w = words[i]!;
+    if (names.includes(w)) return words[i + 1];
+    const eq = names.find((n) => w.startsWith(`${n}=`));
+    if (eq !== undefined) return w.slice(eq.length + 1);
+  }
+  return undefined;
+}
+
+/**
+ * Service names (and `deploy/NAME`) of the namespace the words name, from the cluster; [] when it
+ * cannot say in time. Loads the Kubernetes layer only here.
+ */
+async function clusterNames(words: string[], o: { deployments: boolean; current: string; settings?: Settings; command?: CommandInfo }): Promise<string[]> {
+  const flag = (key: string): string | undefined => {
+    const info = o.command?.flags.find((f) => f.key === key);
+    const typed = info === undefined ? undefined : wordValue(words, info.names);
+    if (typed !== undefined || info === undefined || o.settings === undefined || o.command === undefined) return typed;
+    const found = o.settings.lookup(o.command.group, info);
+    return found === undefined ? undefined : String(found.value);
+  };
+  const [{ openKube }, { useProfile }] = await Promise.all([import('../kube/session.js'), import('../kube/permissions.js')]);
+  useProfile({ command: 'completion', flags: {} });
+  const kube = openKube({ kubeconfig: flag('kubeconfig'), context: flag('kubeContext'), namespace: flag('namespace') });
+  const namespace = kube.namespace;
+  const wantDeployments = o.deployments && o.current.startsWith('d');
+  const [services, deployments] = await Promise.all([
+    kube.core.listNamespacedService({ namespace }).then((l) => l.items.map((s) => s.metadata?.name ?? '')),
+    wantDeployments ? kube.apps.listNamespacedDeployment({ namespace }).then((l) => l.items.map((d) => `deploy/${d.metadata?.name ?? ''}`)) : Promise.resolve([]),
+  ]);
+  const names = [...services, ...services.map((s) => `svc/${s}`), ...deployments].filter((n) => n !== '' && !n.endsWith('/'));
+  return names.filter((n) => n.startsWith(o.current) && (o.current.includes('/') || !n.includes('/') || n.startsWith('deploy/')));
+}
+
+/** `clusterNames`, or [] after CLUSTER_WAIT_MS or on any failure. */
+async function clusterNamesInTime(words: string[], o: Parameters<typeof clusterNames>[1]): Promise<string[]> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<string[]>((resolve) => {
+    timer = setTimeout(() => resolve([]), CLUSTER_WAIT_MS);
+  });
+  try {
+    return await Promise.race([clusterNames(words, o).catch(() => []), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /** Flags whose value is a file name. */
 const FILE_FLAGS = new Set(['kubeconfig', 'identity', 'knownHosts', 'envFile', 'envJson']);
@@ -81,7 +143,7 @@ function kubeContexts(words: string[], env: NodeJS.ProcessEnv): string[] {
  * The completion of the last of `words` (what the user is typing; '' after a space), the words
  * before it being the command line after `ktctl`.
  */
-export function complete(table: CommandTable, words: string[], o: { env: NodeJS.ProcessEnv; settings?: Settings }): Completion {
+export async function complete(table: CommandTable, words: string[], o: { env: NodeJS.ProcessEnv; settings?: Settings }): Promise<Completion> {
   const current = words.at(-1) ?? '';
   const before = words.slice(0, -1);
   const paths = typedPaths(table);
@@ -139,7 +201,7 @@ export function complete(table: CommandTable, words: string[], o: { env: NodeJS.
   // a positional argument
   const full = matched.path.join(' ');
   if (full === 'completion') return { files: false, candidates: prefixed(SHELLS) };
-  if (full === 'check') return { files: false, candidates: prefixed(['connect', 'exchange', 'mesh', 'preview', 'forward', 'recover', 'clean', 'status']) };
+  if (full === 'check') return { files: false, candidates: prefixed(COMMANDS) };
   if (full === 'config get' || full === 'config set' || full === 'config unset') {
     if (full === 'config set' && before.length > matched.path.length) return none;
     const keys: string[] = [];
@@ -154,6 +216,12 @@ export function complete(table: CommandTable, words: string[], o: { env: NodeJS.
     }
   }
   if (full === 'config show') return { files: false, candidates: prefixed(table.configurable().map((c) => c.group)) };
+  const service = SERVICE_ARGS[full];
+  // the first argument only (forward's second is ports)
+  const args = before.slice(matched.path.length).filter((w, i, all) => !w.startsWith('-') && !(i > 0 && flagFor(command, all[i - 1]!)?.arity));
+  if (service !== undefined && args.length === 0) {
+    return { files: false, candidates: await clusterNamesInTime(words, { deployments: service.deployments, current, command, ...(o.settings ? { settings: o.settings } : {}) }) };
+  }
   return none;
 }
 
@@ -228,8 +296,9 @@ export class CompletionCommand extends Command {
     description: 'print the shell completion script for bash, zsh or fish',
     details: `
       Completes commands, sub-commands, flags, the values of flags with a fixed set (modes, DNS modes, ssh
-      ciphers), kubeconfig contexts, config keys and profile names. The script calls \`ktctl __complete\`, so it
-      follows the installed ktctl.
+      ciphers), kubeconfig contexts, config keys, profile names, and the cluster's services (and deployments)
+      for exchange, mesh, forward and recover. The script calls \`ktctl __complete\`, so it follows the
+      installed ktctl.
     `,
     examples: [
       ['bash, for this shell', 'source <($0 completion bash)'],
@@ -267,12 +336,15 @@ export class CompleteCommand extends Command implements TableAware {
   async execute(): Promise<number> {
     try {
       const words = this.words.length === 0 ? [''] : this.words;
-      const c = complete(this.#table!, words, { env: this.#settings?.env ?? process.env, ...(this.#settings ? { settings: this.#settings } : {}) });
+      const c = await complete(this.#table!, words, { env: this.#settings?.env ?? process.env, ...(this.#settings ? { settings: this.#settings } : {}) });
       this.context.stdout.write(`${c.files ? ':files' : ':nofiles'}\n${c.candidates.map((x) => `${x}\n`).join('')}`);
     } catch {
       // never an error into the user's prompt
       this.context.stdout.write(':nofiles\n');
     }
+    // A request to a cluster that answered too late may still hold a socket: the shell waits for this
+    // process, so it ends now that the answer is written.
+    if (this.context.stdout === process.stdout) process.stdout.write('', () => process.exit(0));
     return 0;
   }
 }

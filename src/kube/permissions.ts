@@ -34,7 +34,7 @@ export interface Need extends Permission {
   lost?: string;
 }
 
-export const COMMANDS = ['connect', 'exchange', 'mesh', 'preview', 'forward', 'recover', 'clean', 'status', 'birdseye', 'dashboard'] as const;
+export const COMMANDS = ['connect', 'exchange', 'mesh', 'preview', 'forward', 'recover', 'clean', 'status', 'birdseye', 'dashboard', 'completion'] as const;
 export type CommandName = (typeof COMMANDS)[number];
 
 /** The flags that change what a command asks for. */
@@ -276,6 +276,12 @@ export function needsOf(profile: Profile): Need[] {
         ...asActions(needsOf({ command: 'recover', flags: {} }), 'the dashboard cannot recover a service'),
         ...asActions(needsOf({ command: 'clean', flags: {} }), 'the dashboard cannot clean stale objects'),
       ]);
+    case 'completion':
+      // ktctl __complete (src/cli/completion.ts): names for a TAB, nothing without them but the names
+      return dedupe([
+        need('list', 'services', 'completes service names (exchange, mesh, forward, recover)', { lost: 'service names are not completed' }),
+        need('list', 'deployments', 'completes deploy/NAME (exchange, mesh)', { ...apps, lost: 'deployment names are not completed' }),
+      ]);
     case 'status':
       return dedupe([
         ...listObjects('cluster', 'lists ktctl\'s objects in every namespace (without -n)', 'without -n, only the current namespace is listed'),
@@ -336,6 +342,7 @@ export const CHECKED_PROFILES: Profile[] = [
   { command: 'status', flags: {} },
   { command: 'birdseye', flags: {} },
   { command: 'dashboard', flags: {} },
+  { command: 'completion', flags: {} },
 ];
 
 /** `connect --mode socks`, `exchange --mode scale`, `connect --dnsMode hosts --shareShadow`. */
