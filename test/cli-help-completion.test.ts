@@ -217,8 +217,9 @@ test('service and deployment names from the cluster, in the namespace the words 
   });
   t.is(d.status, 201, JSON.stringify(d.json));
   const { env } = scratch(t);
-  // strict: a request the completion profile does not list fails (src/kube/permissions.ts)
-  const e = { ...env, KUBECONFIG: lab.kubeconfig, KTCTL_PERMISSIONS: 'strict' };
+  // strict: a request the completion profile does not list fails (src/kube/permissions.ts); a long wait,
+  // as the test machine is shared (the wait itself is no assertion)
+  const e = { ...env, KUBECONFIG: lab.kubeconfig, KTCTL_PERMISSIONS: 'strict', KTCTL_COMPLETION_WAIT_MS: '20000' };
   const words = (args: string[]) => ktctl(e, ['__complete', ...args]);
   const names = async (args: string[]): Promise<string[]> => {
     const r = await words(args);

@@ -44,8 +44,8 @@ const VALUES: Record<string, readonly string[]> = {
   runAsUser: ['auto'],
 };
 
-/** How long a TAB waits for the cluster's names. */
-export const CLUSTER_WAIT_MS = 1500;
+/** How long a TAB waits for the cluster's answer (after loading the Kubernetes layer); KTCTL_COMPLETION_WAIT_MS for slow machines. */
+export const CLUSTER_WAIT_MS = 2000;
 
 /** The commands whose first argument is a service (and, for exchange and mesh, deploy/NAME). */
 const SERVICE_ARGS: Record<string, { deployments: boolean }> = {
@@ -70,7 +70,7 @@ function wordValue(words: string[], names: string[]): string | undefined {
  * Service names (and `deploy/NAME`) of the namespace the words name, from the cluster; [] when it
  * cannot say in time. Loads the Kubernetes layer only here.
  */
-async function clusterNames(words: string[], o: { deployments: boolean; current: string; settings?: Settings; command?: CommandInfo }): Promise<string[]> {
+async function clusterNames(words: string[], o: { deployments: boolean; current: string; settings?: Settings; command?: CommandInfo; waitMs: number }): Promise<string[]> {
   const flag = (key: string): string | undefined => {
     const info = o.command?.flags.find((f) => f.key === key);
     const typed = info === undefined ? undefined : wordValue(words, info.names);
@@ -83,25 +83,31 @@ async function clusterNames(words: string[], o: { deployments: boolean; current:
   const kube = openKube({ kubeconfig: flag('kubeconfig'), context: flag('kubeContext'), namespace: flag('namespace') });
   const namespace = kube.namespace;
   const wantDeployments = o.deployments && o.current.startsWith('d');
-  const [services, deployments] = await Promise.all([
+  const [services, deployments] = await inTime<[string[], string[]]>(o.waitMs, [[], []], Promise.all([
     kube.core.listNamespacedService({ namespace }).then((l) => l.items.map((s) => s.metadata?.name ?? '')),
     wantDeployments ? kube.apps.listNamespacedDeployment({ namespace }).then((l) => l.items.map((d) => `deploy/${d.metadata?.name ?? ''}`)) : Promise.resolve([]),
-  ]);
+  ]));
   const names = [...services, ...services.map((s) => `svc/${s}`), ...deployments].filter((n) => n !== '' && !n.endsWith('/'));
   return names.filter((n) => n.startsWith(o.current) && (o.current.includes('/') || !n.includes('/') || n.startsWith('deploy/')));
 }
 
-/** `clusterNames`, or [] after CLUSTER_WAIT_MS or on any failure. */
-async function clusterNamesInTime(words: string[], o: Parameters<typeof clusterNames>[1]): Promise<string[]> {
+/** `work`'s result, or `late` after `ms`. */
+async function inTime<T>(ms: number, late: T, work: Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<string[]>((resolve) => {
-    timer = setTimeout(() => resolve([]), CLUSTER_WAIT_MS);
+  const deadline = new Promise<T>((resolve) => {
+    timer = setTimeout(() => resolve(late), ms);
   });
   try {
-    return await Promise.race([clusterNames(words, o).catch(() => []), late]);
+    return await Promise.race([work, deadline]);
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** `clusterNames`, or [] when the cluster does not answer in time or at all. */
+async function clusterNamesInTime(words: string[], o: Omit<Parameters<typeof clusterNames>[1], 'waitMs'> & { env: NodeJS.ProcessEnv }): Promise<string[]> {
+  const wait = Number(o.env.KTCTL_COMPLETION_WAIT_MS);
+  return clusterNames(words, { ...o, waitMs: Number.isFinite(wait) && wait > 0 ? wait : CLUSTER_WAIT_MS }).catch(() => []);
 }
 
 /** Flags whose value is a file name. */
@@ -220,7 +226,7 @@ export async function complete(table: CommandTable, words: string[], o: { env: N
   // the first argument only (forward's second is ports)
   const args = before.slice(matched.path.length).filter((w, i, all) => !w.startsWith('-') && !(i > 0 && flagFor(command, all[i - 1]!)?.arity));
   if (service !== undefined && args.length === 0) {
-    return { files: false, candidates: await clusterNamesInTime(words, { deployments: service.deployments, current, command, ...(o.settings ? { settings: o.settings } : {}) }) };
+    return { files: false, candidates: await clusterNamesInTime(words, { deployments: service.deployments, current, command, env: o.env, ...(o.settings ? { settings: o.settings } : {}) }) };
   }
   return none;
 }

@@ -109,6 +109,7 @@ export const OWN_VARIABLES: ReadonlySet<string> = new Set([
   'KTCTL_FUZZ_PACKETS',
   'KTCTL_CHROMIUM',
   'KTCTL_TEST_ARTIFACTS',
+  'KTCTL_COMPLETION_WAIT_MS',
 ]);
 
 /** The environment variables of a flag, the narrower first (ktctl's own variables left out). */
