@@ -51,7 +51,7 @@ function endpointOf(kc: KubeConfig): LabEndpoint {
 }
 
 interface FileHooks {
-  before(fn: () => Promise<void>): void;
+  serial: { before(fn: () => Promise<void>): void };
   after: { always(fn: () => Promise<void>): void };
 }
 
@@ -61,7 +61,9 @@ interface FileHooks {
  */
 export function fileNamespace(test: FileHooks, prefix: string): string {
   const name = `${prefix}-${randomBytes(3).toString('hex')}`;
-  test.before(async () => {
+  // serial: AVA runs a file's before hooks concurrently unless they are serial (runner.js
+  // runMultiple), and the file's own hooks create things in this namespace
+  test.serial.before(async () => {
     const core = kubeConfig().makeApiClient(CoreV1Api);
     await core.createNamespace({ body: { metadata: { name, labels: { 'ktlab.test/owner': prefix } } } });
   });
