@@ -10,7 +10,7 @@
  * bench/results/compare-builds-<date>.json.
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { KubeRow } from './kube-connect.js';
@@ -26,8 +26,8 @@ type Row = KubeRow;
 
 /** One bench/run.ts of `tree`; its rows (read from the results file it writes). */
 async function runTree(tree: string): Promise<Row[]> {
-  // This tree's run writes into a directory of its own (its committed results stay); an older
-  // tree's script does not know the variable and writes into its own checkout.
+  // Each run writes into a directory of its own (the committed results stay); a tree whose script
+  // predates BENCH_RESULTS_DIR writes into its own checkout instead.
   const results = mkdtempSync(join(tmpdir(), 'ktbench-cmp-'));
   try {
     const code = await new Promise<number | null>((res) => {
@@ -39,7 +39,9 @@ async function runTree(tree: string): Promise<Row[]> {
       child.on('close', res);
     });
     if (code !== 0) throw new Error(`bench/run.ts in ${tree} exited with ${code}`);
-    const file = tree === ROOT ? join(results, 'latest.json') : join(tree, 'bench/results/latest.json');
+    // never the tree's committed latest.json when the run wrote its own: that read stale rows as the baseline's
+    const own = join(results, 'latest.json');
+    const file = existsSync(own) ? own : join(tree, 'bench/results/latest.json');
     return (JSON.parse(readFileSync(file, 'utf8')) as { rows: Row[] }).rows;
   } finally {
     rmSync(results, { recursive: true, force: true });
