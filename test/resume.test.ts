@@ -279,3 +279,82 @@ test('control frames: what is encoded decodes the same, however it is cut; garba
   t.throws(() => new ControlDecoder().push(Buffer.from([0, 0, 0, 1, 99])), { message: /unknown control frame type 99/ });
   t.throws(() => new ControlDecoder().push(Buffer.from([0xff, 0, 0, 0])), { instanceOf: RangeError });
 });
+
+test('memory: 200 streams held at their bound while the tunnel is down; RSS grows by about what they keep; all finish after', async (t) => {
+  const BOUND = 1 << 20;
+  const g = await rig(t, { streamBytes: BOUND, totalBytes: 256 << 20 });
+  const counts: number[] = [];
+  const port = await listen(t, (s) => {
+    let n = 0;
+    s.on('data', (c: Buffer) => (n += c.length));
+    s.on('end', () => {
+      counts.push(n);
+      s.end();
+    });
+  });
+  const streams = await Promise.all(Array.from({ length: 200 }, () => g.tunnel.dial('127.0.0.1', port)));
+  for (const s of streams) s.on('error', () => undefined);
+  global.gc?.();
+  const before = process.memoryUsage().rss;
+  g.relay.refuse(true);
+  g.relay.cut();
+  await new Promise((r) => setTimeout(r, 100));
+  const CHUNK = 64 << 10;
+  /** Writes fresh chunks (as sockets give them) until a write's callback waits: the stream keeps its bound. */
+  const fill = async (s: Duplex): Promise<number> => {
+    let written = 0;
+    for (;;) {
+      const accepted = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), 300);
+        s.write(Buffer.alloc(CHUNK, written & 0xff), () => {
+          clearTimeout(timer);
+          resolve(true);
+        });
+      });
+      written += CHUNK;
+      if (!accepted) return written;
+    }
+  };
+  const written = await Promise.all(streams.map(fill));
+  const kept = streams.map((s) => (s as unknown as { keptBytes: number }).keptBytes);
+  const held = kept.reduce((a, b) => a + b, 0);
+  const grown = process.memoryUsage().rss - before;
+  t.log(`200 streams keep ${(held / 2 ** 20).toFixed(0)} MiB; RSS grew ${(grown / 2 ** 20).toFixed(0)} MiB`);
+  for (const k of kept) t.true(k >= BOUND && k <= BOUND + CHUNK, `a stream keeps ${k} bytes`);
+  // The documented figure (README, "What survives a dropped tunnel"): what the streams keep, plus a quarter, plus 64 MiB.
+  t.true(grown <= held * 1.25 + (64 << 20), `RSS grew ${grown} bytes for ${held} kept`);
+  g.relay.refuse(false);
+  for (const s of streams) s.end();
+  for (let i = 0; counts.length < 200 && i < 1000; i++) await new Promise((r) => setTimeout(r, 20));
+  t.is(counts.length, 200);
+  t.deepEqual(counts.sort((a, b) => a - b), written.sort((a, b) => a - b), 'every stream delivered all it was given, after the tunnel came back');
+});
+
+test('the total bound caps what all streams keep together', async (t) => {
+  const g = await rig(t, { streamBytes: 4 << 20, totalBytes: 8 << 20 });
+  const port = await listen(t, (s) => s.resume());
+  const streams = await Promise.all(Array.from({ length: 8 }, () => g.tunnel.dial('127.0.0.1', port)));
+  for (const s of streams) s.on('error', () => undefined);
+  g.relay.refuse(true);
+  g.relay.cut();
+  await new Promise((r) => setTimeout(r, 100));
+  for (let i = 0; i < 64; i++) for (const s of streams) s.write(Buffer.alloc(64 << 10));
+  await new Promise((r) => setTimeout(r, 300));
+  const held = streams.reduce((a, s) => a + (s as unknown as { keptBytes: number }).keptBytes, 0);
+  // At most the total, plus the one chunk each stream may take before it sees the budget spent.
+  t.true(held >= 8 << 20 && held <= (8 << 20) + 8 * (64 << 10), `held ${held}`);
+  g.relay.refuse(false);
+});
+
+test('an older shadow (protocol 1): said once, however often the tunnel comes back; its streams are not made resumable', async (t) => {
+  const { ResumeClient } = await import('../src/ssh/resume.js');
+  const logs: string[] = [];
+  const client = new ResumeClient(RESUME_DEFAULTS, (l) => logs.push(l), () => undefined);
+  // What ResumeClient reads of a connection: the server's software and whether it is up.
+  const old = Object.assign(new (await import('node:events')).EventEmitter(), { serverSoftware: 'ktctl-shadow_1', ready: true, subsystem: () => Promise.resolve(undefined) });
+  const tunnel = old as unknown as SshTunnel;
+  t.false(await client.connect(tunnel));
+  t.false(await client.connect(tunnel));
+  t.false(client.active(tunnel));
+  t.deepEqual(logs, ['open connections will not survive a dropped tunnel: the ssh server is an older shadow (ktctl-shadow_1), without ktctl\'s resume layer']);
+});
