@@ -280,7 +280,7 @@ test('control frames: what is encoded decodes the same, however it is cut; garba
   t.throws(() => new ControlDecoder().push(Buffer.from([0xff, 0, 0, 0])), { instanceOf: RangeError });
 });
 
-test('memory: 200 streams held at their bound while the tunnel is down; RSS grows by about what they keep; all finish after', async (t) => {
+test.serial('memory: 200 streams held at their bound while the tunnel is down; RSS grows by about what they keep; all finish after', async (t) => {
   const BOUND = 1 << 20;
   const g = await rig(t, { streamBytes: BOUND, totalBytes: 256 << 20 });
   const counts: number[] = [];
@@ -357,4 +357,25 @@ test('an older shadow (protocol 1): said once, however often the tunnel comes ba
   t.false(await client.connect(tunnel));
   t.false(client.active(tunnel));
   t.deepEqual(logs, ['open connections will not survive a dropped tunnel: the ssh server is an older shadow (ktctl-shadow_1), without ktctl\'s resume layer']);
+});
+
+test('a writer that ignores backpressure past twice the bound while the tunnel is down: the stream is reset on both ends, with why', async (t) => {
+  const g = await rig(t, { streamBytes: 256 << 10 });
+  let farClosed!: () => void;
+  const farGone = new Promise<void>((r) => (farClosed = r));
+  const port = await listen(t, (s) => {
+    s.resume();
+    s.on('end', () => farClosed());
+    s.on('close', () => farClosed());
+  });
+  const stream = await g.tunnel.dial('127.0.0.1', port);
+  const failed = new Promise<Error>((resolve) => stream.once('error', resolve));
+  g.relay.refuse(true);
+  g.relay.cut();
+  await new Promise((r) => setTimeout(r, 100));
+  for (let i = 0; i < 64; i++) stream.write(Buffer.alloc(16 << 10)); // 1 MiB, never waiting for 'drain'
+  t.regex((await failed).message, /past the buffer bound of 262144 bytes/);
+  g.relay.refuse(false);
+  await farGone; // the shadow was told at the next HELLO (the client no longer has it)
+  t.is(g.tunnel.resumeCounts?.lost, 0, 'reset by its own writer, not lost by the tunnel');
 });

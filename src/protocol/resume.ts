@@ -439,9 +439,10 @@ export class ResumableStream extends Duplex {
     this.#host.debug(`stream ${this.id} reset: ${reason}`);
     if (tellPeer) this.#host.sendReset(this, reason);
     this.#closeChannel();
-    this.#dropKept();
+    const error = new StreamResetError(reason);
+    this.#dropKept(error);
     this.#host.release(this, 'reset');
-    this.destroy(new StreamResetError(reason));
+    this.destroy(error);
   }
 
   /** The budget has room again. */
@@ -501,14 +502,14 @@ export class ResumableStream extends Duplex {
     }
   }
 
-  #dropKept(): void {
+  #dropKept(error: Error): void {
     if (this.#keptBytes > 0) this.#host.budget.give(this.#keptBytes);
     this.#host.budget.forget(this);
     this.#kept.length = 0;
     this.#keptBytes = 0;
     const cb = this.#pendingWrite;
     this.#pendingWrite = undefined;
-    cb?.(new StreamResetError('the stream was reset'));
+    cb?.(error);
   }
 
   #sendEof(channel: StreamChannel): void {
@@ -536,6 +537,19 @@ export class ResumableStream extends Duplex {
     cb();
   }
 
+  /**
+   * As Writable's, and a writer that ignores `write()` returning false (its chunks pile up in
+   * `writableLength` while our callback waits) past twice the bound gets the stream reset. A single
+   * large write is kept whole.
+   */
+  override write(chunk: unknown, encoding?: BufferEncoding | ((error: Error | null | undefined) => void), cb?: (error: Error | null | undefined) => void): boolean {
+    const ok = typeof encoding === 'function' ? super.write(chunk, encoding) : super.write(chunk, encoding as BufferEncoding, cb);
+    if (this.#state === 'open' && this.#keptBytes > 0 && this.#keptBytes + this.writableLength > this.#host.streamBytes * HARD_LIMIT_FACTOR) {
+      this.fail(`its writer went past the buffer bound of ${this.#host.streamBytes} bytes`);
+    }
+    return ok;
+  }
+
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
     if (this.#state !== 'open') {
       callback(new StreamResetError('the stream was reset'));
@@ -543,11 +557,6 @@ export class ResumableStream extends Duplex {
     }
     if (chunk.length === 0) {
       callback();
-      return;
-    }
-    if (this.#keptBytes + chunk.length > this.#host.streamBytes * HARD_LIMIT_FACTOR) {
-      this.fail(`its writer went past the buffer bound of ${this.#host.streamBytes} bytes`);
-      callback(new StreamResetError('buffer bound exceeded'));
       return;
     }
     this.#kept.push(chunk);
@@ -583,7 +592,7 @@ export class ResumableStream extends Duplex {
       this.#host.debug(`stream ${this.id} reset: ${reason}`);
       this.#host.sendReset(this, reason);
       this.#closeChannel();
-      this.#dropKept();
+      this.#dropKept(new StreamResetError(reason));
       this.#host.release(this, 'reset');
     }
     callback(error);

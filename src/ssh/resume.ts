@@ -190,6 +190,7 @@ export class ResumeClient implements StreamHost {
       channel = await control.tunnel.dial('ktctl-resume', stream.id, { originHost: attachOrigin(this.session, stream.id, stream.received, stream.peerFin) });
     } catch (err) {
       control.attached.delete(stream.id);
+      if (!control.tunnel.ready) return; // it dropped meanwhile: the stream waits for the next one
       const text = openFailureText(err);
       if (text === `${ATTACH_REFUSED}${ATTACH_COMPLETED}`) {
         // The shadow had our FIN and we confirmed its: nothing was left to move.
@@ -204,6 +205,7 @@ export class ResumeClient implements StreamHost {
     const got = await answer;
     if (got instanceof Error) {
       channel.destroy();
+      if (!control.tunnel.ready) return;
       this.counts.lost++;
       stream.fail(`re-attaching failed: ${got.message}`, false);
       return;
