@@ -59,7 +59,8 @@ export interface FreezeRequest {
   seconds: number;
   /** only pods of this namespace (default: every namespace) */
   namespace?: string;
-  /** only this pod (any pod, labelled or not); with `namespace` when the name is in several */
+  /** only this pod (any pod, labelled or not, also one being deleted); with `namespace` when the
+   * name is in several. Without it: the ktctl pods that are not being deleted. */
   pod?: string;
 }
 
@@ -180,7 +181,7 @@ export class ShadowFreezer {
     const where = req.namespace ? `in namespace ${req.namespace}` : 'in any namespace';
     const picked = req.pod
       ? pods.filter((m) => m.name === req.pod)
-      : pods.filter((m) => m.labels?.[SHADOW_LABEL.key] === SHADOW_LABEL.value);
+      : pods.filter((m) => m.labels?.[SHADOW_LABEL.key] === SHADOW_LABEL.value && !m.deletionTimestamp);
     if (picked.length === 0) {
       throw new ApiError(404, 'NotFound', req.pod ? `pods "${req.pod}" not found ${where}` : `no ktctl pod (label ${SHADOW_LABEL.key}=${SHADOW_LABEL.value}) ${where}`);
     }
@@ -193,14 +194,16 @@ export class ShadowFreezer {
   /** SIGSTOP to each process of the pod not stopped yet, until a listing finds no new one. */
   #stop(uid: string, procs: Map<number, string>, podProcesses: (uid: string) => number[]): void {
     for (let round = 0; round < STOP_ROUNDS; round++) {
-      const fresh = podProcesses(uid).filter((pid) => !sameProcess(pid, procs.get(pid) ?? ''));
-      if (fresh.length === 0) return;
-      for (const pid of fresh) {
+      // not stopped by us yet, and not ended (a zombie only waits to be reaped)
+      const fresh = podProcesses(uid).flatMap((pid) => {
         const st = procStat(pid);
-        if (!st) continue;
+        return st && !'ZX'.includes(st.state) && procs.get(pid) !== st.startTime ? [st] : [];
+      });
+      if (fresh.length === 0) return;
+      for (const st of fresh) {
         try {
-          process.kill(pid, 'SIGSTOP');
-          procs.set(pid, st.startTime);
+          process.kill(st.pid, 'SIGSTOP');
+          procs.set(st.pid, st.startTime);
         } catch {
           // gone meanwhile
         }
@@ -216,7 +219,7 @@ export class ShadowFreezer {
       list.flatMap((f) =>
         [...f.procs].flatMap(([pid, start]) => {
           const st = procStat(pid);
-          return st && st.startTime === start && st.state !== 'T' && st.state !== 'Z' ? [pid] : [];
+          return st && st.startTime === start && !'TZX'.includes(st.state) ? [pid] : [];
         }),
       );
     let left = running();

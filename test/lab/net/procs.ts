@@ -44,9 +44,11 @@ export function procState(pid: number): string | undefined {
   return procStat(pid)?.state;
 }
 
-/** true while `pid` is still the process that had `startTime` (not gone, not a reused pid) */
+/** true while `pid` is still the process that had `startTime` and has not ended: not gone, not a
+ * zombie waiting for its parent (or init) to reap it, not a later process with the same pid */
 export function sameProcess(pid: number, startTime: string): boolean {
-  return procStat(pid)?.startTime === startTime;
+  const st = procStat(pid);
+  return st !== undefined && st.startTime === startTime && st.state !== 'Z' && st.state !== 'X';
 }
 
 /**
