@@ -249,20 +249,28 @@ async function freezeCmd(stateDir: string, what: 'freeze-shadow' | 'thaw-shadow'
     else if (a.startsWith('-') && !/^-\d/.test(a)) return fail(`unknown option ${a} (usage: ${FAULT_USAGE})`);
     else positional.push(a);
   }
+  let seconds = 0;
+  if (what === 'thaw-shadow') {
+    if (positional.length > 0) return fail(`takes no SECONDS (got ${positional.join(' ')})`);
+  } else {
+    if (positional.length !== 1) return fail(`needs one SECONDS, a number of seconds more than 0 and at most ${FREEZE_MAX_SECONDS}${positional.length ? ` (got ${positional.join(' ')})` : ''}`);
+    const text = positional[0]!;
+    if (!/^-?\d+(\.\d+)?$/.test(text)) return fail(`"${text}" is not a number of seconds (more than 0, at most ${FREEZE_MAX_SECONDS})`);
+    seconds = Number(text);
+    if (!(seconds > 0 && seconds <= FREEZE_MAX_SECONDS)) return fail(`SECONDS must be more than 0 and at most ${FREEZE_MAX_SECONDS} (got ${text})`);
+  }
+  if (!fs.existsSync(path.join(stateDir, FILES.tokens))) {
+    process.stderr.write(`lab: fault ${what}: the lab is not up (no credentials in ${stateDir}): npm run lab -- up\n`);
+    return 1;
+  }
   const ep = endpointFromState(stateDir);
   const where = (p: FrozenPod): string => `${p.namespace}/${p.name}`;
   try {
     if (what === 'thaw-shadow') {
-      if (positional.length > 0) return fail(`takes no SECONDS (got ${positional.join(' ')})`);
       const thawed = await deleteFrozen(ep, { namespace, pod });
       process.stdout.write(`continued ${thawed.length} frozen pod(s)${thawed.map((p) => `\n  ${where(p)}`).join('')}\n`);
       return 0;
     }
-    if (positional.length !== 1) return fail(`needs one SECONDS, a number of seconds more than 0 and at most ${FREEZE_MAX_SECONDS}${positional.length ? ` (got ${positional.join(' ')})` : ''}`);
-    const text = positional[0]!;
-    if (!/^-?\d+(\.\d+)?$/.test(text)) return fail(`"${text}" is not a number of seconds (more than 0, at most ${FREEZE_MAX_SECONDS})`);
-    const seconds = Number(text);
-    if (!(seconds > 0 && seconds <= FREEZE_MAX_SECONDS)) return fail(`SECONDS must be more than 0 and at most ${FREEZE_MAX_SECONDS} (got ${text})`);
     const r = await postFreeze(ep, { seconds, namespace, pod });
     process.stdout.write(
       `froze ${r.frozen.length} pod(s) for ${seconds} s (SIGSTOP); the lab continues them (SIGCONT) at ${r.thawAt}:\n` +
