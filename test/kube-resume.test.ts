@@ -13,9 +13,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
 import { request, type LabEndpoint } from './lab/api/client.js';
-import { fileNamespace, kubeConfig, labExec, waitForReadyPods } from './lab/fixture.js';
+import { CoreV1Api } from '@kubernetes/client-node';
+import { fileNamespace, freezeShadow, kubeConfig, labExec, thawShadow, waitForReadyPods } from './lab/fixture.js';
 import { createLabNet } from './lab/net/index.js';
-import { closeServer, ktctlObjects, labKtctl, laptopServer, type CliRun } from './helpers/ktctl.js';
+import { closeServer, ktctlObjects, labKtctl, laptopServer, MANAGED, type CliRun } from './helpers/ktctl.js';
 import { deployEcho } from './helpers/lab-echo.js';
 import { echoPatternSha256 } from './lab/images/echo.js';
 import { REPO } from './helpers/ssh-fixtures.js';
@@ -234,4 +235,44 @@ test.serial('exchange: a pod uploading 200 MB to the laptop through the exchange
   t.is(s.lost, 0);
   await stopClean(t, run);
   await waitForReadyPods(ns, 'app=echo', 1);
+});
+
+test.serial('a freeze longer than the resume window: the stream is reset on both ends, new connections work, the shadow holds no socket', async (t) => {
+  const core = kubeConfig().makeApiClient(CoreV1Api);
+  const run = lk.start(t, ['connect', '--mode', 'socks', '--proxyPort', '0', '--resumeWindow', '3', '--debug', '-n', ns]);
+  const port = Number((await run.waitFor(/socks5h:\/\/127\.0\.0\.1:(\d+)/))[1]);
+  const shadow = (await core.listNamespacedPod({ namespace: ns, labelSelector: MANAGED })).items[0]!.metadata!.name!;
+  const echoIp = (await core.readNamespacedPod({ name: echoPod, namespace: ns })).status!.podIP!;
+  const dir = tmp(t);
+  const down = join(dir, 'down');
+  // A download that lasts (1 MB/s): open when the shadow freezes.
+  const get = start(t, ['curl', '-sS', '--socks5-hostname', `127.0.0.1:${port}`, '--limit-rate', '1M', '-o', down, `http://echo.${ns}/bytes/${SIZE}`]);
+  while (sizeOf(down) < 1 << 20) await new Promise((r) => setTimeout(r, 20));
+  const toEcho = ['ss', '-tnH', 'state', 'all', 'dst', `${echoIp}:8080`];
+  const during = await labExec({ namespace: ns, name: shadow }, toEcho);
+  t.is(during.stdout.trim().split('\n').length, 1, `the shadow's socket to the echo pod while downloading: ${during.stdout}`);
+  t.teardown(() => thawShadow({ namespace: ns }).then(() => undefined));
+  // Frozen for longer than the window, and the port-forward cut so that ktctl notices at once.
+  await freezeShadow(12, { namespace: ns, pod: shadow });
+  await cut();
+  const got = await get.done;
+  t.not(got.code, 0, 'the download was reset, not completed');
+  await run.waitFor(/stream \d+ reset: the tunnel did not come back within the resume window \(3 s\)/, 20_000);
+  // After the thaw: the tunnel comes back, new connections work.
+  await run.waitFor(/^reconnected to shadow pod/m, 60_000);
+  const again = await new Promise<{ code: number; stdout: string }>((resolve) =>
+    start(t, ['curl', '-sS', '-m', '10', '--socks5-hostname', `127.0.0.1:${port}`, `http://echo.${ns}/after`]).done.then(resolve),
+  );
+  t.is(again.code, 0);
+  t.is((JSON.parse(again.stdout) as { path: string }).path, '/after');
+  // The shadow reset its end when the client said it no longer held the stream, and keeps no socket to the echo pod.
+  const log = await core.readNamespacedPodLog({ name: shadow, namespace: ns });
+  t.regex(log, /"stream \d+ reset: the client no longer has it"|resume window/);
+  const ss = await labExec({ namespace: ns, name: shadow }, toEcho);
+  t.is(ss.exitCode, 0, ss.stderr);
+  t.is(ss.stdout.trim(), '', `sockets to the echo pod left in the shadow: ${ss.stdout}`);
+  const s = await streams(run);
+  t.true(s.lost >= 1, `lost ${s.lost}`);
+  await run.stop(t);
+  t.deepEqual(await ktctlObjects(ns), []);
 });
