@@ -247,6 +247,50 @@ export class ResumeBudget {
   }
 }
 
+/**
+ * An end's writer of ACK and RESET frames on its current control channel: ACKs are batched (one
+ * timer of ACK_DELAY_MS for all streams, or at once when asked); with no control channel nothing
+ * is sent (the counts go with the next attach, the resets with the next HELLO/WELCOME).
+ */
+export class ControlWriter {
+  channel: { write(frame: Buffer): unknown } | undefined;
+  readonly #dirty = new Set<ResumableStream>();
+  #timer: NodeJS.Timeout | undefined;
+
+  ackSoon(stream: ResumableStream, now: boolean): void {
+    this.#dirty.add(stream);
+    if (now) this.flush();
+    else this.#timer ??= setTimeout(() => this.flush(), ACK_DELAY_MS);
+  }
+
+  flush(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const channel = this.channel;
+    if (channel !== undefined) {
+      for (const s of this.#dirty) {
+        const ack = s.takeAck();
+        if (ack !== undefined) channel.write(encodeFrame({ type: 'ack', id: s.id, ...ack }));
+      }
+    }
+    this.#dirty.clear();
+  }
+
+  reset(stream: ResumableStream, reason: string): void {
+    this.channel?.write(encodeFrame({ type: 'reset', id: stream.id, reason }));
+  }
+
+  forget(stream: ResumableStream): void {
+    this.#dirty.delete(stream);
+  }
+
+  stop(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#dirty.clear();
+  }
+}
+
 /** The channel a stream rides: ssh2's ClientChannel and ServerChannel both are one. */
 export interface StreamChannel extends Duplex {
   /** Sends EOF only (a ServerChannel's `end()` would also close). */

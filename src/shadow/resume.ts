@@ -8,8 +8,8 @@
 import type { ServerChannel } from 'ssh2';
 import {
   ATTACH_COMPLETED,
-  ACK_DELAY_MS,
   ControlDecoder,
+  ControlWriter,
   PROTOCOL_VERSION,
   RESUME_MAX,
   ResumableStream,
@@ -43,10 +43,9 @@ class ShadowSession implements StreamHost {
   /** ids finished or reset while the session lived, with why (for a late attach) */
   readonly ended = new Map<number, string>();
   conn: ResumeConnection | undefined;
-  control: ServerChannel | undefined;
+  #control: ServerChannel | undefined;
+  readonly #writer = new ControlWriter();
   #nextId = 2;
-  readonly #dirty = new Set<ResumableStream>();
-  #ackTimer: NodeJS.Timeout | undefined;
   #windowTimer: NodeJS.Timeout | undefined;
   counts = { resumed: 0, lost: 0 };
 
@@ -76,6 +75,15 @@ class ShadowSession implements StreamHost {
   }
 
   /** The connection went: keep the streams for the window. */
+  get control(): ServerChannel | undefined {
+    return this.#control;
+  }
+
+  set control(channel: ServerChannel | undefined) {
+    this.#control = channel;
+    this.#writer.channel = channel;
+  }
+
   detach(): void {
     this.conn = undefined;
     this.control = undefined;
@@ -117,38 +125,23 @@ class ShadowSession implements StreamHost {
 
   close(): void {
     clearTimeout(this.#windowTimer);
-    clearTimeout(this.#ackTimer);
+    this.#writer.stop();
     for (const h of [...this.streams.values()]) h.stream.fail('the shadow is stopping');
   }
 
   // ---- StreamHost
 
   ackSoon(stream: ResumableStream, now: boolean): void {
-    this.#dirty.add(stream);
-    if (now) this.#flushAcks();
-    else this.#ackTimer ??= setTimeout(() => this.#flushAcks(), ACK_DELAY_MS);
-  }
-
-  #flushAcks(): void {
-    clearTimeout(this.#ackTimer);
-    this.#ackTimer = undefined;
-    const control = this.control;
-    if (control !== undefined) {
-      for (const s of this.#dirty) {
-        const ack = s.takeAck();
-        if (ack !== undefined) control.write(encodeFrame({ type: 'ack', id: s.id, ...ack }));
-      }
-    }
-    this.#dirty.clear();
+    this.#writer.ackSoon(stream, now);
   }
 
   sendReset(stream: ResumableStream, reason: string): void {
-    this.control?.write(encodeFrame({ type: 'reset', id: stream.id, reason }));
+    this.#writer.reset(stream, reason);
   }
 
   release(stream: ResumableStream, outcome: 'done' | 'reset'): void {
     this.streams.delete(stream.id);
-    this.#dirty.delete(stream);
+    this.#writer.forget(stream);
     this.ended.set(stream.id, outcome === 'done' ? ATTACH_COMPLETED : 'it was reset');
     if (this.conn === undefined && this.streams.size === 0) {
       clearTimeout(this.#windowTimer);

@@ -12,6 +12,7 @@ import {
   ATTACH_COMPLETED,
   ATTACH_REFUSED,
   ControlDecoder,
+  ControlWriter,
   PROTOCOL_VERSION,
   RESUME_SINCE_VERSION,
   RESUME_SUBSYSTEM,
@@ -54,8 +55,7 @@ export class ResumeClient implements StreamHost {
   readonly #streams = new Map<number, ResumableStream>();
   #nextId = 1;
   #control: Control | undefined;
-  readonly #dirty = new Set<ResumableStream>();
-  #ackTimer: NodeJS.Timeout | undefined;
+  readonly #writer = new ControlWriter();
   #windowTimer: NodeJS.Timeout | undefined;
   #said = false;
   readonly counts: ResumeCounts = { resumed: 0, lost: 0 };
@@ -111,6 +111,7 @@ export class ResumeClient implements StreamHost {
       return false;
     }
     this.#control = control;
+    this.#writer.channel = channel;
     clearTimeout(this.#windowTimer);
     this.#windowTimer = undefined;
     const held = new Set(welcome.streams);
@@ -152,7 +153,10 @@ export class ResumeClient implements StreamHost {
       onWelcome(undefined);
       for (const waiter of control.attached.values()) waiter(new Error('the control channel closed'));
       control.attached.clear();
-      if (this.#control === control) this.#control = undefined;
+      if (this.#control === control) {
+        this.#control = undefined;
+        this.#writer.channel = undefined;
+      }
     });
     const held = [...this.#streams.values()].map((s) => s.id);
     control.channel.write(encodeFrame({ type: 'hello', version: PROTOCOL_VERSION, session: this.session, limits: this.#limits, streams: held }));
@@ -243,6 +247,7 @@ export class ResumeClient implements StreamHost {
   /** The ssh connection dropped: every stream waits for the next one, for the resume window. */
   detachAll(): void {
     this.#control = undefined;
+    this.#writer.channel = undefined;
     if (this.#streams.size === 0) return;
     for (const s of this.#streams.values()) s.detach();
     if (this.#windowTimer !== undefined) return; // the window runs from the first drop, not the last attempt
@@ -257,7 +262,7 @@ export class ResumeClient implements StreamHost {
   /** Ends every stream (the tunnel is closed for good). */
   close(): void {
     clearTimeout(this.#windowTimer);
-    clearTimeout(this.#ackTimer);
+    this.#writer.stop();
     for (const s of [...this.#streams.values()]) s.fail('ktctl is stopping', false);
   }
 
@@ -272,33 +277,16 @@ export class ResumeClient implements StreamHost {
   // ---- StreamHost
 
   ackSoon(stream: ResumableStream, now: boolean): void {
-    this.#dirty.add(stream);
-    if (now) this.#flushAcks();
-    else this.#ackTimer ??= setTimeout(() => this.#flushAcks(), 5);
-  }
-
-  #flushAcks(): void {
-    clearTimeout(this.#ackTimer);
-    this.#ackTimer = undefined;
-    const control = this.#control;
-    if (control === undefined) {
-      this.#dirty.clear(); // the count goes with the next attach
-      return;
-    }
-    for (const s of this.#dirty) {
-      const ack = s.takeAck();
-      if (ack !== undefined) control.channel.write(encodeFrame({ type: 'ack', id: s.id, ...ack }));
-    }
-    this.#dirty.clear();
+    this.#writer.ackSoon(stream, now);
   }
 
   sendReset(stream: ResumableStream, reason: string): void {
-    this.#control?.channel.write(encodeFrame({ type: 'reset', id: stream.id, reason }));
+    this.#writer.reset(stream, reason);
   }
 
   release(stream: ResumableStream): void {
     this.#streams.delete(stream.id);
-    this.#dirty.delete(stream);
+    this.#writer.forget(stream);
   }
 
   debug(line: string): void {
