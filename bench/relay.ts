@@ -14,7 +14,7 @@
  * the sender is throttled by TCP and memory stays bounded (cap per direction per connection, plus one
  * read chunk). The cap should exceed the bandwidth-delay product the relay must carry: a delay line
  * moves at most cap / (RTT/2) bytes a second. The default, 64 MiB, carries 6.7 GB/s at 20 ms RTT and
- * 1.7 GB/s at 80 ms, above what any row here moves; `stats` reports whether the cap was ever hit.
+ * 1.7 GB/s at 80 ms, above what any row here moves; `stats` reports whether the line was ever full.
  * A destination that does not drain (its `write` returns false) holds the line: its chunks stay
  * queued and count against the cap.
  *
@@ -22,7 +22,7 @@
  *
  * Prints `relay listening HOST:PORT` when ready (PORT 0 picks one). Commands on stdin, one a line:
  * `rtt MS` changes the round trip for every connection (answers `rtt MS`), `stats` prints one JSON
- * line ({connections, peakBytes, capHits}, counted since the last `stats`). Ends when stdin ends.
+ * line ({connections, peakBytes, capHits, fullLine}, counted since the last `stats`). Ends when stdin ends.
  */
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -42,6 +42,12 @@ export interface RelayStats {
   peakBytes: number;
   /** how often a direction stopped reading because it held `cap` bytes */
   capHits: number;
+  /**
+   * the part of capHits where the destination was taking data: the cap bytes were all waiting out
+   * their delay, so the delay line was full and the relay, not the endpoints, set the speed (the
+   * other hits are ordinary backpressure from a destination that reads slower)
+   */
+  fullLine: number;
 }
 
 /** One direction of one connection: reads `src`, writes `dst` `delayMs()` later. */
@@ -76,6 +82,7 @@ class DelayLine {
       if (this.#bytes >= this.cap && !this.src.isPaused()) {
         this.src.pause();
         this.stats.capHits++;
+        if (!this.#waitingDrain) this.stats.fullLine++;
       }
     }
     if (this.#queue.length - this.#head === 1) this.#release();
@@ -126,7 +133,7 @@ export class DelayRelay {
   readonly #cap: number;
   readonly #server: net.Server;
   readonly #sockets = new Set<net.Socket>();
-  stats: RelayStats = { connections: 0, peakBytes: 0, capHits: 0 };
+  readonly stats: RelayStats = { connections: 0, peakBytes: 0, capHits: 0, fullLine: 0 };
 
   constructor(
     private readonly target: { host: string; port: number },
@@ -147,9 +154,10 @@ export class DelayRelay {
     this.#rttMs = ms;
   }
 
+  /** The counters since the last call (reset in place: the delay lines hold this object). */
   takeStats(): RelayStats {
-    const s = this.stats;
-    this.stats = { connections: this.#sockets.size / 2, peakBytes: 0, capHits: 0 };
+    const s = { ...this.stats };
+    Object.assign(this.stats, { connections: this.#sockets.size / 2, peakBytes: 0, capHits: 0, fullLine: 0 });
     return s;
   }
 
@@ -174,11 +182,14 @@ export class DelayRelay {
     // The client's bytes wait (in the kernel) until the far side is connected.
     client.pause();
     upstream.once('connect', () => client.resume());
+    // A socket that closed cleanly has exchanged both FINs: its peer's line may still hold data and
+    // a FIN to deliver, so the other socket stays until it closes too. An error (a reset) drops both.
     let closed = 0;
-    const onClose = (): void => {
-      // Either side gone for good (error or both directions closed): drop the other.
-      client.destroy();
-      upstream.destroy();
+    const onClose = (hadError: boolean): void => {
+      if (hadError) {
+        client.destroy();
+        upstream.destroy();
+      }
       if (++closed === 2) {
         for (const l of lines) l.stop();
         this.#sockets.delete(client);

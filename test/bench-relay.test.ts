@@ -78,7 +78,23 @@ test('relay_bothDirections_inOrderWhileTheDelayChanges_finAfterData', async (t) 
   t.is(sha(down2), sha(down), 'server -> client, then its FIN');
   t.is(sha(up2), sha(up), 'client -> server, then its FIN');
   t.true(flips > 0);
-  t.is(relay.takeStats().capHits, 0);
+  t.is(relay.takeStats().fullLine, 0);
+});
+
+test('relay_farSideClosesFirst_heldDataAndFinStillArrive', async (t) => {
+  // The client's FIN reaches the server first; the server answers and closes: the relay's upstream
+  // socket is fully closed while its answer still waits out the delay, and must still arrive.
+  const answer = randomBytes(1024 * 1024);
+  const srv = await server(t, (c) => {
+    c.resume();
+    c.once('end', () => c.end(answer));
+  });
+  const { port } = await relayTo(t, srv.port, { rttMs: 60 });
+  const c = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+  t.teardown(() => c.destroy());
+  const got = readAll(c);
+  c.end();
+  t.is(sha(await got), sha([answer]));
 });
 
 test('relay_destinationStopsReading_relayStopsAtItsCap_thenDeliversEverything', async (t) => {
@@ -104,6 +120,8 @@ test('relay_destinationStopsReading_relayStopsAtItsCap_thenDeliversEverything', 
   }
   const stats = relay.takeStats();
   t.true(stats.capHits >= 1, JSON.stringify(stats));
+  // The cap was reached because the destination stopped, not because the delay line was full.
+  t.true(stats.capHits > stats.fullLine, JSON.stringify(stats));
   // The relay holds at most the cap plus one read (a socket read is at most 64 KiB).
   t.true(stats.peakBytes <= cap + 64 * 1024, JSON.stringify(stats));
   const got = readAll(sink);
