@@ -61,6 +61,15 @@ function ssh2Client(args: string[]): Promise<ssh2.Client> {
   return new Promise((resolve, reject) => {
     client.once('ready', () => {
       client.setNoDelay(true);
+      if (process.env.WAN_DEBUG) {
+        const proto = (client as unknown as { _protocol: { channelWindowAdjust(id: number, amt: number): unknown } })._protocol;
+        const orig = proto.channelWindowAdjust.bind(proto);
+        const t0 = performance.now();
+        proto.channelWindowAdjust = (id, amt) => {
+          process.stderr.write(`adjust ${(performance.now() - t0).toFixed(1)} ${amt}\n`);
+          return orig(id, amt);
+        };
+      }
       resolve(client);
     });
     client.once('error', reject);

@@ -78,6 +78,8 @@ import type { RelayStats } from './relay.js';
 const ROOT = resolve(import.meta.dirname, '..');
 const RTTS = (process.env.WAN_RTTS ?? '0,20,80').split(',').map(Number);
 const FLOWS = [1, 8];
+/** WAN_TOOLS: only these tools (relay-only, ssh-L, ssh2-bare, ktctl-socks, ktctl-tun) */
+const TOOLS = process.env.WAN_TOOLS?.split(',').map((s) => s.trim());
 const WARMUP = Number(process.env.WAN_WARMUP ?? 1.5);
 const SECONDS = Number(process.env.WAN_SECONDS ?? 4);
 /** ssh2's Channel.js MAX_WINDOW, and OpenSSH's CHAN_TCP_WINDOW_DEFAULT */
@@ -192,6 +194,7 @@ async function startRelay(t: Teardown, ns: Netns, target: string): Promise<Relay
 
 async function runFlows(ns: Netns, n: number, target: string[]): Promise<FlowResult> {
   const r = await ns.exec('node', ['--import', 'tsx', join(ROOT, 'bench/flows.ts'), String(n), String(WARMUP), String(SECONDS), ...target], { timeoutMs: (WARMUP + SECONDS + 60) * 1000 });
+  if (process.env.WAN_DEBUG) process.stderr.write(r.stderr.split("\n").slice(-40).join("\n") + "\n");
   if (r.code !== 0) throw new Error(`flows ${n} ${target.join(' ')} failed (${r.code}): ${r.stderr}${r.stdout}`);
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as FlowResult;
 }
@@ -209,6 +212,7 @@ async function sweep(relay: RelayProc, tools: Array<{ tool: string; ns: Netns; t
     await relay.rtt(rtt);
     await relay.stats();
     for (const { tool, ns, target } of tools) {
+      if (TOOLS && !TOOLS.includes(tool)) continue;
       for (const flows of flowCounts) {
         const r = await runFlows(ns, flows, target);
         const row: WanRow = { tool, over, rttMs: rtt, flows, mbytesPerSec: r.mbytesPerSec, perFlowMBps: r.perFlowMBps };
