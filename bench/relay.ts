@@ -43,9 +43,9 @@ export interface RelayStats {
   /** how often a direction stopped reading because it held `cap` bytes */
   capHits: number;
   /**
-   * the part of capHits where the destination was taking data: the cap bytes were all waiting out
-   * their delay, so the delay line was full and the relay, not the endpoints, set the speed (the
-   * other hits are ordinary backpressure from a destination that reads slower)
+   * the part of capHits where even the oldest held chunk was still waiting out its delay: the delay
+   * line was full, so for that moment the relay, not the endpoints, set the speed (the other hits
+   * are ordinary backpressure from a destination that reads slower)
    */
   fullLine: number;
 }
@@ -82,7 +82,8 @@ class DelayLine {
       if (this.#bytes >= this.cap && !this.src.isPaused()) {
         this.src.pause();
         this.stats.capHits++;
-        if (!this.#waitingDrain) this.stats.fullLine++;
+        // Full of bytes still waiting out their delay (not of bytes the destination is slow to take).
+        if (this.#queue[this.#head]!.due > performance.now()) this.stats.fullLine++;
       }
     }
     if (this.#queue.length - this.#head === 1) this.#release();

@@ -366,7 +366,7 @@ async function main(): Promise<void> {
     if (want('ktctl-mesh')) rows.push(...(await meshRows(log)));
     if (want('wan') || want('wan-kube')) wanRows.push(...(await wanKubeRows({ log, labStateDir: stateDir, kubeconfig })));
   }
-  printTable(rows);
+  if (rows.length || !wanRows.length) printTable(rows);
   if (wanRows.length) printWanTable(wanRows);
   const ssh2 = rows.find((r) => r.id === 'ssh2');
   const shuttle = rows.find((r) => r.id === 'sshuttle');
