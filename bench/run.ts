@@ -26,6 +26,9 @@
  *                         server, at 0/20/80 ms RTT: 1- and 8-flow throughput of ktctl TUN, SOCKS
  *                         and ssh -L beside the 2 MiB channel window's ceiling (bench/wan.ts; its
  *                         own table, and `wan` in the JSON)
+ *   resume-*              the resume layer (bench/resume.ts): resume time after a cut in the lab
+ *                         (resume-cut-lab), throughput with it and without it (resume-overhead: socks
+ *                         and TUN via the shadow; resume-overhead-lab), memory at its bounds (resume-memory)
  * Columns: bulk download and upload (Mbit/s, best of BENCH_REPEAT runs of BENCH_BYTES; ktctl's SOCKS
  * and TUN rows through the same server take turns run by run), request/
  * response latency p50/p99 for 64-byte messages on one connection (after a second of untimed round
@@ -49,6 +52,7 @@ import { meshRows } from './mesh.js';
 import { startupRows } from './startup.js';
 import { benchPortForward } from './lab-portforward.js';
 import { printWanTable, wanKubeRows, wanViaRows, type WanRow } from './wan.js';
+import { resumeDetail, resumeLabRows, resumeNetnsRows } from './resume.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 // `npm run` puts node_modules/.bin first in PATH, where ava's dependency @vercel/nft installs an
@@ -243,7 +247,7 @@ async function main(): Promise<void> {
   cleanup.teardown(() => stop(sshd));
   await waitForTcp(server, serverIp, sshdPort);
 
-  if (want('ktctl-socks-shadow') || want('ktctl-tun-shadow') || want('ktctl-tun-idle')) await startIn(
+  if (want('ktctl-socks-shadow') || want('ktctl-tun-shadow') || want('ktctl-tun-idle') || want('resume-overhead') || want('resume-memory')) await startIn(
     server,
     'node',
     [join(ROOT, 'dist/shadow.mjs')],
@@ -332,6 +336,9 @@ async function main(): Promise<void> {
   // lab's API server (wan-kube); `wan` selects both.
   const wanRows: WanRow[] = [];
   if (want('wan') || want('wan-via')) wanRows.push(...(await wanViaRows({ log, client, server, serverIp, sshdPort, target, work, cipher: CIPHER })));
+  if (want('resume-overhead') || want('resume-memory')) {
+    rows.push(...(await resumeNetnsRows({ client, server, serverIp, target, uploadFile, work, shadowPort, cipher: CIPHER, nodeArgs: NODE_ARGS, bytes: BYTES, startIn, stop, log }, want)));
+  }
 
   // Start-up: from `ktctl connect` to a working proxy (each measured tree brings its own lab up and
   // down, so this comes before the lab below).
@@ -339,7 +346,7 @@ async function main(): Promise<void> {
 
   // Rows that need the lab: the forward path through the port-forward, and the reverse direction
   // (cluster -> laptop through exchange, and the mesh router's cost).
-  if (want('ktctl-socks-lab') || want('ktctl-exchange-lab') || want('ktctl-mesh') || want('wan') || want('wan-kube')) {
+  if (want('ktctl-socks-lab') || want('ktctl-exchange-lab') || want('ktctl-mesh') || want('wan') || want('wan-kube') || want('resume-cut-lab') || want('resume-overhead-lab')) {
     // The lab path: ktctl on this machine, ssh over the lab API server's port-forward to a shadow
     // pod. The bench brings its own lab up (in a state folder of its own) and down again.
     const stateDir = mkdtempSync(join(tmpdir(), 'ktbench-lab-'));
@@ -365,6 +372,7 @@ async function main(): Promise<void> {
     if (want('ktctl-exchange-lab')) rows.push(...(await exchangeRows(log)));
     if (want('ktctl-mesh')) rows.push(...(await meshRows(log)));
     if (want('wan') || want('wan-kube')) wanRows.push(...(await wanKubeRows({ log, labStateDir: stateDir, kubeconfig })));
+    if (want('resume-cut-lab') || want('resume-overhead-lab')) rows.push(...(await resumeLabRows(want, BYTES, log)));
   }
   if (rows.length || !wanRows.length) printTable(rows);
   if (wanRows.length) printWanTable(wanRows);
@@ -386,7 +394,7 @@ async function main(): Promise<void> {
     if (r?.p99us && exchangeHttp?.p99us) ratios[`${id} / ktctl-exchange-http p99`] = r.p99us / exchangeHttp.p99us;
   }
   for (const [k, v] of Object.entries(ratios)) process.stdout.write(`${k}: ${v.toFixed(2)}x\n`);
-  const result = { date: new Date().toISOString(), bytes: BYTES, repeat: REPEAT, cipher: CIPHER, node: process.version, rows, ratios, ...(wanRows.length ? { wan: wanRows } : {}) };
+  const result = { date: new Date().toISOString(), bytes: BYTES, repeat: REPEAT, cipher: CIPHER, node: process.version, rows, ratios, ...(wanRows.length ? { wan: wanRows } : {}), ...(Object.keys(resumeDetail).length > 0 ? { resume: resumeDetail } : {}) };
   // BENCH_RESULTS_DIR: elsewhere than bench/results (bench/compare-builds.ts keeps the committed ones)
   const resultsDir = process.env.BENCH_RESULTS_DIR ?? join(ROOT, 'bench/results');
   mkdirSync(resultsDir, { recursive: true });
