@@ -24,12 +24,12 @@
  *                        relay accepts again every upload completes and the far end's sha256 must match.
  *
  * Environment (beside bench/run.ts's): BENCH_RESUME_CUTS (20), BENCH_RESUME_RATE (bytes/s of the
- * download, 16 MiB), BENCH_RESUME_PAIRS (A/B pairs per overhead row, 5), BENCH_RESUME_STREAMS (200),
+ * download, 16 MiB), BENCH_RESUME_PAIRS (A/B pairs per overhead row, 8), BENCH_RESUME_STREAMS (200),
  * BENCH_RESUME_ABRUPT=1 (cuts without a close frame, 1006).
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -44,7 +44,7 @@ const ROOT = resolve(import.meta.dirname, '..');
 const KTCTL = join(ROOT, 'dist/cli/main.js');
 const CUTS = Number(process.env.BENCH_RESUME_CUTS ?? 20);
 const RATE = Number(process.env.BENCH_RESUME_RATE ?? 16 << 20);
-const PAIRS = Number(process.env.BENCH_RESUME_PAIRS ?? 5);
+const PAIRS = Number(process.env.BENCH_RESUME_PAIRS ?? 8);
 const STREAMS = Number(process.env.BENCH_RESUME_STREAMS ?? 200);
 const ABRUPT = process.env.BENCH_RESUME_ABRUPT === '1';
 /** Flow between cuts: the download moves this long after it came back before the next cut. */
@@ -335,7 +335,10 @@ async function cutRow(ns: string, podIp: string, work: string, log: (line: strin
       ['  then the first byte at the client', p(deliver, 50), p(deliver, 99), p(deliver, 100), String(deliver.length)],
       ['first byte moving again (total)', p(sorted, 50), p(sorted, 99), p(sorted, 100), String(sorted.length)],
     ]);
-    process.stdout.write(`download: ${size} bytes, sha256 ${sha === want ? 'matches' : 'WRONG'} the echo pattern; ktctl status: streams ${JSON.stringify(figures)}\n`);
+    process.stdout.write(
+      `download: ${size} bytes, sha256 ${sha === want ? 'matches' : 'WRONG'} the echo pattern; ktctl status: streams ${JSON.stringify(figures)}; ` +
+        `bytes that still arrived after a cut before the stall: at most ${Math.max(...cuts.map((c) => c.drained))}; the cut request took at most ${Math.max(...cuts.map((c) => c.requestMs)).toFixed(0)} ms\n`,
+    );
     resumeDetail.cut = { size, rate: RATE, abrupt: ABRUPT, stallMs: STALL_MS, flowMs: FLOW_MS, cuts, sha256: sha, shaMatches: sha === want, streams: figures };
     return [{ id: 'resume-cut-lab', path: 'ktctl socks via lab: cut -> first byte again', p50us: pct(sorted, 50) * 1000, p99us: pct(sorted, 99) * 1000, note: `${CUTS} cuts; p50 ${pct(sorted, 50).toFixed(0)} ms, p99 ${pct(sorted, 99).toFixed(0)} ms; sha256 ok; streams ${JSON.stringify(figures)}` }];
   } finally {
@@ -350,8 +353,12 @@ interface Sample {
   variant: 'on' | 'off';
   downloadMbit: number;
   uploadMbit: number;
-  /** CPU time of the ktctl process per GiB downloaded */
+  /** CPU time of the ktctl process per GiB downloaded, uploaded */
   cpuMsPerGiB: number;
+  upCpuMsPerGiB: number;
+  /** the same for the far end's process (the bench's shadow), where the bench has it */
+  farCpuMsPerGiB?: number;
+  farUpCpuMsPerGiB?: number;
 }
 
 interface Started {
@@ -363,26 +370,52 @@ interface Started {
 
 const VARIANT_ARGS = { on: [] as string[], off: ['--resumeWindow', '0'] };
 
-async function alternate(what: string, pairs: number, bytes: number, uploadFile: string, curlIn: (args: string[]) => Promise<string>, start: (variant: 'on' | 'off') => Promise<Started>, log: (line: string) => void): Promise<Sample[]> {
+/**
+ * Runs A (resume on) and B (off) in turns, `pairs` times: a download of `bytes` and an upload of
+ * `uploadFile` each. `keep`: both processes run side by side for the whole row (warmed once);
+ * else each run starts a fresh process (the TUN, one per namespace), warmed by a short download.
+ */
+async function alternate(what: string, pairs: number, bytes: number, uploadFile: string, curlIn: (args: string[]) => Promise<string>, start: (variant: 'on' | 'off') => Promise<Started>, log: (line: string) => void, o: { keep: boolean; farPid?: number }): Promise<Sample[]> {
+  const farPid = o.farPid;
+  const upBytes = statSync(uploadFile).size;
   const speed = async (args: string[]): Promise<number> => (Number((await curlIn(['-sS', '--fail', '-o', '/dev/null', ...args])).trim()) * 8) / 1e6;
   const samples: Sample[] = [];
-  for (let i = 0; i < pairs; i++) {
-    for (const variant of ['on', 'off'] as const) {
-      const k = await start(variant);
-      try {
-        await speed(['-w', '%{speed_download}', ...k.curl(`/bytes/${WARM_BYTES}`)]);
-        const cpu0 = cpuMs(k.pid);
-        const down = await speed(['-w', '%{speed_download}', ...k.curl(`/bytes/${bytes}`)]);
-        const cpu = cpuMs(k.pid) - cpu0;
-        const up = await speed(['-w', '%{speed_upload}', '-T', uploadFile, ...k.curl('/sink')]);
-        samples.push({ variant, downloadMbit: down, uploadMbit: up, cpuMsPerGiB: cpu / (bytes / 2 ** 30) });
-        log(`${what} ${variant === 'on' ? 'resume on ' : 'resume off'} run ${i + 1}: down ${down.toFixed(0)} Mbit/s, up ${up.toFixed(0)} Mbit/s, ${(cpu / (bytes / 2 ** 30)).toFixed(0)} CPU ms/GiB`);
-      } finally {
-        await k.stop();
+  const kept = o.keep ? { on: await start('on'), off: await start('off') } : undefined;
+  try {
+    await runPairs();
+  } finally {
+    await kept?.on.stop();
+    await kept?.off.stop();
+  }
+  return samples;
+
+  async function runPairs(): Promise<void> {
+    for (let i = 0; i < pairs; i++) {
+      for (const variant of ['on', 'off'] as const) {
+        const k = kept?.[variant] ?? (await start(variant));
+        try {
+          if (!kept || i === 0) await speed(['-w', '%{speed_download}', ...k.curl(`/bytes/${WARM_BYTES}`)]);
+          const gib = bytes / 2 ** 30;
+          const upGib = upBytes / 2 ** 30;
+          const cpu0 = cpuMs(k.pid);
+          const far0 = farPid === undefined ? 0 : cpuMs(farPid);
+          const down = await speed(['-w', '%{speed_download}', ...k.curl(`/bytes/${bytes}`)]);
+          const cpu1 = cpuMs(k.pid);
+          const far1 = farPid === undefined ? 0 : cpuMs(farPid);
+          const up = await speed(['-w', '%{speed_upload}', '-T', uploadFile, ...k.curl('/sink')]);
+          const sample: Sample = { variant, downloadMbit: down, uploadMbit: up, cpuMsPerGiB: (cpu1 - cpu0) / gib, upCpuMsPerGiB: (cpuMs(k.pid) - cpu1) / upGib };
+          if (farPid !== undefined) {
+            sample.farCpuMsPerGiB = (far1 - far0) / gib;
+            sample.farUpCpuMsPerGiB = (cpuMs(farPid) - far1) / upGib;
+          }
+          samples.push(sample);
+          log(`${what} ${variant === 'on' ? 'resume on ' : 'resume off'} run ${i + 1}: down ${down.toFixed(0)} Mbit/s, up ${up.toFixed(0)} Mbit/s; CPU ms/GiB ktctl ${sample.cpuMsPerGiB.toFixed(0)} down ${sample.upCpuMsPerGiB.toFixed(0)} up${farPid === undefined ? '' : `, shadow ${sample.farCpuMsPerGiB!.toFixed(0)} down ${sample.farUpCpuMsPerGiB!.toFixed(0)} up`}`);
+        } finally {
+          if (!kept) await k.stop();
+        }
       }
     }
   }
-  return samples;
 }
 
 interface OverheadRow {
@@ -394,16 +427,26 @@ function overheadSummary(rows: OverheadRow[], note: string): KubeRow[] {
   const out: KubeRow[] = [];
   const body: string[][] = [];
   for (const r of rows) {
-    const of = (v: 'on' | 'off', k: keyof Omit<Sample, 'variant'>): number => median(r.samples.filter((s) => s.variant === v).map((s) => s[k]));
+    const of = (v: 'on' | 'off', k: keyof Omit<Sample, 'variant'>): number => median(r.samples.filter((s) => s.variant === v).map((s) => s[k] ?? NaN));
     const line = (k: 'downloadMbit' | 'uploadMbit', label: string): void => {
       const on = of('on', k);
       const off = of('off', k);
       const runs = (v: 'on' | 'off'): string => r.samples.filter((s) => s.variant === v).map((s) => s[k].toFixed(0)).join(' ');
-      body.push([`${r.path}, ${label}`, off.toFixed(0), on.toFixed(0), (on / off).toFixed(3), `${((1 - on / off) * 100).toFixed(1)}%`, `off: ${runs('off')}; on: ${runs('on')}`]);
+      // the runs in pairs (on, off as they ran): the median of on/off within each pair
+      const ratios: number[] = [];
+      for (let i = 0; i + 1 < r.samples.length; i += 2) ratios.push(r.samples[i]![k] / r.samples[i + 1]![k]);
+      body.push([`${r.path}, ${label}`, off.toFixed(0), on.toFixed(0), (on / off).toFixed(3), median(ratios).toFixed(3), `${((1 - on / off) * 100).toFixed(1)}%`, `off: ${runs('off')}; on: ${runs('on')}`]);
     };
     line('downloadMbit', 'download');
     line('uploadMbit', 'upload');
-    body.push([`${r.path}, CPU ms/GiB down`, of('off', 'cpuMsPerGiB').toFixed(0), of('on', 'cpuMsPerGiB').toFixed(0), (of('on', 'cpuMsPerGiB') / of('off', 'cpuMsPerGiB')).toFixed(3), '', '']);
+    const cpuLine = (k: 'cpuMsPerGiB' | 'upCpuMsPerGiB' | 'farCpuMsPerGiB' | 'farUpCpuMsPerGiB', label: string): void => {
+      if (Number.isNaN(of('on', k))) return;
+      body.push([`${r.path}, ${label}`, of('off', k).toFixed(0), of('on', k).toFixed(0), (of('on', k) / of('off', k)).toFixed(3), '', '', '(CPU ms per GiB, medians)']);
+    };
+    cpuLine('cpuMsPerGiB', 'ktctl CPU, download');
+    cpuLine('upCpuMsPerGiB', 'ktctl CPU, upload');
+    cpuLine('farCpuMsPerGiB', 'shadow CPU, download');
+    cpuLine('farUpCpuMsPerGiB', 'shadow CPU, upload');
     out.push({
       id: r.path.includes('lab') ? 'resume-overhead-lab' : 'resume-overhead',
       path: `${r.path} (resume on / off)`,
@@ -412,7 +455,7 @@ function overheadSummary(rows: OverheadRow[], note: string): KubeRow[] {
       note: `off ${of('off', 'downloadMbit').toFixed(0)}/${of('off', 'uploadMbit').toFixed(0)} Mbit/s; on/off down ${(of('on', 'downloadMbit') / of('off', 'downloadMbit')).toFixed(3)}, up ${(of('on', 'uploadMbit') / of('off', 'uploadMbit')).toFixed(3)} (medians)`,
     });
   }
-  printTable(`Resume layer overhead (${note}; medians; goal: on/off >= 0.95)`, ['path', 'off Mbit/s', 'on Mbit/s', 'on/off', 'overhead', 'runs'], body);
+  printTable(`Resume layer overhead (${note}; medians; goal: on/off >= 0.95)`, ['path', 'off Mbit/s', 'on Mbit/s', 'on/off', 'pairs: median on/off', 'overhead', 'runs'], body);
   return out;
 }
 
@@ -421,7 +464,7 @@ async function labOverheadRow(ns: string, podIp: string, work: string, uploadFil
     const k = await startLabSocks(ns, join(work, `ovh-${variant}`), VARIANT_ARGS[variant]);
     return { pid: k.child.pid!, stop: () => stopKtctl(k.child), curl: (path) => ['-x', `socks5h://127.0.0.1:${k.port}`, `http://${podIp}:8080${path}`] };
   };
-  const samples = await alternate('ktctl socks via lab', PAIRS, bytes, uploadFile, (args) => execOut('curl', args), start, log);
+  const samples = await alternate('ktctl socks via lab', PAIRS, bytes, uploadFile, (args) => execOut('curl', args), start, log, { keep: true });
   resumeDetail.overheadLab = { bytes, pairs: PAIRS, samples };
   return overheadSummary([{ path: 'ktctl socks via lab port-forward', samples }], `${PAIRS} pairs, ${bytes >> 20} MiB each way`);
 }
@@ -509,12 +552,21 @@ async function netnsOverhead(o: ResumeNetns, stateRoot: string): Promise<KubeRow
     });
     return { pid: p.pid!, stop: () => o.stop(p), curl: (path) => [`http://${o.target}:8080${path}`] };
   };
-  const socksSamples = await alternate('ktctl socks via shadow', PAIRS, o.bytes, o.uploadFile, curlIn, socks, o.log);
+  // the bench's shadow: the one process of the server namespace that runs dist/shadow.mjs
+  const pids = (await runOk('ip', ['netns', 'pids', o.server.name])).split(/\s+/).filter(Boolean).map(Number);
+  const shadowPid = pids.find((p) => {
+    try {
+      return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('shadow.mjs');
+    } catch {
+      return false;
+    }
+  });
+  const socksSamples = await alternate('ktctl socks via shadow', PAIRS, o.bytes, o.uploadFile, curlIn, socks, o.log, { keep: true, farPid: shadowPid });
   // The TUN takes the target's route over while it runs (as in bench/run.ts's TUN rows).
   await runOk('ip', ['-n', o.client.name, 'route', 'del', `${o.target}/32`]);
   let tunSamples: Sample[];
   try {
-    tunSamples = await alternate('ktctl tun via shadow', PAIRS, o.bytes, o.uploadFile, curlIn, tun, o.log);
+    tunSamples = await alternate('ktctl tun via shadow', PAIRS, o.bytes, o.uploadFile, curlIn, tun, o.log, { keep: false, farPid: shadowPid });
   } finally {
     await runOk('ip', ['-n', o.client.name, 'route', 'replace', `${o.target}/32`, 'via', o.serverIp]);
   }
@@ -524,7 +576,7 @@ async function netnsOverhead(o: ResumeNetns, stateRoot: string): Promise<KubeRow
       { path: 'ktctl socks via shadow', samples: socksSamples },
       { path: 'ktctl tun via shadow', samples: tunSamples },
     ],
-    `${PAIRS} pairs A B A B, ${o.bytes >> 20} MiB each way, each run a fresh ktctl warmed by ${WARM_BYTES >> 20} MiB`,
+    `${PAIRS} pairs A B A B, ${o.bytes >> 20} MiB each way; socks: both processes side by side, TUN: a fresh process each run, warmed by ${WARM_BYTES >> 20} MiB`,
   );
 }
 
