@@ -98,6 +98,7 @@ export class TunnelMeter {
         return inner.reconnects;
       },
       ping: inner.ping ? (timeoutMs?: number) => inner.ping!(timeoutMs) : undefined,
+      udp: inner.udp ? () => inner.udp!() : undefined,
     };
   }
 

@@ -13,11 +13,12 @@ import type {
   TcpipBindInfo,
   TcpipRequestInfo,
 } from 'ssh2';
-import { DNS_SUBSYSTEM, DnsFrameDecoder, OPEN_FAILURE_TEXT, SHADOW_IDENT, SHADOW_PORT, frameDnsMessage, parseMeshBindAddress, type MeshMark } from '../protocol/index.js';
+import { DNS_SUBSYSTEM, DnsFrameDecoder, OPEN_FAILURE_TEXT, SHADOW_IDENT, SHADOW_PORT, UDP_SUBSYSTEM, frameDnsMessage, parseMeshBindAddress, type MeshMark } from '../protocol/index.js';
 import { silentLogger, type ShadowLogger } from './log.js';
 import { UpstreamResolver, type UpstreamResolverOptions } from './resolver.js';
 import type { MeshRouter, RouteStream } from './router.js';
 import { spliceChannel } from './splice.js';
+import { UdpRelay } from './udp.js';
 
 const { Server: SshServer, utils } = ssh2;
 
@@ -95,6 +96,8 @@ export class ShadowServer {
   readonly #resolver: UpstreamResolver;
   readonly #rawSockets = new Set<Socket>();
   readonly #clients = new Set<ClientState>();
+  /** UDP_SUBSYSTEM: one channel per ssh connection carries all its flows (src/shadow/udp.ts). */
+  readonly #udp = new WeakMap<ClientState, UdpRelay>();
   #nextClientId = 1;
   #closing: Promise<void> | undefined;
 
@@ -498,6 +501,16 @@ export class ShadowServer {
 
   #session(client: ClientState, session: Session): void {
     session.on('subsystem', (accept, reject, info) => {
+      if (info.name === UDP_SUBSYSTEM) {
+        const open = this.#udp.get(client);
+        if (client.closed || (open !== undefined && !open.closed)) return reject();
+        const channel = accept();
+        if (channel === undefined) return;
+        const relay = new UdpRelay(channel, { log: this.#log, client: client.id });
+        this.#udp.set(client, relay);
+        client.conn.once('close', () => relay.close());
+        return;
+      }
       if (info.name !== DNS_SUBSYSTEM) {
         reject();
         return;
