@@ -52,6 +52,7 @@ function describeStats(s: NetStackStats, device: TunDevice): string {
   const rss = process.memoryUsage.rss();
   return `tun: flows=${s.flows} dialing=${s.pendingDials} opened=${s.flowsOpened} closed=${s.flowsClosed} buffered=${s.bytesBuffered} ` +
     `in=${s.packetsIn}/${s.bytesIn}B out=${s.packetsOut}/${s.bytesOut}B retransmits=${s.tcp.retransmits} dns=${s.dnsQueries}/${s.dnsAnswers} ` +
+    `udp=${s.udpFlows}/${s.udpFlowsOpened} flows ${s.udpDatagramsOut}/${s.udpDatagramsIn} datagrams ` +
     `writeDropped=${device.stats.writeDropped} rss=${(rss / (1 << 20)).toFixed(1)}MiB${drops ? ` dropped: ${drops}` : ''}`;
 }
 
@@ -138,8 +139,14 @@ export async function serveTun(o: TunFrontEndOptions, transport: Transport): Pro
     const tunnel = transport.tunnel;
     resolveDns = async (query) => pinned.answer(query) ?? (await tunnel.dnsQuery(query, { signal: AbortSignal.timeout(5000) }));
   }
+  // UDP beyond DNS: through the far side's UDP subsystem when it has one (src/netstack/udp-flows.ts).
+  const udp = await transport.tunnel.udp?.();
+  if (udp === undefined) {
+    o.log(`UDP beyond DNS is not carried: ${transport.label} has no ktctl UDP subsystem (an SSH server that is not ktctl's shadow, or an older shadow); such datagrams get ICMP port unreachable`);
+  }
   const stack = new NetStack({
     dialer: transport.tunnel,
+    udp,
     mtu: TUN_MTU,
     offload: device.offload,
     emit: (packet) => device.write(packet) > 0,
