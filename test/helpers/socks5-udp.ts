@@ -105,6 +105,7 @@ export async function socksUdpAssociate(proxyHost: string, proxyPort: number, o:
     waiter?.();
   });
   let read_ = 0;
+  let closed = false;
   return {
     relay: { host: bound.host, port: bound.port },
     code: reply[1]!,
@@ -127,6 +128,8 @@ export async function socksUdpAssociate(proxyHost: string, proxyPort: number, o:
     },
     async close() {
       control.destroy();
+      if (closed) return;
+      closed = true;
       await new Promise<void>((resolve) => socket.close(() => resolve()));
     },
   };

@@ -27,6 +27,14 @@ import { pickLinkAddresses, refuseTakenName, TUN_MTU } from './link.js';
 import { KeptOutNotice, neverRouted, pinnedNames, resolveOwnHosts, type ResolvedHost } from './own-hosts.js';
 
 
+/**
+ * Packets the kernel holds for ktctl to read (the TUN's txqueuelen; the kernel's default for a TUN
+ * is 500). TCP never comes near it (its windows pace it), but one UDP sender's burst does: a
+ * thousand datagrams written at once lost half of them at 500. The queue only holds what senders
+ * already wrote (their socket buffers are charged for it), so a longer one costs no memory at rest.
+ */
+const TUN_TX_QUEUE_LEN = 2048;
+
 /** How often `--debug` prints the engine's counters. */
 const STATS_INTERVAL_MS = 2000;
 
@@ -111,7 +119,7 @@ export async function serveTun(o: TunFrontEndOptions, transport: Transport): Pro
     await late.close();
     if (!device.closed) await deleteRoutes(device.name, finalRoutes);
   });
-  await configureInterface(device.name, { addresses, up: true });
+  await configureInterface(device.name, { addresses, up: true, txQueueLen: TUN_TX_QUEUE_LEN });
   await addRoutes(device.name, finalRoutes);
 
   // --- the packet engine
