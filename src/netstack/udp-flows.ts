@@ -22,7 +22,8 @@ export interface UdpFlowLimits {
   dnsIdleMs: number;
 }
 
-export const DEFAULT_UDP_FLOW_LIMITS: UdpFlowLimits = { maxFlows: 4096, idleMs: 120_000, dnsIdleMs: 30_000 };
+/** maxFlows as the shadow's per connection (src/shadow/udp.ts MAX_FLOWS): more here would only make it evict. */
+export const DEFAULT_UDP_FLOW_LIMITS: UdpFlowLimits = { maxFlows: 1024, idleMs: 120_000, dnsIdleMs: 30_000 };
 
 /** What the flows need of the engine. */
 export interface UdpFlowEnv {

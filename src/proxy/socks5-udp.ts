@@ -18,7 +18,7 @@
  *   answers, src/protocol/udp.ts). ICMP errors have no SOCKS form and are only counted.
  * - Bounds: MAX_FLOWS destinations per association (the least recently used goes), flows idle for
  *   120 s (30 s to port 53) go, as the shadow's (src/shadow/udp.ts); a datagram the session does not
- *   take is dropped; nothing queues here.
+ *   take is dropped, and so is an answer while more than 1 MiB waits to go to the client.
  */
 import { createSocket, type RemoteInfo } from 'node:dgram';
 import { isIPv6, type Socket } from 'node:net';
@@ -28,6 +28,7 @@ import { Reply, encodeReply, encodeUdpHeader, parseUdpDatagram, type SocksReques
 
 export const SOCKS_UDP_BOUNDS = { MAX_FLOWS: 256, IDLE_MS: 120_000, DNS_IDLE_MS: 30_000 } as const;
 const RELAY_RECV_BUFFER_BYTES = 2 << 20;
+const RELAY_MAX_SEND_QUEUE_BYTES = 1 << 20;
 
 interface Flow {
   key: string;
@@ -119,6 +120,11 @@ export function serveUdpAssociate(socket: Socket, ctx: ProxyContext, request: So
         message: (payload) => {
           if (closed) return;
           entry.lastActive = Date.now();
+          // The client does not read (its socket buffer is full): drop rather than queue.
+          if (relay.getSendQueueSize() > RELAY_MAX_SEND_QUEUE_BYTES) {
+            counters.dropped++;
+            return;
+          }
           counters.datagramsIn++;
           relay.send([header, payload], entry.client.port, entry.client.address);
         },

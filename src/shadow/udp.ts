@@ -26,7 +26,8 @@
  *    MAX_SEND_QUEUE_BYTES; while flows wait for their socket (the name lookup, the connect), at most
  *    MAX_PENDING_BYTES of their datagrams wait with them.
  * Worst case held in the process: MAX_QUEUED_BYTES + MAX_PENDING_BYTES + MAX_FLOWS x
- * (MAX_SEND_QUEUE_BYTES + one datagram);
+ * (MAX_SEND_QUEUE_BYTES + one datagram), 4 + 1 + 1024 x (16 + 64) KiB = 85 MiB, reached only when
+ * every flow's socket is refused by the kernel at once (a send queue grows only on EAGAIN);
  * in the kernel, each flow's socket buffers (RECV_BUFFER_BYTES below, capped by rmem_max).
  * Everything is freed when the channel or the ssh connection closes.
  */
@@ -53,7 +54,7 @@ export const UDP_BOUNDS = {
   DNS_IDLE_MS: 30_000,
   MAX_FLOWS: 1024,
   MAX_QUEUED_BYTES: 4 << 20,
-  MAX_SEND_QUEUE_BYTES: 64 << 10,
+  MAX_SEND_QUEUE_BYTES: 16 << 10,
   /** bytes of datagrams of all flows together that wait for their socket (name lookup, connect) */
   MAX_PENDING_BYTES: 1 << 20,
   /**
