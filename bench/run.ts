@@ -24,6 +24,10 @@
  *                         marked (-> laptop) and unmarked (-> original pods), beside exchange
  *   start-up              `ktctl connect --mode socks` to the first answer through its proxy, in the
  *                         lab (bench/startup.ts; BENCH_STARTUP_BASELINE=DIR adds another build's)
+ *   wan (wan-via, wan-kube)  a delay relay (bench/relay.ts) in front of sshd and of the lab's API
+ *                         server, at 0/20/80 ms RTT: 1- and 8-flow throughput of ktctl TUN, SOCKS
+ *                         and ssh -L beside the 2 MiB channel window's ceiling (bench/wan.ts; its
+ *                         own table, and `wan` in the JSON)
  * Columns: bulk download and upload (Mbit/s, best of BENCH_REPEAT runs of BENCH_BYTES; ktctl's SOCKS
  * and TUN rows through the same server take turns run by run), request/
  * response latency p50/p99 for 64-byte messages on one connection (after a second of untimed round
@@ -47,6 +51,7 @@ import { meshRows } from './mesh.js';
 import { startupRows } from './startup.js';
 import { benchPortForward } from './lab-portforward.js';
 import { udpRows } from './udp-rtt.js';
+import { printWanTable, wanKubeRows, wanViaRows, type WanRow } from './wan.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 // `npm run` puts node_modules/.bin first in PATH, where ava's dependency @vercel/nft installs an
@@ -326,6 +331,10 @@ async function main(): Promise<void> {
     rows.push(row);
   }
   await ktctlRows({ want, client, serverIp, target, uploadFile, rows, sshdPort, shadowPort });
+  // WAN-like rows (bench/wan.ts, its own table): a delay relay in front of sshd (wan-via) and of the
+  // lab's API server (wan-kube); `wan` selects both.
+  const wanRows: WanRow[] = [];
+  if (want('wan') || want('wan-via')) wanRows.push(...(await wanViaRows({ log, client, server, serverIp, sshdPort, target, work, cipher: CIPHER })));
 
   // Start-up: from `ktctl connect` to a working proxy (each measured tree brings its own lab up and
   // down, so this comes before the lab below).
@@ -333,7 +342,7 @@ async function main(): Promise<void> {
 
   // Rows that need the lab: the forward path through the port-forward, and the reverse direction
   // (cluster -> laptop through exchange, and the mesh router's cost).
-  if (want('ktctl-socks-lab') || want('ktctl-exchange-lab') || want('ktctl-mesh') || want('udp-rtt')) {
+  if (want('ktctl-socks-lab') || want('ktctl-exchange-lab') || want('ktctl-mesh') || want('udp-rtt') || want('wan') || want('wan-kube')) {
     // The lab path: ktctl on this machine, ssh over the lab API server's port-forward to a shadow
     // pod. The bench brings its own lab up (in a state folder of its own) and down again.
     const stateDir = mkdtempSync(join(tmpdir(), 'ktbench-lab-'));
@@ -360,8 +369,10 @@ async function main(): Promise<void> {
     if (want('ktctl-mesh')) rows.push(...(await meshRows(log)));
     // UDP: round trips and datagrams/s from a laptop through ktctl's TUN to a pod, beside pod -> pod.
     if (want('udp-rtt')) rows.push(...(await udpRows(log, stateDir)));
+    if (want('wan') || want('wan-kube')) wanRows.push(...(await wanKubeRows({ log, labStateDir: stateDir, kubeconfig })));
   }
-  printTable(rows);
+  if (rows.length || !wanRows.length) printTable(rows);
+  if (wanRows.length) printWanTable(wanRows);
   const ssh2 = rows.find((r) => r.id === 'ssh2');
   const shuttle = rows.find((r) => r.id === 'sshuttle');
   const ratios: Record<string, number> = {};
@@ -380,7 +391,7 @@ async function main(): Promise<void> {
     if (r?.p99us && exchangeHttp?.p99us) ratios[`${id} / ktctl-exchange-http p99`] = r.p99us / exchangeHttp.p99us;
   }
   for (const [k, v] of Object.entries(ratios)) process.stdout.write(`${k}: ${v.toFixed(2)}x\n`);
-  const result = { date: new Date().toISOString(), bytes: BYTES, repeat: REPEAT, cipher: CIPHER, node: process.version, rows, ratios };
+  const result = { date: new Date().toISOString(), bytes: BYTES, repeat: REPEAT, cipher: CIPHER, node: process.version, rows, ratios, ...(wanRows.length ? { wan: wanRows } : {}) };
   // BENCH_RESULTS_DIR: elsewhere than bench/results (bench/compare-builds.ts keeps the committed ones)
   const resultsDir = process.env.BENCH_RESULTS_DIR ?? join(ROOT, 'bench/results');
   mkdirSync(resultsDir, { recursive: true });

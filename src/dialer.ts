@@ -9,6 +9,10 @@ import { DialError, DnsQueryError } from './errors.js';
  * Backpressure is the stream's: a returned Duplex's `write()` returns false when the far side's
  * window is full, and `'drain'` says when to go on. Closing: `end()` is a half-close (FIN, or
  * channel EOF), `destroy()` an abort (RST, or channel close).
+ *
+ * A stream whose `retainsWrites` is true (the resume layer's, src/protocol/resume.ts) keeps the
+ * chunks written to it after their callbacks, until the far end confirms them: a writer must not
+ * reuse such a chunk's memory.
  */
 export interface Dialer {
   /**

@@ -26,6 +26,8 @@ export interface Tunnel extends Dialer {
   forwardIn(bindAddr: string, bindPort: number, handler: (stream: Duplex, info: RemoteConnection) => void): Promise<{ port: number; cancel(): Promise<void> }>;
   /** How often the tunnel came back after a drop (absent: it never reconnects). */
   readonly reconnects?: number;
+  /** Streams carried over a reconnect and streams lost (absent: no resume layer, src/protocol/resume.ts). */
+  readonly resumeCounts?: { resumed: number; lost: number };
   /** One round trip to the far side, in ms (absent: it cannot tell). */
   ping?(timeoutMs?: number): Promise<number>;
   /** UDP to the far side (Dialer's `udp`), undefined when it carries none (an OpenSSH server). */

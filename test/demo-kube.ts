@@ -6,14 +6,19 @@
  *      server's port-forward, a local SOCKS5/HTTP proxy; curl `web` by name, by `web.default`
  *      and by its service IP through it; Ctrl-C; no ktctl object is left in the cluster.
  *      (Before it: the same curl "without ktctl" from a laptop namespace, which has no route there.)
+ *      A 100 MiB download through it while the lab's API server cuts every port-forward
+ *      (`npm run lab -- fault cut-portforward`): it arrives whole (the resume layer).
  *   3. `ktctl connect` (TUN mode) in that "laptop" namespace: curl `http://web/` as any program would,
  *      with no proxy; Ctrl-C; the laptop's resolv.conf is back byte for byte.
  *   4. `lab down`.
  * Every command is printed as it runs, so a person can repeat it by hand. Needs root.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { echoPatternSha256 } from './lab/images/echo.js';
 import { labDown, labUp, stateDirFromEnv } from './lab/cli.js';
 import { createLabNet } from './lab/net/index.js';
 import { run, runOk } from './helpers/netns.js';
@@ -53,6 +58,28 @@ async function stopKtctl(child: ChildProcess): Promise<void> {
   if (code !== 0) throw new Error(`ktctl exited with ${code}`);
 }
 
+/** A download through the proxy that the API server's cut of every port-forward does not break. */
+async function survivesCut(cleanup: TeardownList): Promise<void> {
+  const size = 100 << 20;
+  const dir = mkdtempSync(join(tmpdir(), 'ktdemo-'));
+  cleanup.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'download');
+  const url = `http://web/bytes/${size}`;
+  say(`$ curl -x socks5h://127.0.0.1:2223 --limit-rate 25M -o ${file} ${url} &     # lasts about 4 s`);
+  const curl = spawn('curl', ['-sS', '-x', 'socks5h://127.0.0.1:2223', '--limit-rate', '25M', '-o', file, url], { stdio: 'ignore' });
+  cleanup.teardown(() => curl.kill('SIGKILL'));
+  const done = new Promise<number | null>((resolve) => curl.once('exit', resolve));
+  const sizeNow = (): number => (existsSync(file) ? statSync(file).size : 0);
+  while (sizeNow() < 30 << 20) await new Promise((r) => setTimeout(r, 20));
+  say('$ npm run lab -- fault cut-portforward     # the API server drops every port-forward stream, as clusters do');
+  say(`  ${(await runOk('npm', ['run', '-s', 'lab', '--', 'fault', 'cut-portforward'])).trim()}`);
+  const code = await done;
+  const sha = createHash('sha256').update(readFileSync(file)).digest('hex');
+  const whole = code === 0 && sha === echoPatternSha256(size);
+  say(`  curl exited ${code}; ${sizeNow()} bytes, sha256 ${sha.slice(0, 16)}...: ${whole ? 'whole, across the cut' : 'NOT whole'}`);
+  if (!whole) throw new Error('the download did not survive the cut');
+}
+
 async function main(cleanup: TeardownList): Promise<void> {
   const stateDir = stateDirFromEnv();
   say('$ npm run lab -- up');
@@ -83,6 +110,7 @@ async function main(cleanup: TeardownList): Promise<void> {
     say(`$ curl -x socks5h://127.0.0.1:2223 ${url}`);
     say(`  ${(await runOk('curl', ['-sS', '--max-time', '10', '-x', 'socks5h://127.0.0.1:2223', url])).trim()}`);
   }
+  await survivesCut(cleanup);
   await stopKtctl(socks);
   const left = (await runOk('kubectl', ['--kubeconfig', kubeconfig, 'get', 'pods,secrets', '-A', '-l', 'app.kubernetes.io/managed-by=ktctl', '-o', 'name'])).trim();
   say(`$ kubectl get pods,secrets -A -l app.kubernetes.io/managed-by=ktctl\n  ${left || '(nothing: ktctl removed everything it made)'}`);

@@ -16,7 +16,7 @@ import { parseVersionMark } from '../src/cli/mesh.js';
 import { DialError, ListenError, UsageError } from '../src/errors.js';
 import { routerPortSpecs, servicePortProtocol } from '../src/kube/mesh.js';
 import { DNS_SUBSYSTEM, formatRouterPorts, meshBindAddress, parseMeshBindAddress, parseRouterPorts, type MeshMark } from '../src/protocol/index.js';
-import { splice } from '../src/proxy/splice.js';
+import { splice } from '../src/protocol/splice.js';
 import { MeshRouter, classifyFirstBytes } from '../src/shadow/router.js';
 import { ShadowServer } from '../src/shadow/server.js';
 import { SshTunnel } from '../src/ssh/tunnel.js';

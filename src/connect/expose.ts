@@ -6,7 +6,7 @@
 import { connect } from 'node:net';
 import { LocalPortError } from '../errors.js';
 import type { ExposePort } from '../kube/target.js';
-import { splice } from '../proxy/splice.js';
+import { splice } from '../protocol/splice.js';
 import type { Tunnel } from '../transport.js';
 import type { Undo } from '../undo.js';
 

@@ -22,6 +22,6 @@ export function describeFigures(f: SessionFigures, now: number = Date.now()): st
   return [
     `pid ${f.pid}  ${what}  through ${f.transport}${f.via ? ' (--via)' : ''}  since ${f.startedAt} (${since} s)`,
     `    flows ${f.flows.open} open (${f.flows.opened} in all)  in ${bytes(f.bytes.in)} (${bytes(f.rates.in)}/s)  out ${bytes(f.bytes.out)} (${bytes(f.rates.out)}/s)  ` +
-      `dns ${f.dns.queries} queries ${f.dns.answers} answers  reconnects ${f.reconnects}  rtt ${f.rttMs === null ? '-' : `${f.rttMs} ms`}`,
+      `dns ${f.dns.queries} queries ${f.dns.answers} answers  reconnects ${f.reconnects}  ${f.streams ? `resumed ${f.streams.resumed} lost ${f.streams.lost}` : 'resume off'}  rtt ${f.rttMs === null ? '-' : `${f.rttMs} ms`}`,
   ];
 }

@@ -38,6 +38,8 @@ export interface SessionFigures extends SessionInfo {
   rates: { in: number; out: number };
   dns: { queries: number; answers: number };
   reconnects: number;
+  /** open streams carried over reconnects, and those lost (the resume window ran out, ...); null without the resume layer */
+  streams: { resumed: number; lost: number } | null;
   /** the last round trip of the tunnel (ssh keepalive request), ms; null before the first or while it is down */
   rttMs: number | null;
   /** bytes per second in and out, one entry a second, oldest first (at most HISTORY_SECONDS) */
@@ -96,6 +98,9 @@ export class TunnelMeter {
         inner.forwardIn(bindAddr, bindPort, (stream, info) => handler(meter(stream), info)),
       get reconnects() {
         return inner.reconnects;
+      },
+      get resumeCounts() {
+        return inner.resumeCounts;
       },
       ping: inner.ping ? (timeoutMs?: number) => inner.ping!(timeoutMs) : undefined,
       udp: inner.udp ? () => inner.udp!() : undefined,
@@ -164,6 +169,7 @@ export class TunnelMeter {
       rates: { in: latest?.in ?? 0, out: latest?.out ?? 0 },
       dns: { queries: c.dnsQueries, answers: c.dnsAnswers },
       reconnects: this.#inner.reconnects ?? 0,
+      streams: this.#inner.resumeCounts === undefined ? null : { ...this.#inner.resumeCounts },
       rttMs: this.#rtt,
       history,
     };

@@ -158,6 +158,7 @@ function renderSessions(s) {
         fig('bytes in', bytes(f.bytes.in), 'bytes-in'), fig('bytes out', bytes(f.bytes.out), 'bytes-out'), fig('flows open', f.flows.open + ' (' + f.flows.opened + ' in all)', 'flows'),
         fig('in now', bytes(f.rates.in) + '/s', 'rate-in'), fig('out now', bytes(f.rates.out) + '/s', 'rate-out'), fig('round trip', f.rttMs === null ? '-' : f.rttMs + ' ms', 'rtt'),
         fig('dns', f.dns.queries + ' queries, ' + f.dns.answers + ' answers', 'dns'), fig('reconnects', String(f.reconnects), 'reconnects'),
+        fig('streams resumed / lost', f.streams ? f.streams.resumed + ' / ' + f.streams.lost : 'resume off', 'streams'),
       ]),
       chart(f.history),
       el('div', { class: 'legend' }, [el('span', { class: 'in', text: '\u2014 in' }), ' ', el('span', { class: 'out', text: '\u2014 out' }), ' \u00b7 bytes per second, last 2 minutes']),

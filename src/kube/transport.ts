@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import type { CipherAlgorithm } from 'ssh2';
 import { AuthError, HostKeyError, InputFileError } from '../errors.js';
-import { SHADOW_PORT } from '../protocol/index.js';
+import { SHADOW_PORT, type ResumeLimits } from '../protocol/index.js';
 import { ReconnectingTunnel } from '../ssh/reconnect.js';
 import { SshTunnel } from '../ssh/tunnel.js';
 import type { Transport, TransportContext } from '../transport.js';
@@ -30,6 +30,8 @@ import { writeProcessRecord } from './process-record.js';
 import { watchServices } from './services-watch.js';
 
 export interface KubeTransportOptions {
+  /** The resume layer's limits (src/protocol/resume.ts); absent: streams end with their connection. */
+  resume?: ResumeLimits;
   kubeconfig?: string;
   context?: string;
   namespace?: string;
@@ -187,6 +189,8 @@ export async function kubeTransport(o: KubeTransportOptions, ctx: TransportConte
   const tunnel = new ReconnectingTunnel({
     label: `shadow pod ${namespace}/${name}`,
     isFatal,
+    resume: o.resume,
+    debug: ctx.debug,
     connect: async (signal) => {
       if (mustWait) {
         await waitReady();

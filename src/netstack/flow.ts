@@ -12,6 +12,11 @@ import type { TcpSocket, TcpSocketHost } from './tcp/socket.js';
 import type { DropReason } from './wire/error.js';
 import type { TcpRepr } from './wire/tcp.js';
 
+/** Whether `stream` keeps written chunks after their callback (src/dialer.ts). */
+function retainsWrites(stream: Duplex): boolean {
+  return (stream as Duplex & { retainsWrites?: boolean }).retainsWrites === true;
+}
+
 /** Segments one flow may send in one flush before the others get their turn. */
 const MAX_SEGMENTS_PER_FLUSH = 64;
 
@@ -114,6 +119,8 @@ export class Flow implements TcpSocketHost {
   socket: TcpSocket | null = null;
   closed = false;
   private far: Duplex | null = null;
+  /** The far stream keeps written chunks (no pooled copies for it). */
+  private farRetains = false;
   private farPaused = false;
   private farEnded = false;
   /** far.writableLength as last seen (booked in the budget). */
@@ -141,6 +148,7 @@ export class Flow implements TcpSocketHost {
   /** The dial succeeded: `socket` (SYN-RECEIVED) now runs over `far`. */
   attach(far: Duplex, socket: TcpSocket): void {
     this.far = far;
+    this.farRetains = retainsWrites(far);
     this.socket = socket;
     far.on('data', this.onFarData);
     far.on('end', this.onFarEnd);
@@ -218,7 +226,9 @@ export class Flow implements TcpSocketHost {
     // is above our window (ssh2 channels: 2 MiB) never says 'drain' before our window is closed.
     // `data` is a view into the device's read buffer: the far stream gets a copy, from reused
     // blocks when it is known to be done with each chunk once the write calls back.
-    far.write(this.host.pooledWrites ? this.rxCopies.copy(data) : Buffer.from(data), this.onFarWritten);
+    // A far stream that keeps what it is given until the peer confirms it (the resume layer)
+    // gets a copy of its own.
+    far.write(this.host.pooledWrites && !this.farRetains ? this.rxCopies.copy(data) : Buffer.from(data), this.onFarWritten);
     this.setBacklog(far.writableLength);
   }
 
@@ -347,8 +357,8 @@ export class Flow implements TcpSocketHost {
   }
 
   private farWritten(): void {
-    if (this.host.pooledWrites) this.rxCopies.written();
     const far = this.far;
+    if (this.host.pooledWrites && !this.farRetains) this.rxCopies.written();
     if (this.closed || !far) return;
     const before = this.backlog;
     this.setBacklog(far.writableLength);

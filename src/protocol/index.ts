@@ -3,7 +3,10 @@
  */
 
 /** Bumped when the shadow's behaviour changes in a way the client must know about. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
+
+export * from './resume.js';
+export { splice } from './splice.js';
 
 /** Server identification sent by the shadow (`SSH-2.0-<ident>`). */
 export const SHADOW_IDENT = `ktctl-shadow_${PROTOCOL_VERSION}`;

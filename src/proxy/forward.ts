@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import type { Dialer } from '../dialer.js';
 import { ListenError } from '../errors.js';
 import { clientName, describeDialFailure, targetName } from './context.js';
-import { splice } from './splice.js';
+import { splice } from '../protocol/splice.js';
 
 /** How long close() waits for destroyed streams to report that they are closed. */
 const CLOSE_WAIT_MS = 2000;

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import type { ProxyContext, ProxyProtocol, TunnelReplies } from './context.js';
-import { splice } from './splice.js';
+import { splice } from '../protocol/splice.js';
 
 /**
  * Bytes a client may send after its CONNECT request and before the reply (a TLS ClientHello, the

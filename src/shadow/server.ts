@@ -13,9 +13,26 @@ import type {
   TcpipBindInfo,
   TcpipRequestInfo,
 } from 'ssh2';
-import { DNS_SUBSYSTEM, DnsFrameDecoder, OPEN_FAILURE_TEXT, SHADOW_IDENT, SHADOW_PORT, UDP_SUBSYSTEM, frameDnsMessage, parseMeshBindAddress, type MeshMark } from '../protocol/index.js';
+import {
+  ATTACH_REFUSED,
+  DNS_SUBSYSTEM,
+  DnsFrameDecoder,
+  OPEN_FAILURE_TEXT,
+  RESUME_SUBSYSTEM,
+  SHADOW_IDENT,
+  SHADOW_PORT,
+  UDP_SUBSYSTEM,
+  frameDnsMessage,
+  parseAttachOrigin,
+  parseMeshBindAddress,
+  parseStreamOrigin,
+  splice,
+  streamOrigin,
+  type MeshMark,
+} from '../protocol/index.js';
 import { silentLogger, type ShadowLogger } from './log.js';
 import { UpstreamResolver, type UpstreamResolverOptions } from './resolver.js';
+import { ShadowResume } from './resume.js';
 import type { MeshRouter, RouteStream } from './router.js';
 import { spliceChannel } from './splice.js';
 import { UdpRelay } from './udp.js';
@@ -96,6 +113,7 @@ export class ShadowServer {
   readonly #resolver: UpstreamResolver;
   readonly #rawSockets = new Set<Socket>();
   readonly #clients = new Set<ClientState>();
+  readonly #resume: ShadowResume;
   /** UDP_SUBSYSTEM: one channel per ssh connection carries all its flows (src/shadow/udp.ts). */
   readonly #udp = new WeakMap<ClientState, UdpRelay>();
   #nextClientId = 1;
@@ -115,6 +133,7 @@ export class ShadowServer {
     this.#authorized = authorized;
     this.#authorizedBlob = authorized.getPublicSSH();
     this.#resolver = new UpstreamResolver(options.dns);
+    this.#resume = new ShadowResume(this.#log);
     this.#ssh = new SshServer(
       {
         hostKeys: [options.hostKey],
@@ -160,6 +179,7 @@ export class ShadowServer {
   close(): Promise<void> {
     this.#closing ??= new Promise<void>((resolve) => {
       this.#tcp.close(() => resolve());
+      this.#resume.close();
       for (const client of this.#clients) {
         try {
           client.conn.end();
@@ -217,6 +237,8 @@ export class ShadowServer {
       this.#log('error', { client: client.id, message: err.message });
     });
     conn.on('close', () => {
+      // Before ssh2 closes the channels: resumable streams are kept, not ended.
+      this.#resume.detach(client);
       this.#release(client);
       this.#clients.delete(client);
       this.#log('disconnect', {
@@ -302,6 +324,16 @@ export class ShadowServer {
       this.#log('open-failed', { client: client.id, host, port, origin, reason: kind, detail });
       if (!client.closed) rejectWithDescription(client.conn, reject, OPEN_FAILURE_TEXT[kind]);
     };
+    const attach = parseAttachOrigin(req.srcIP);
+    if (attach !== undefined) {
+      const why = this.#resume.attach(client, attach.session, attach.id, attach.received, attach.fin, () => accept());
+      if (why !== undefined) {
+        this.#log('open-failed', { client: client.id, kind: 'attach', stream: attach.id, detail: why });
+        rejectWithDescription(client.conn, reject, `${ATTACH_REFUSED}${why}`);
+      }
+      return;
+    }
+    const named = parseStreamOrigin(req.srcIP);
 
     let address = host;
     if (isIP(host) === 0) {
@@ -337,12 +369,32 @@ export class ShadowServer {
         return;
       }
       client.channels++;
-      this.#log('open', { client: client.id, kind: 'direct-tcpip', host, address, port, origin });
+      this.#log('open', { client: client.id, kind: 'direct-tcpip', host, address, port, origin, stream: named?.id });
+      if (named !== undefined) {
+        client.sockets.delete(socket);
+        this.#joinResumable(client, named.session, named.id, channel, socket, { kind: 'direct-tcpip', host, port });
+        return;
+      }
       spliceChannel(channel, socket, (r) => {
         client.sockets.delete(socket);
         this.#count(client, socket, r.bytesUp, r.bytesDown);
         this.#log('close', { client: client.id, kind: 'direct-tcpip', host, port, bytesUp: r.bytesUp, bytesDown: r.bytesDown, error: r.error?.message });
       });
+    });
+  }
+
+  /** A resumable stream on `channel` joined to `socket`; both closed when the session is not this connection's. */
+  #joinResumable(client: ClientState, session: string, id: number, channel: ServerChannel, socket: Socket, what: Record<string, string | number>): void {
+    const label = 'host' in what ? `${what.host}:${what.port}` : `${what.bind}:${what.port}`;
+    const stream = this.#resume.open(client, session, id, channel, label);
+    if (stream === undefined) {
+      this.#log('open-failed', { client: client.id, ...what, stream: id, detail: 'a stream name this connection did not say HELLO for, or in use' });
+      channel.close();
+      socket.destroy();
+      return;
+    }
+    splice(stream, socket, (error) => {
+      this.#log('close', { client: client.id, ...what, stream: id, bytesUp: socket.bytesWritten, bytesDown: socket.bytesRead, error: error?.message });
     });
   }
 
@@ -391,9 +443,12 @@ export class ShadowServer {
       const remoteAddr = socket.remoteAddress ?? '';
       const remotePort = socket.remotePort ?? 0;
       socket.once('error', () => {}); // until spliced; a reset here just ends it
+      const session = this.#resume.sessionOf(client);
+      const streamId = session?.nextId();
       // RFC 4254 §7.2: the channel names the address and port that were bound, exactly as the
-      // client asked (ssh2 clients match on that string).
-      client.conn.forwardOut(bindAddr, boundPort, remoteAddr, remotePort, (err, channel) => {
+      // client asked (ssh2 clients match on that string). The originator names the resumable stream.
+      const originator = session !== undefined && streamId !== undefined ? streamOrigin(session.id, streamId, remoteAddr) : remoteAddr;
+      client.conn.forwardOut(bindAddr, boundPort, originator, remotePort, (err, channel) => {
         if (err !== undefined && err !== null) {
           client.sockets.delete(socket);
           socket.destroy();
@@ -406,7 +461,13 @@ export class ShadowServer {
           return;
         }
         client.channels++;
-        this.#log('open', { client: client.id, kind: 'forwarded-tcpip', bind: bindAddr, port: boundPort, origin: `${remoteAddr}:${remotePort}` });
+        this.#log('open', { client: client.id, kind: 'forwarded-tcpip', bind: bindAddr, port: boundPort, origin: `${remoteAddr}:${remotePort}`, stream: streamId });
+        if (session !== undefined && streamId !== undefined) {
+          client.sockets.delete(socket);
+          this.#joinResumable(client, session.id, streamId, channel, socket, { kind: 'forwarded-tcpip', bind: bindAddr, port: boundPort });
+          socket.resume();
+          return;
+        }
         spliceChannel(channel, socket, (r) => {
           client.sockets.delete(socket);
           this.#count(client, socket, r.bytesUp, r.bytesDown);
@@ -456,13 +517,27 @@ export class ShadowServer {
         reject(new Error('the developer disconnected'));
         return;
       }
-      client.conn.forwardOut(bindAddr, bindPort, origin.address, origin.port, (err, channel) => {
+      const session = this.#resume.sessionOf(client);
+      const streamId = session?.nextId();
+      const originator = session !== undefined && streamId !== undefined ? streamOrigin(session.id, streamId, origin.address) : origin.address;
+      client.conn.forwardOut(bindAddr, bindPort, originator, origin.port, (err, channel) => {
         if (err !== undefined && err !== null) {
           this.#log('open-failed', { client: client.id, kind: 'forwarded-tcpip', bind: bindAddr, port: bindPort, detail: err.message });
           reject(err);
           return;
         }
         client.channels++;
+        const stream = session !== undefined && streamId !== undefined ? this.#resume.open(client, session.id, streamId, channel, `mark ${bindAddr}:${bindPort}`) : undefined;
+        if (stream !== undefined) {
+          resolve({
+            stream,
+            join: (socket) => {
+              splice(stream, socket, (error) => this.#log('close', { client: client.id, kind: 'forwarded-tcpip', bind: bindAddr, port: bindPort, stream: streamId, bytesUp: socket.bytesWritten, bytesDown: socket.bytesRead, error: error?.message }));
+              socket.resume();
+            },
+          });
+          return;
+        }
         resolve({
           stream: channel,
           join: (socket) => {
@@ -501,6 +576,11 @@ export class ShadowServer {
 
   #session(client: ClientState, session: Session): void {
     session.on('subsystem', (accept, reject, info) => {
+      if (info.name === RESUME_SUBSYSTEM) {
+        const channel = accept();
+        if (channel !== undefined) this.#resume.control(client, channel);
+        return;
+      }
       if (info.name === UDP_SUBSYSTEM) {
         const open = this.#udp.get(client);
         if (client.closed || (open !== undefined && !open.closed)) return reject();

@@ -2,6 +2,8 @@ import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { DIAL_WAIT_MS, type DialOptions, type Dialer, type UdpSession } from '../dialer.js';
 import { AuthError, DialError, DnsQueryError, HostKeyError, InputFileError, TunnelClosedError, type KtctlError } from '../errors.js';
+import type { ResumeLimits } from '../protocol/index.js';
+import { ResumeClient, type ResumeCounts } from './resume.js';
 import type { ForwardHandler, SshTunnel } from './tunnel.js';
 import { TunnelUdpSession } from './udp.js';
 
@@ -20,6 +22,13 @@ export interface ReconnectingTunnelOptions {
   dialWaitMs?: number;
   /** Errors that make retrying pointless (a changed host key, a refused key): the tunnel gives up. */
   isFatal?: (error: unknown) => boolean;
+  /**
+   * The resume layer's limits (src/protocol/resume.ts): open streams outlive a drop for
+   * `windowMs` when the server has the layer. Absent, or a window of 0: streams end with their connection.
+   */
+  resume?: ResumeLimits;
+  /** Debug lines (the resume layer's). */
+  debug?: (line: string) => void;
 }
 
 export interface ReconnectingTunnel {
@@ -48,7 +57,8 @@ const defaultFatal = (e: unknown): boolean => e instanceof HostKeyError || e ins
  * new ones succeed as soon as the far side is reachable again.
  */
 export class ReconnectingTunnel extends EventEmitter implements Dialer {
-  readonly #options: Required<Omit<ReconnectingTunnelOptions, 'isFatal'>> & { isFatal: (e: unknown) => boolean };
+  readonly #options: Required<Omit<ReconnectingTunnelOptions, 'isFatal' | 'resume' | 'debug'>> & { isFatal: (e: unknown) => boolean };
+  readonly #resume: ResumeClient | undefined;
   #tunnel: SshTunnel | undefined;
   /** Resolves when a tunnel is up; replaced while reconnecting. */
   #up: Promise<SshTunnel>;
@@ -72,6 +82,14 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
       ...options,
     };
     this.#up = this.#pending();
+    const limits = options.resume;
+    const debug = options.debug ?? ((): void => undefined);
+    if (limits !== undefined && limits.windowMs > 0) this.#resume = new ResumeClient(limits, (line) => this.emit('log', line), debug);
+  }
+
+  /** Streams carried over a reconnect, and those lost (undefined without the resume layer). */
+  get resumeCounts(): ResumeCounts | undefined {
+    return this.#resume?.counts;
   }
 
   #pending(): Promise<SshTunnel> {
@@ -100,6 +118,7 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
   /** First connection: its errors go to the caller (nothing to reconnect to yet). */
   async start(): Promise<SshTunnel> {
     const tunnel = await this.#options.connect(this.#closing.signal);
+    await this.#resume?.connect(tunnel);
     this.#adopt(tunnel);
     return tunnel;
   }
@@ -113,6 +132,13 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
   #adopt(tunnel: SshTunnel): void {
     if (this.#closed) {
       void tunnel.close();
+      return;
+    }
+    if (!tunnel.ready) {
+      // It dropped while being set up (re-attaching streams takes round trips): try again, with
+      // the dials that wait for a tunnel still waiting.
+      this.#resume?.detachAll();
+      this.#retry(this.#options.initialDelayMs, 1);
       return;
     }
     this.#tunnel = tunnel;
@@ -131,6 +157,7 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
     this.#tunnel = undefined;
     this.#up = this.#pending();
     for (const f of this.#forwards) f.cancel = undefined;
+    this.#resume?.detachAll();
     this.emit('log', `the tunnel to ${this.#options.label} dropped (${error?.message ?? 'closed by the server'}); reconnecting`);
     this.#retry(this.#options.initialDelayMs, 1);
   }
@@ -166,6 +193,8 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
       return;
     }
     try {
+      // Streams first: what the shadow held is moving again before new connections arrive.
+      await this.#resume?.connect(tunnel);
       for (const f of this.#forwards) {
         const rf = await tunnel.forwardIn(f.bindAddr, f.bindPort, f.handler);
         f.cancel = () => rf.cancel();
@@ -205,7 +234,7 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
       throw new DialError('tunnel', host, port, this.#closed ? 'the tunnel is closed' : `the tunnel to ${this.#options.label} is down and did not come back within ${this.#options.dialWaitMs / 1000} s`);
     }
     try {
-      return await tunnel.dial(host, port, options);
+      return await this.#dialOn(tunnel, host, port, options);
     } catch (error) {
       // The tunnel died under this dial before anyone noticed the drop: wait for the next one and
       // try once more, so a dial racing a reconnect does not fail.
@@ -217,8 +246,13 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
       }
       const next = await this.#waitUp(options.signal);
       if (!next) throw error;
-      return next.dial(host, port, options);
+      return this.#dialOn(next, host, port, options);
     }
+  }
+
+  #dialOn(tunnel: SshTunnel, host: string, port: number, options: DialOptions): Promise<Duplex> {
+    const resume = this.#resume;
+    return resume !== undefined && resume.active(tunnel) ? resume.open(tunnel, host, port, options) : tunnel.dial(host, port, options);
   }
 
   async dnsQuery(message: Buffer, options: { signal?: AbortSignal } = {}): Promise<Buffer> {
@@ -246,7 +280,15 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
   }
 
   /** A remote forward that is asked for again on every new tunnel. */
-  async forwardIn(bindAddr: string, bindPort: number, handler: ForwardHandler): Promise<{ port: number; cancel(): Promise<void> }> {
+  async forwardIn(bindAddr: string, bindPort: number, given: ForwardHandler): Promise<{ port: number; cancel(): Promise<void> }> {
+    const resume = this.#resume;
+    const handler: ForwardHandler =
+      resume === undefined
+        ? given
+        : (channel, info) => {
+            const adopted = resume.adopt(channel, info.srcIP);
+            given(adopted.stream, { ...info, srcIP: adopted.srcIP });
+          };
     const tunnel = this.#tunnel ?? (await this.#waitUp(undefined));
     if (!tunnel) throw new TunnelClosedError(`the tunnel to ${this.#options.label} is down`);
     const rf = await tunnel.forwardIn(bindAddr, bindPort, handler);
@@ -267,6 +309,7 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
     this.#closing.abort();
     if (this.#retryTimer) clearTimeout(this.#retryTimer);
     this.#forwards.clear();
+    this.#resume?.close();
     const t = this.#tunnel;
     this.#tunnel = undefined;
     await t?.close();

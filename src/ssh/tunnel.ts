@@ -157,6 +157,12 @@ export class SshTunnel extends EventEmitter implements Dialer {
     return this.#cipher;
   }
 
+  /** The server's software version (`ktctl-shadow_2`, `OpenSSH_9.2p1 Debian-2`), once connected. */
+  get serverSoftware(): string {
+    const v: unknown = this.#client === undefined ? undefined : Reflect.get(this.#client, '_remoteVer');
+    return typeof v === 'string' ? v : '';
+  }
+
   get ready(): boolean {
     return this.#state === 'ready';
   }
@@ -563,6 +569,26 @@ export class SshTunnel extends EventEmitter implements Dialer {
     })();
     this.#dns = attempt;
     return attempt;
+  }
+
+  /** A session channel with subsystem `name`, or undefined when the server refuses it. */
+  subsystem(name: string): Promise<ClientChannel | undefined> {
+    const client = this.#client;
+    if (client === undefined || this.#state !== 'ready') return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      try {
+        client.subsys(name, (err, ch) => {
+          if (err !== undefined) {
+            resolve(undefined);
+            return;
+          }
+          this.#track(ch);
+          resolve(ch);
+        });
+      } catch {
+        resolve(undefined);
+      }
+    });
   }
 
   /**

@@ -9,6 +9,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { CipherAlgorithm } from 'ssh2';
 import { InputFileError, UsageError } from '../errors.js';
+import type { ResumeLimits } from '../protocol/index.js';
 import type { Transport, TransportContext } from '../transport.js';
 import { ReconnectingTunnel } from './reconnect.js';
 import { SshTunnel } from './tunnel.js';
@@ -19,6 +20,8 @@ export interface ViaOptions {
   knownHostsFile: string;
   dnsServer: string | undefined;
   ciphers: CipherAlgorithm[] | undefined;
+  /** The resume layer's limits: an OpenSSH server has no resume layer, which is said once at start. */
+  resume?: ResumeLimits;
 }
 
 export function urlHost(host: string): string {
@@ -34,6 +37,8 @@ export async function viaTransport(o: ViaOptions, ctx: TransportContext): Promis
   const label = `${target.user}@${urlHost(target.host)}:${target.port}`;
   const tunnel = new ReconnectingTunnel({
     label,
+    resume: o.resume,
+    debug: ctx.debug,
     connect: (signal) =>
       SshTunnel.open(
         {

@@ -8,6 +8,12 @@
  *   exec NAMESPACE/POD [-c CONTAINER] -- CMD...   run a command inside a pod (its network namespace)
  *   fault cut-portforward [--abrupt] [-n NS]   end every open port-forward stream (to pods of NS):
  *                               a close frame 1001, or a TCP cut with no close frame: 1006
+ *   fault freeze-shadow SECONDS [-n NS] [--pod NAME] [--wait]   stop ktctl's pods (label
+ *                               app.kubernetes.io/managed-by=ktctl) of NS or of every namespace, or
+ *                               the pod NAME, with SIGSTOP; the daemon continues them (SIGCONT) after
+ *                               SECONDS (more than 0, at most 3600). Returns at once, printing each
+ *                               frozen pod and its pids; --wait returns once they are continued
+ *   fault thaw-shadow [-n NS] [--pod NAME]   continue frozen pods now
  *   portforward-idle MS [-n NS]  the runtime's stream idle timeout for new port-forward streams, in ms
  *                               (0 = none; default 4 h, as the kubelet's --streaming-connection-idle-timeout),
  *                               cluster-wide or for the pods of namespace NS
@@ -22,6 +28,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FILES, makeCredentials } from './api/pki.js';
 import { endpointFromState, execInPod, request, type LabEndpoint } from './api/client.js';
+import { deleteFrozen, FaultRefused, FREEZE_MAX_SECONDS, getFrozen, postFreeze, type FrozenPod } from './api/freeze-client.js';
 import { createLabNet, labNodeCommand } from './net/index.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -209,8 +216,83 @@ async function fault(stateDir: string, args: string[]): Promise<number> {
     process.stdout.write(`cut ${cut} port-forward stream(s) ${abrupt ? 'abruptly (TCP reset, no close frame: 1006)' : 'with a close frame (1001)'}\n`);
     return 0;
   }
-  process.stderr.write('usage: lab fault cut-portforward [--abrupt] [-n NAMESPACE]\n');
+  if (what === 'freeze-shadow' || what === 'thaw-shadow') return freezeCmd(stateDir, what, opts);
+  process.stderr.write(`usage: ${FAULT_USAGE}\n`);
   return 2;
+}
+
+const FAULT_USAGE = 'lab fault cut-portforward [--abrupt] [-n NAMESPACE] | freeze-shadow SECONDS [-n NAMESPACE] [--pod NAME] [--wait] | thaw-shadow [-n NAMESPACE] [--pod NAME]';
+const NAME = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
+
+/**
+ * `fault freeze-shadow SECONDS [-n NS] [--pod NAME] [--wait]` and `fault thaw-shadow [-n NS] [--pod NAME]`
+ * (api/freeze.ts). Bad input and the lab's refusals (no such pod, no ktctl pod to freeze) are one
+ * sentence and exit 2, before anything is frozen.
+ */
+async function freezeCmd(stateDir: string, what: 'freeze-shadow' | 'thaw-shadow', args: string[]): Promise<number> {
+  const fail = (sentence: string): number => {
+    process.stderr.write(`lab: fault ${what}: ${sentence}\n`);
+    return 2;
+  };
+  let namespace: string | undefined;
+  let pod: string | undefined;
+  let wait = false;
+  const positional: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '-n' || a === '--namespace' || a === '--pod') {
+      const v = args[++i];
+      if (v === undefined || !NAME.test(v) || v.length > (a === '--pod' ? 253 : 63)) return fail(`${a} needs a ${a === '--pod' ? 'pod' : 'namespace'} name`);
+      if (a === '--pod') pod = v;
+      else namespace = v;
+    } else if (a === '--wait' && what === 'freeze-shadow') wait = true;
+    else if (a.startsWith('-') && !/^-\d/.test(a)) return fail(`unknown option ${a} (usage: ${FAULT_USAGE})`);
+    else positional.push(a);
+  }
+  let seconds = 0;
+  if (what === 'thaw-shadow') {
+    if (positional.length > 0) return fail(`takes no SECONDS (got ${positional.join(' ')})`);
+  } else {
+    if (positional.length !== 1) return fail(`needs one SECONDS, a number of seconds more than 0 and at most ${FREEZE_MAX_SECONDS}${positional.length ? ` (got ${positional.join(' ')})` : ''}`);
+    const text = positional[0]!;
+    if (!/^-?\d+(\.\d+)?$/.test(text)) return fail(`"${text}" is not a number of seconds (more than 0, at most ${FREEZE_MAX_SECONDS})`);
+    seconds = Number(text);
+    if (!(seconds > 0 && seconds <= FREEZE_MAX_SECONDS)) return fail(`SECONDS must be more than 0 and at most ${FREEZE_MAX_SECONDS} (got ${text})`);
+  }
+  if (!fs.existsSync(path.join(stateDir, FILES.tokens))) {
+    process.stderr.write(`lab: fault ${what}: the lab is not up (no credentials in ${stateDir}): npm run lab -- up\n`);
+    return 1;
+  }
+  const ep = endpointFromState(stateDir);
+  const where = (p: FrozenPod): string => `${p.namespace}/${p.name}`;
+  try {
+    if (what === 'thaw-shadow') {
+      const thawed = await deleteFrozen(ep, { namespace, pod });
+      process.stdout.write(`continued ${thawed.length} frozen pod(s)${thawed.map((p) => `\n  ${where(p)}`).join('')}\n`);
+      return 0;
+    }
+    const r = await postFreeze(ep, { seconds, namespace, pod });
+    process.stdout.write(
+      `froze ${r.frozen.length} pod(s) for ${seconds} s (SIGSTOP); the lab continues them (SIGCONT) at ${r.thawAt}:\n` +
+        r.frozen.map((p) => `  ${where(p)}  pids ${p.pids.join(' ')}\n`).join(''),
+    );
+    if (!wait) return 0;
+    // until the daemon has continued every pod it froze (or they are gone): bounded by the
+    // latest continue time plus 30 s
+    const uids = new Set(r.frozen.map((p) => p.uid));
+    const deadline = Math.max(...r.frozen.map((p) => Date.parse(p.thawAt))) + 30_000;
+    for (;;) {
+      const still = (await getFrozen(ep, { namespace, pod })).filter((p) => uids.has(p.uid));
+      if (still.length === 0) break;
+      if (Date.now() > deadline) throw new Error(`the lab did not continue ${still.map(where).join(', ')} by ${new Date(deadline).toISOString()}`);
+      await sleep(100);
+    }
+    process.stdout.write(`continued ${r.frozen.map(where).join(', ')}\n`);
+    return 0;
+  } catch (e) {
+    if (e instanceof FaultRefused && e.status >= 400 && e.status < 500) return fail(e.message);
+    throw e;
+  }
 }
 
 /** The runtime's port-forward settings, for new streams: `portforward-idle MS`, `portforward-refuse [PROTOCOL...]`. */
@@ -251,7 +333,8 @@ async function portForwardSettings(stateDir: string, cmd: 'portforward-idle' | '
   return 0;
 }
 
-const USAGE = `usage: lab up | down | status | laptop NAME [--delete] | exec NAMESPACE/POD [-c CONTAINER] -- CMD... | fault cut-portforward [--abrupt] [-n NS]
+const USAGE = `usage: lab up | down | status | laptop NAME [--delete] | exec NAMESPACE/POD [-c CONTAINER] -- CMD...
+       lab fault cut-portforward [--abrupt] [-n NS] | fault freeze-shadow SECONDS [-n NS] [--pod NAME] [--wait] | fault thaw-shadow [-n NS] [--pod NAME]
        lab portforward-idle MS [-n NS] | portforward-refuse [PROTOCOL...] [-n NS]
 state folder: .lab (or $KTLAB_DIR)
 `;

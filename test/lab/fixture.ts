@@ -13,6 +13,9 @@ import os from 'node:os';
 import { CoreV1Api, KubeConfig, KubernetesObjectApi, loadAllYaml, type KubernetesObject, type V1Pod } from '@kubernetes/client-node';
 import { execInPod, type LabEndpoint } from './api/client.js';
 import { CONTEXTS, FILES, USERS } from './api/pki.js';
+import { deleteFrozen, getFrozen, postFreeze, type FreezeAnswer, type FrozenPod, type PodFilter } from './api/freeze-client.js';
+
+export { FaultRefused, type FreezeAnswer, type FrozenPod } from './api/freeze-client.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -97,6 +100,29 @@ export async function waitForReadyPods(namespace: string, labelSelector: string,
 }
 
 export { eventually } from '../helpers/poll.js';
+
+/**
+ * `npm run lab -- fault freeze-shadow SECONDS [-n NS] [--pod NAME]` from a test (the same request
+ * to the lab's daemon, test/lab/api/freeze.ts): stops ktctl's pods of `namespace` (every
+ * namespace if none; or the one pod `pod`) with SIGSTOP, and the daemon continues them (SIGCONT)
+ * after `seconds`. Resolves at once, when every process of theirs reads T, with each frozen pod
+ * and its pids (host pids: /proc/PID/status). Rejects with FaultRefused and the lab's sentence
+ * (no such pod, no ktctl pod with a process). Give the test a `thawShadow` teardown, so a failure
+ * does not leave a shadow stopped for the rest of `seconds`.
+ */
+export function freezeShadow(seconds: number, o: PodFilter = {}): Promise<FreezeAnswer> {
+  return postFreeze(endpointOf(kubeConfig()), { seconds, namespace: o.namespace, pod: o.pod });
+}
+
+/** Continues the frozen pods (of a namespace, or one pod) now; resolves with those it continued. */
+export function thawShadow(o: PodFilter = {}): Promise<FrozenPod[]> {
+  return deleteFrozen(endpointOf(kubeConfig()), o);
+}
+
+/** The pods frozen now (of a namespace, or one pod), with the pids still stopped. */
+export function frozenShadows(o: PodFilter = {}): Promise<FrozenPod[]> {
+  return getFrozen(endpointOf(kubeConfig()), o);
+}
 
 export interface CommandResult {
   stdout: string;

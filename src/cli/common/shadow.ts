@@ -15,7 +15,8 @@ import { takeEarlySignals } from '../early-signals.js';
 import { VERSION } from '../../version.js';
 import { UsageError } from '../../errors.js';
 import { KubeCommand } from './command.js';
-import { duration, keyValues, podQuota, runAsUser } from './validators.js';
+import { RESUME_DEFAULTS, RESUME_MAX, type ResumeLimits } from '../../protocol/index.js';
+import { byteSize, duration, formatSize, keyValues, podQuota, runAsUser } from './validators.js';
 
 /** What a command adds to the shadow's options: its mode (`ktctl status`), role, labels and ports. */
 export interface ShadowRun {
@@ -104,6 +105,24 @@ export abstract class ShadowCommand extends KubeCommand {
     validator: runAsUser,
   });
 
+  resumeWindow = Option.String('--resumeWindow,--resume-window', String(RESUME_DEFAULTS.windowMs / 1000), {
+    description: 'seconds open connections wait for a dropped tunnel to come back (0: they end with it)',
+    validator: duration('--resumeWindow', { unit: 'seconds', zero: true }),
+  });
+  resumeBuffer = Option.String('--resumeBuffer,--resume-buffer', formatSize(RESUME_DEFAULTS.streamBytes), {
+    description: 'bytes each connection keeps per direction until the other end confirms them',
+    validator: byteSize('--resumeBuffer', 64 << 10, RESUME_MAX.streamBytes),
+  });
+  resumeBufferTotal = Option.String('--resumeBufferTotal,--resume-buffer-total', formatSize(RESUME_DEFAULTS.totalBytes), {
+    description: 'bytes all connections keep together (each end: this machine and the shadow)',
+    validator: byteSize('--resumeBufferTotal', 1 << 20, RESUME_MAX.totalBytes),
+  });
+
+  /** --resumeWindow, --resumeBuffer, --resumeBufferTotal (src/protocol/resume.ts). */
+  protected resumeLimits(): ResumeLimits {
+    return { windowMs: Math.round(this.resumeWindow * 1000), streamBytes: this.resumeBuffer, totalBytes: this.resumeBufferTotal };
+  }
+
   /**
    * The shadow's options from the flags and the command's `run`. `labels` and `annotations` are the
    * user's (--withLabel, --withAnnotation) plus `run.labels`.
@@ -124,6 +143,7 @@ export abstract class ShadowCommand extends KubeCommand {
       shareShadow: run.shareShadow ?? false,
       clusterDomain: this.clusterDomain,
       ciphers: run.ciphers,
+      resume: this.resumeLimits(),
       mode: run.mode,
       proxy: run.proxy,
       stderr: this.context.stderr,

@@ -48,6 +48,6 @@ export abstract class TransportCommand extends ShadowCommand {
     const target = this.via;
     const identity = loadIdentity(this.identity);
     const knownHostsFile = this.knownHosts ?? defaultKnownHosts();
-    return (ctx) => viaTransport({ target, identity, knownHostsFile, dnsServer: run.dnsServer, ciphers }, ctx);
+    return (ctx) => viaTransport({ target, identity, knownHostsFile, dnsServer: run.dnsServer, ciphers, resume: this.resumeLimits() }, ctx);
   }
 }

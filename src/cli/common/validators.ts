@@ -81,6 +81,28 @@ export function duration(name: string, rule: DurationRule): t.StrictValidator<un
   });
 }
 
+/**
+ * A size in bytes: `4M`, `4MiB`, `512K`, `1G` (powers of 1024) or plain bytes, between `min` and
+ * `max` (`--resumeBuffer`, `--resumeBufferTotal`).
+ */
+export function byteSize(name: string, min: number, max: number): t.StrictValidator<unknown, number> {
+  return flag((text) => {
+    const m = /^(\d+(?:\.\d+)?)\s*(?:([KMG])(?:i?B)?|B)?$/i.exec(text.trim());
+    const scale = { K: 1 << 10, M: 1 << 20, G: 1 << 30 } as const;
+    const n = m ? Math.round(Number(m[1]) * (m[2] ? scale[m[2].toUpperCase() as keyof typeof scale] : 1)) : NaN;
+    if (!Number.isSafeInteger(n) || n < min || n > max) {
+      throw new UsageError(`${name} takes a size between ${formatSize(min)} and ${formatSize(max)}, like 4M or 512K (got "${text}")`);
+    }
+    return n;
+  });
+}
+
+/** Bytes as the size flags write them: 4M, 512K, 1G. */
+export function formatSize(n: number): string {
+  for (const [unit, k] of [['G', 1 << 30], ['M', 1 << 20], ['K', 1 << 10]] as const) if (n % k === 0) return `${n / k}${unit}`;
+  return String(n);
+}
+
 /** `--dnsCacheTtl`: whole seconds (0 allowed), kept in seconds. */
 export const wholeSeconds = (name: string): t.StrictValidator<unknown, number> =>
   flag((text) => {

@@ -23,6 +23,7 @@ import { clockSkewSeconds, now, setClockSkewSeconds } from './clock.js';
 import type { LabNet } from '../net/types.js';
 import { cutPortForwards, defaultPortForwardSettings, handleExec, handlePortForward, handleLog, KubeletRefusal, negotiatePortForwardProtocol, type PortForwardSettings } from './streams.js';
 import { toTable, wantsTable } from './table.js';
+import { frozenJson, parseFreezeRequest, parsePodFilter, ShadowFreezer } from './freeze.js';
 import { decodeK8sProtobuf, isProtobuf } from './proto.js';
 import { openApiDocument, openApiIndex } from './openapi.js';
 import { warningHeader } from './podsecurity.js';
@@ -79,6 +80,7 @@ export class ApiServer {
   /** the runtime's port-forward settings: cluster-wide, and per namespace (so concurrent test files do not meet each other's) */
   readonly #pfSettings: PortForwardSettings = defaultPortForwardSettings();
   readonly #pfByNamespace = new Map<string, PortForwardSettings>();
+  readonly #freezer: ShadowFreezer;
   readonly #watches = new Set<() => void>();
   /** the authorizer, over the registry's Roles and bindings */
   readonly rbac: Rbac;
@@ -89,6 +91,7 @@ export class ApiServer {
   constructor(opts: ApiServerOptions) {
     this.#opts = opts;
     this.rbac = new Rbac(opts.registry.store);
+    this.#freezer = new ShadowFreezer(opts.registry, opts.net, (line) => this.#log(line));
     this.#saTokens = new ServiceAccountTokens((namespace, name) => {
       const sa = opts.registry.tryGet(R.serviceaccounts, namespace, name);
       const uid = sa && isObject(sa.metadata) && typeof sa.metadata.uid === 'string' ? sa.metadata.uid : undefined;
@@ -128,6 +131,7 @@ export class ApiServer {
   }
 
   async close(): Promise<void> {
+    this.#freezer.thawAll();
     for (const stop of [...this.#watches]) stop();
     for (const c of this.#wss.clients) c.terminate();
     for (const c of this.#pfWss.clients) c.terminate();
@@ -804,6 +808,20 @@ export class ApiServer {
       const abrupt = isObject(body) && body.abrupt === true;
       const namespace = isObject(body) && typeof body.namespace === 'string' ? body.namespace : undefined;
       return this.#send(res, 200, { cut: cutPortForwards(abrupt ? 'abrupt' : 'close', namespace), how: abrupt ? 'abrupt' : 'close' });
+    }
+    // lab-only: POST /lab/v1/faults/freeze-shadow {"seconds": N, "namespace"?, "pod"?} stops ktctl's pods
+    // (SIGSTOP) and continues them after N s; GET lists the frozen ones, DELETE continues them now
+    // (?namespace=NS&pod=NAME): api/freeze.ts
+    if (parts[1] === 'v1' && parts[2] === 'faults' && parts[3] === 'freeze-shadow' && parts.length === 4) {
+      if (!admin) throw new ApiError(403, 'Forbidden', `User "${user.name}" cannot inject lab faults`);
+      const q = new URL(req.url ?? '/', 'https://lab').searchParams;
+      if (req.method === 'POST') {
+        const r = await this.#freezer.freeze(parseFreezeRequest(await this.#readJson(req, undefined)));
+        return this.#send(res, 200, { seconds: r.seconds, thawAt: r.thawAt, frozen: frozenJson(r.frozen) });
+      }
+      if (req.method === 'GET') return this.#send(res, 200, { frozen: frozenJson(this.#freezer.list(parsePodFilter(q))) });
+      if (req.method === 'DELETE') return this.#send(res, 200, { thawed: frozenJson(this.#freezer.thaw(parsePodFilter(q))) });
+      throw methodNotAllowed();
     }
     // lab-only: GET|DELETE /lab/v1/audit?user=NAME, every authorization decision for that user in order
     if (parts[1] === 'v1' && parts[2] === 'audit' && parts.length === 3) {

@@ -36,6 +36,7 @@ import { ServiceSync, renderServiceTable } from './services.js';
 import { LabNetError, PodRuntime, REPO_ROOT, killNetnsProcesses, type PodInfo } from './pods.js';
 import { makeImageStore, removeImageStore } from '../images/store.js';
 import { DNS_RECORDS_FILE } from './constants.js';
+import { netnsPids } from './procs.js';
 
 export { LAB } from './types.js';
 export type * from './types.js';
@@ -398,6 +399,11 @@ class LabNetImpl implements LabDataPlane {
 
   listPods(): PodInfo[] {
     return this.#pods.list();
+  }
+
+  podProcesses(uid: string): number[] {
+    const pod = this.#pods.pods.get(uid) ?? this.#pods.list().find((p) => p.uid === uid);
+    return pod ? netnsPids(pod.netns) : [];
   }
 
   setServices(services: ServiceRuntimeSpec[]): void {

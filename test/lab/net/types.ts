@@ -102,6 +102,9 @@ export interface LabNet {
   exec(uid: string, container: string, command: string[], options: { tty: boolean }): ChildProcessWithoutNullStreams;
   /** a TCP connection to podIP:port from the node (rejects like net.connect: ECONNREFUSED ...) */
   connect(uid: string, port: number): Promise<Socket>;
+  /** (additive, optional) the pids of the pod's processes now (every process in its network
+   * namespace), for the lab's faults; [] for an unknown pod. Absent: this data plane runs no processes. */
+  podProcesses?(uid: string): number[];
 
   /** full sync of service DNAT rules (idempotent; applied within a second) */
   setServices(services: ServiceRuntimeSpec[]): void;

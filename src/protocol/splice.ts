@@ -1,7 +1,7 @@
 import type { Duplex } from 'node:stream';
 
 /**
- * Joins two byte streams both ways until both directions are done.
+ * Joins two byte streams (the shadow's far sockets and resumable streams, `exchange`'s local ports and their channels) both ways until both directions are done.
  *
  * - Backpressure: `pipe()` pauses the source while the destination's `write()` returns false, so
  *   at most a highWaterMark (plus one chunk) waits in each direction.
