@@ -4,7 +4,8 @@
  * - TUN mode, ktctl in a laptop namespace: from there, a plain `node` client's datagrams of 1, 1400
  *   and 8000 bytes (the last leaves the laptop's kernel as six IPv4 fragments, and comes back as
  *   six) return intact, 1000 in flight all return in order, `dig @<pod IP>` gets its answer, and a
- *   flood of 100,000 datagrams leaves ktctl's RSS within FLOOD_RSS_BOUND of what it was.
+ *   flood of 100,000 datagrams leaves ktctl's RSS within FLOOD_RSS_BOUND of what it was; after the
+ *   lab cuts the port-forward, UDP goes on over the new connection.
  * - socks mode, ktctl on the host: the same through SOCKS5 UDP ASSOCIATE (helpers/socks5-udp.ts),
  *   and a DNS query to the pod's port 53 through it.
  * dig comes from Debian's bind9-dnsutils.
@@ -15,7 +16,8 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import dnsPacket from 'dns-packet';
-import { fileNamespace } from './lab/fixture.js';
+import { request, type LabEndpoint } from './lab/api/client.js';
+import { fileNamespace, kubeConfig } from './lab/fixture.js';
 import { createLabNet } from './lab/net/index.js';
 import { ktctlObjects, labKtctl } from './helpers/ktctl.js';
 import { run } from './helpers/netns.js';
@@ -41,6 +43,17 @@ test.before(async () => {
   podIP = await deployUdpTarget(ns);
 });
 
+/** The lab closes every port-forward stream to this namespace's pods, as a dropped connection would. */
+async function cutPortForwards(): Promise<void> {
+  const kc = kubeConfig();
+  const cluster = kc.getCurrentCluster();
+  const user = kc.getCurrentUser();
+  if (!cluster?.caData || !user?.token) throw new Error('the lab kubeconfig lacks CA data or a token');
+  const admin: LabEndpoint = { server: cluster.server, ca: Buffer.from(cluster.caData, 'base64'), token: user.token };
+  const r = await request(admin, 'POST', '/lab/v1/faults/cut-portforward', { namespace: ns });
+  if (r.status !== 200) throw new Error(`the lab refused the fault (${r.status}): ${JSON.stringify(r.body)}`);
+}
+
 function vmRss(pid: number): number {
   const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) * 1024 : 0;
@@ -55,7 +68,7 @@ function hasDig(): boolean {
   }
 }
 
-test.serial('TUN mode: echo 1/1400/8000 bytes, 1000 in flight in order, dig @pod IP, and a flood leaves RSS bounded', async (t) => {
+test.serial('TUN mode: echo 1/1400/8000 bytes, 1000 in flight in order, dig @pod IP, a flood leaves RSS bounded, UDP goes on after a cut port-forward', async (t) => {
   t.true(hasDig(), 'dig is missing: apt-get install bind9-dnsutils');
   const stateDir = process.env.KTLAB_DIR ?? join(REPO, '.lab');
   const laptop = `kt-udp-${randomBytes(3).toString('hex')}`;
@@ -92,6 +105,13 @@ test.serial('TUN mode: echo 1/1400/8000 bytes, 1000 in flight in order, dig @pod
   t.true(peak - before <= FLOOD_RSS_BOUND, `RSS grew by ${((peak - before) / 2 ** 20).toFixed(1)} MiB`);
   // Still carrying after the flood.
   t.deepEqual(await client('echo', 0, '1400'), { ok: [true] });
+
+  // The tunnel drops (the lab cuts the port-forward) and comes back: UDP goes on over the new
+  // connection (the echo client sends its first datagram again until answered, up to 10 s).
+  const reconnectsBefore = (child.log().match(/reconnected to/g) ?? []).length;
+  await cutPortForwards();
+  await child.waitFor(new RegExp(`(?:reconnected to[\\s\\S]*){${reconnectsBefore + 1}}`), 30_000);
+  t.deepEqual(await client('echo', 0, '1,8000'), { ok: [true, true] });
 
   await child.stop(t);
   t.deepEqual(await ktctlObjects(ns), []);
