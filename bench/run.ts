@@ -18,6 +18,8 @@
  *   lab pod -> ktctl exchange -> laptop  the reverse direction: a client pod in the lab downloads
  *                         from / uploads to a server on this machine through an exchanged service
  *                         (beside the same pod talking to the service's own pods)
+ *   udp-rtt               UDP echo round trips (p50/p99) and datagrams/s, laptop -> ktctl TUN -> pod,
+ *                         beside pod -> pod in the lab (bench/udp-rtt.ts)
  *   mesh router           HTTP request latency (keep-alive) from a pod through `ktctl mesh`'s router,
  *                         marked (-> laptop) and unmarked (-> original pods), beside exchange
  *   start-up              `ktctl connect --mode socks` to the first answer through its proxy, in the
@@ -51,6 +53,7 @@ import { best, kubeRows, type KubeRow } from './kube-connect.js';
 import { meshRows } from './mesh.js';
 import { startupRows } from './startup.js';
 import { benchPortForward } from './lab-portforward.js';
+import { udpRows } from './udp-rtt.js';
 import { printWanTable, wanKubeRows, wanViaRows, type WanRow } from './wan.js';
 import { resumeDetail, resumeLabRows, resumeNetnsRows } from './resume.js';
 
@@ -346,7 +349,7 @@ async function main(): Promise<void> {
 
   // Rows that need the lab: the forward path through the port-forward, and the reverse direction
   // (cluster -> laptop through exchange, and the mesh router's cost).
-  if (want('ktctl-socks-lab') || want('ktctl-exchange-lab') || want('ktctl-mesh') || want('wan') || want('wan-kube') || want('resume-cut-lab') || want('resume-overhead-lab')) {
+  if (want('ktctl-socks-lab') || want('ktctl-exchange-lab') || want('ktctl-mesh') || want('udp-rtt') || want('wan') || want('wan-kube') || want('resume-cut-lab') || want('resume-overhead-lab')) {
     // The lab path: ktctl on this machine, ssh over the lab API server's port-forward to a shadow
     // pod. The bench brings its own lab up (in a state folder of its own) and down again.
     const stateDir = mkdtempSync(join(tmpdir(), 'ktbench-lab-'));
@@ -371,6 +374,8 @@ async function main(): Promise<void> {
     // lab-service-direct and ktctl-exchange-lab); mesh: HTTP request latency through the router.
     if (want('ktctl-exchange-lab')) rows.push(...(await exchangeRows(log)));
     if (want('ktctl-mesh')) rows.push(...(await meshRows(log)));
+    // UDP: round trips and datagrams/s from a laptop through ktctl's TUN to a pod, beside pod -> pod.
+    if (want('udp-rtt')) rows.push(...(await udpRows(log, stateDir)));
     if (want('wan') || want('wan-kube')) wanRows.push(...(await wanKubeRows({ log, labStateDir: stateDir, kubeconfig })));
     if (want('resume-cut-lab') || want('resume-overhead-lab')) rows.push(...(await resumeLabRows(want, BYTES, log)));
   }

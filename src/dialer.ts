@@ -26,6 +26,56 @@ export interface Dialer {
    * and resolves with the answer message. Absent when the far side offers no resolver.
    */
   dnsQuery?(message: Buffer, options?: { signal?: AbortSignal }): Promise<Buffer>;
+
+  /**
+   * UDP to the far side: resolves with a session that carries datagrams, or undefined when the far
+   * side carries none (an OpenSSH server, an older shadow). Absent: no UDP either.
+   */
+  udp?(): Promise<UdpSession | undefined>;
+}
+
+/** Why the far side could not deliver a flow's datagrams (an ICMP error there, or a refusal). */
+export type UdpFailure = 'portUnreachable' | 'hostUnreachable' | 'netUnreachable' | 'fragNeeded' | 'prohibited';
+
+/** What a UDP flow's owner is told. Called from the session's event handlers: must not throw. */
+export interface UdpFlowHandler {
+  /** One datagram from the flow's destination (the buffer is the handler's to keep). */
+  message(payload: Buffer): void;
+  /** The far side reported `failure` for this flow; `mtu` is the next-hop MTU for 'fragNeeded', else 0. */
+  error(failure: UdpFailure, mtu: number): void;
+}
+
+/** One flow: datagrams from one local endpoint to one destination, and their replies. */
+export interface UdpFlow {
+  /**
+   * Sends one datagram (at most 65,507 bytes). False when it was dropped (the session's queue is
+   * full, or the flow is closed): UDP may lose datagrams, and a flood must not grow memory.
+   */
+  send(payload: Uint8Array): boolean;
+  /** Ends the flow (the far side frees its socket). Idempotent. */
+  close(): void;
+}
+
+/**
+ * Datagrams to the far side, as flows. A flow's destination is fixed (replies come only from it,
+ * see src/protocol/udp.ts); a host name is resolved on the far side. Survives the tunnel's drops:
+ * a flow whose channel went away is opened again on the next one with its next datagram.
+ */
+export interface UdpSession {
+  open(host: string, port: number, handler: UdpFlowHandler): UdpFlow;
+  /** Counters of the session (datagrams each way, drops). */
+  readonly stats: UdpSessionStats;
+}
+
+export interface UdpSessionStats {
+  flows: number;
+  datagramsOut: number;
+  datagramsIn: number;
+  bytesOut: number;
+  bytesIn: number;
+  /** datagrams dropped on the way out: the channel's queue was full, or the tunnel was down */
+  dropped: number;
+  errors: number;
 }
 
 export interface DialOptions {
@@ -93,6 +143,12 @@ export class PendingDialer implements Dialer {
       if (d.dnsQuery === undefined) throw new DnsQueryError('unsupported', 'the far side offers no resolver');
       return d.dnsQuery(message, options);
     });
+  }
+
+  udp(): Promise<UdpSession | undefined> {
+    const dialer = this.#dialer;
+    if (dialer !== undefined) return dialer.udp?.() ?? Promise.resolve(undefined);
+    return this.#wait(undefined).then((d) => (typeof d === 'string' ? undefined : (d.udp?.() ?? undefined)));
   }
 
   /** The dialer, or why there is none: failed, gave up after `waitMs`, or the caller's signal aborted. */

@@ -8,7 +8,7 @@
  * is made.
  */
 import type { Duplex } from 'node:stream';
-import type { Dialer } from './dialer.js';
+import type { Dialer, UdpSession } from './dialer.js';
 import type { Undo } from './undo.js';
 
 /** Who connected to a remote forward (ssh's `forwarded-tcpip` details). */
@@ -30,6 +30,8 @@ export interface Tunnel extends Dialer {
   readonly resumeCounts?: { resumed: number; lost: number };
   /** One round trip to the far side, in ms (absent: it cannot tell). */
   ping?(timeoutMs?: number): Promise<number>;
+  /** UDP to the far side (Dialer's `udp`), undefined when it carries none (an OpenSSH server). */
+  udp?(): Promise<UdpSession | undefined>;
 }
 
 export interface Transport {

@@ -103,6 +103,7 @@ export class TunnelMeter {
         return inner.resumeCounts;
       },
       ping: inner.ping ? (timeoutMs?: number) => inner.ping!(timeoutMs) : undefined,
+      udp: inner.udp ? () => inner.udp!() : undefined,
     };
   }
 

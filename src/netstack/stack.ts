@@ -1,8 +1,9 @@
 import { randomFillSync } from 'node:crypto';
 import type { Duplex } from 'node:stream';
-import type { Dialer } from '../dialer.js';
+import type { Dialer, UdpSession } from '../dialer.js';
 import { DialError } from '../errors.js';
 import { PacketBuilder, type TxOffload } from './emit.js';
+import { Ipv4Reassembler } from './fragment.js';
 import { BufferBudget, Flow, type FlowHost } from './flow.js';
 import { FlowTable, flowHash } from './flow-table.js';
 import { seq, seqGt } from './seq.js';
@@ -204,6 +205,11 @@ export interface NetStackOptions {
   resolveDns?: (query: Buffer) => Promise<Buffer>;
   /** Answers ICMP echo to a routed address when this resolves true; without it echo is dropped. */
   probe?: (ip: string) => Promise<boolean>;
+  /**
+   * UDP to routed addresses goes through this session (src/netstack/udp-flows.ts); without it, such
+   * datagrams get ICMP port unreachable (DNS to `dnsAddresses` is answered either way).
+   */
+  udp?: UdpSession;
   /** Monotonic clock in milliseconds (default performance.now). */
   now?: () => number;
   /** The timer behind the clock (default setTimeout, unref'd); tests pass a simulated one with `now`. */
@@ -248,6 +254,14 @@ export interface NetStackStats {
   dnsAnswers: number;
   echoReplies: number;
   portUnreachables: number;
+  /** UDP through the tunnel: flows open now and since start, datagrams each way, ICMP errors passed on */
+  udpFlows: number;
+  udpFlowsOpened: number;
+  udpDatagramsOut: number;
+  udpDatagramsIn: number;
+  udpIcmpErrors: number;
+  /** IPv4 datagrams put back together from fragments */
+  reassembled: number;
 }
 
 const IPV4_QUOTE = 576 - 28;
@@ -270,6 +284,7 @@ export class NetStack {
   private readonly tcpV6: TcpConfig;
   private readonly builder: PacketBuilder;
   private readonly datagrams: DatagramService;
+  private readonly reassembler = new Ipv4Reassembler();
   private readonly issFn: () => number;
   private readonly issPool = new Uint32Array(64);
   private issLeft = 0;
@@ -376,6 +391,7 @@ export class NetStack {
         maxPendingProbes: this.limits.maxPendingProbes,
         icmpErrorsPerSecond: this.limits.icmpErrorsPerSecond,
         probeCacheTtl: 5000,
+        udp: opts.udp,
       },
     );
   }
@@ -444,6 +460,12 @@ export class NetStack {
       dnsAnswers: d.dnsAnswers,
       echoReplies: d.echoReplies,
       portUnreachables: d.portUnreachables,
+      udpFlows: this.datagrams.udpFlows,
+      udpFlowsOpened: d.udpFlowsOpened,
+      udpDatagramsOut: d.udpDatagramsOut,
+      udpDatagramsIn: d.udpDatagramsIn,
+      udpIcmpErrors: d.udpIcmpErrors,
+      reassembled: this.reassembler.reassembled,
     };
   }
 
@@ -499,20 +521,15 @@ export class NetStack {
       // The IPv4 header checksum is always complete, except in a super-segment whose header the
       // kernel may leave for segmentation to fill.
       if (!gso && !p.verifyChecksum()) return this.drop('checksum');
-      if (p.moreFrags || p.fragOffset !== 0) return this.drop('fragment');
-      const hl = p.headerLen;
-      const end = p.totalLen;
-      const l4 = ip.subarray(hl, end);
-      switch (p.protocol) {
-        case IpProtocol.Tcp:
-          return this.tcpInput(ip.subarray(0, end), false, l4, policy);
-        case IpProtocol.Udp:
-          return this.udpInput(ip.subarray(0, end), false, l4, policy);
-        case IpProtocol.Icmp:
-          return this.icmpInput(ip.subarray(0, end), false, l4, policy);
-        default:
-          return this.drop('unsupported');
+      if (p.moreFrags || p.fragOffset !== 0) {
+        // A fragment (a UDP datagram above the MTU): held until its datagram is whole (fragment.ts).
+        const whole = this.reassembler.push(p, this.nowFn());
+        if (typeof whole === 'string') return this.drop(whole);
+        if (whole === undefined) return;
+        // Offloads do not apply to fragments: the kernel summed the whole datagram before cutting it.
+        return this.inputIpv4(Ipv4Packet.newUnchecked(whole), whole, CHECKSUM_FULL);
       }
+      return this.inputIpv4(p, ip, policy);
     }
     if (version === 6) {
       const p = Ipv6Packet.newUnchecked(ip);
@@ -534,6 +551,22 @@ export class NetStack {
       }
     }
     this.drop('malformed');
+  }
+
+  private inputIpv4(p: Ipv4Packet, ip: Buffer, policy: ChecksumPolicy): void {
+    const hl = p.headerLen;
+    const end = p.totalLen;
+    const l4 = ip.subarray(hl, end);
+    switch (p.protocol) {
+      case IpProtocol.Tcp:
+        return this.tcpInput(ip.subarray(0, end), false, l4, policy);
+      case IpProtocol.Udp:
+        return this.udpInput(ip.subarray(0, end), false, l4, policy);
+      case IpProtocol.Icmp:
+        return this.icmpInput(ip.subarray(0, end), false, l4, policy);
+      default:
+        return this.drop('unsupported');
+    }
   }
 
   private pseudo(ip: Buffer, v6: boolean, proto: number, len: number): number {

@@ -1,7 +1,10 @@
 import {
   errorResponse, Flag, flags, HEADER_LENGTH, isWellFormed, Rcode, truncateTo, udpPayloadLimit,
 } from '../protocol/dns.js';
+import type { UdpSession } from '../dialer.js';
 import type { PacketBuilder } from './emit.js';
+import { fragmentIpv4 } from './fragment.js';
+import { UdpFlows, type UdpFlowCounters, type UdpFlowLimits } from './udp-flows.js';
 import type { DropReason } from './wire/error.js';
 import {
   ICMP_HEADER_LEN, IcmpPacket, Icmpv4Unreachable, Icmpv6Unreachable, type IcmpRepr,
@@ -33,9 +36,12 @@ export interface DatagramOptions {
   icmpErrorsPerSecond: number;
   /** How long a probe's answer is reused (ms). */
   probeCacheTtl: number;
+  /** UDP to routed addresses goes through this (udp-flows.ts); without it, port unreachable. */
+  udp?: UdpSession;
+  udpLimits?: Partial<UdpFlowLimits>;
 }
 
-export interface DatagramCounters {
+export interface DatagramCounters extends UdpFlowCounters {
   dnsQueries: number;
   dnsAnswers: number;
   dnsErrors: number;
@@ -57,8 +63,9 @@ interface ProbeEntry {
 
 /**
  * UDP and ICMP for the engine: DNS queries to the configured resolver addresses go to
- * `resolveDns` and are answered from the address and port they were sent to; any other UDP gets
- * an ICMP port unreachable; an ICMP echo request is answered when `probe` says the address is
+ * `resolveDns` and are answered from the address and port they were sent to; any other UDP goes
+ * through the tunnel's UDP session (udp-flows.ts) when there is one, and gets an ICMP port
+ * unreachable otherwise (and when it is sent to ktctl's own DNS address); an ICMP echo request is answered when `probe` says the address is
  * reachable (answers cached for `probeCacheTtl`), and dropped otherwise.
  */
 export class DatagramService {
@@ -70,13 +77,37 @@ export class DatagramService {
   private tokens: number;
   private tokensAt: number;
   private closed = false;
-  readonly counters: DatagramCounters = { dnsQueries: 0, dnsAnswers: 0, dnsErrors: 0, echoReplies: 0, portUnreachables: 0 };
+  private readonly flows: UdpFlows | undefined;
+  private readonly dnsCounters = { dnsQueries: 0, dnsAnswers: 0, dnsErrors: 0, echoReplies: 0, portUnreachables: 0 };
 
   constructor(env: DatagramEnv, opts: DatagramOptions) {
     this.env = env;
     this.opts = opts;
     this.tokens = opts.icmpErrorsPerSecond;
     this.tokensAt = env.now();
+    if (opts.udp !== undefined) {
+      this.flows = new UdpFlows(
+        {
+          sendUdp: (src, dst, srcPort, dstPort, payload) => this.sendUdp(src, dst, srcPort, dstPort, payload),
+          icmpError: (peer, our, quote, code, mtu) => this.icmpError(peer, our, quote, code, mtu),
+          drop: (reason) => env.drop(reason),
+          now: () => env.now(),
+          addrText,
+        },
+        opts.udp,
+        opts.udpLimits,
+      );
+    }
+  }
+
+  get counters(): DatagramCounters {
+    const f = this.flows?.counters;
+    return { ...this.dnsCounters, udpFlowsOpened: f?.udpFlowsOpened ?? 0, udpDatagramsOut: f?.udpDatagramsOut ?? 0, udpDatagramsIn: f?.udpDatagramsIn ?? 0, udpIcmpErrors: f?.udpIcmpErrors ?? 0 };
+  }
+
+  /** UDP flows open now (0 without a UDP session). */
+  get udpFlows(): number {
+    return this.flows?.size ?? 0;
   }
 
   get pendingDnsQueries(): number {
@@ -86,6 +117,7 @@ export class DatagramService {
   close(): void {
     this.closed = true;
     this.probes.clear();
+    this.flows?.close();
   }
 
   /**
@@ -97,7 +129,39 @@ export class DatagramService {
       this.dns(src, dst, repr);
       return;
     }
+    if (this.flows !== undefined && !this.isDnsAddress(dst)) {
+      // Multicast and broadcast are not carried: a flow has one destination and one reply path.
+      if (isUnicast(dst) && isUnicast(src)) this.flows.input(src, dst, repr, ipPacket);
+      else this.env.drop('unsupported');
+      return;
+    }
     this.portUnreachable(src, dst, ipPacket);
+  }
+
+  /**
+   * One UDP datagram to the local side, from `src`:srcPort (a routed address) to `dst`:dstPort.
+   * Over IPv4, a packet longer than the MTU goes as fragments (RFC 791 §2.3; the local kernel
+   * reassembles them); over IPv6 it is dropped ('tooBig': the source fragments there, RFC 8200 §4.5,
+   * and the engine does not).
+   */
+  private sendUdp(src: Buffer, dst: Buffer, srcPort: number, dstPort: number, payload: Buffer): void {
+    const v6 = src.length === 16;
+    const room = 0xffff - (v6 ? 0 : IPV4_HEADER_LEN) - UDP_HEADER_LEN;
+    if (payload.length > room) {
+      this.env.drop('tooBig');
+      return;
+    }
+    const packet = this.env.builder.udp(src, dst, { srcPort, dstPort, payload });
+    const head = this.env.builder.headroom;
+    if (packet.length - head <= this.opts.mtu) {
+      this.env.send(packet);
+      return;
+    }
+    if (v6) {
+      this.env.drop('tooBig');
+      return;
+    }
+    for (const fragment of fragmentIpv4(packet, this.opts.mtu, head)) this.env.send(fragment);
   }
 
   /** One ICMP message (ICMPv4 or ICMPv6 by the address length). */
@@ -205,7 +269,7 @@ export class DatagramService {
       data = data.subarray(0, room);
     }
     const reply: IcmpRepr = { kind: 'echoReply', ident: request.echoIdent, seqNo: request.echoSeqNo, data };
-    if (this.env.send(this.env.builder.icmp(dst, src, reply))) this.counters.echoReplies++;
+    if (this.env.send(this.env.builder.icmp(dst, src, reply))) this.dnsCounters.echoReplies++;
   }
 
   private isDnsAddress(dst: Buffer): boolean {
@@ -219,7 +283,7 @@ export class DatagramService {
       return;
     }
     this.pendingDns++;
-    this.counters.dnsQueries++;
+    this.dnsCounters.dnsQueries++;
     const query = Buffer.from(repr.payload);
     const srcPort = repr.srcPort;
     const resolve = this.opts.resolveDns!;
@@ -234,17 +298,17 @@ export class DatagramService {
         this.pendingDns--;
         if (this.closed) return;
         if (!Buffer.isBuffer(answer)) {
-          this.counters.dnsErrors++;
+          this.dnsCounters.dnsErrors++;
           return;
         }
         const payload = this.fitDns(query, answer, src.length === 16);
         if (payload === null) return;
         const pkt = this.env.builder.udp(dst, src, { srcPort: DNS_PORT, dstPort: srcPort, payload });
-        if (this.env.send(pkt)) this.counters.dnsAnswers++;
+        if (this.env.send(pkt)) this.dnsCounters.dnsAnswers++;
       }),
       () => {
         this.pendingDns--;
-        this.counters.dnsErrors++;
+        this.dnsCounters.dnsErrors++;
       },
     );
   }
@@ -286,7 +350,7 @@ export class DatagramService {
   private portUnreachable(src: Buffer, dst: Buffer, ipPacket: Buffer): void {
     const v6 = src.length === 16;
     this.icmpError(src, dst, ipPacket, v6 ? Icmpv6Unreachable.PortUnreachable : Icmpv4Unreachable.PortUnreachable);
-    this.counters.portUnreachables++;
+    this.dnsCounters.portUnreachables++;
   }
 
   /**
@@ -294,7 +358,7 @@ export class DatagramService {
    * address the packet was sent to. Not for multicast/broadcast or unspecified sources (RFC 1122
    * §3.2.2, RFC 4443 §2.4(e)); rate-limited by a token bucket (RFC 4443 §2.4(f)).
    */
-  icmpError(src: Buffer, dst: Buffer, ipPacket: Buffer, code: number): void {
+  icmpError(src: Buffer, dst: Buffer, ipPacket: Buffer, code: number, mtu?: number): void {
     if (!isUnicast(dst) || !isUnicast(src)) return;
     const now = this.env.now();
     const rate = this.opts.icmpErrorsPerSecond;
@@ -310,7 +374,7 @@ export class DatagramService {
     // much as fits in the minimum IPv6 MTU (1280).
     const limit = Math.min(this.opts.mtu, v6 ? 1280 : 576) - (v6 ? 40 : 20) - 8;
     const quote = ipPacket.subarray(0, Math.max(0, limit));
-    const pkt = this.env.builder.icmp(dst, src, { kind: 'dstUnreachable', code, data: quote });
+    const pkt = this.env.builder.icmp(dst, src, { kind: 'dstUnreachable', code, data: quote, mtu });
     this.env.send(pkt);
   }
 }

@@ -23,6 +23,16 @@ export const SHADOW_PORT = 2222;
  */
 export const DNS_SUBSYSTEM = 'ktctl-dns@ktctl.dev';
 
+/**
+ * SSH subsystem (RFC 4254 §6.5, on a session channel) that carries UDP: one channel per ssh
+ * connection, every flow of it as frames (src/protocol/udp.ts: OPEN names a flow's destination,
+ * DATA is one datagram either way, ERROR an ICMP error for the flow, CLOSE its end). The shadow
+ * sends each flow from a socket of its own, connected to the destination. A server without it
+ * (OpenSSH, a shadow older than this subsystem) refuses the request: the client then knows there is
+ * no UDP beyond DNS.
+ */
+export const UDP_SUBSYSTEM = 'ktctl-udp@ktctl.dev';
+
 /** Environment variables and files through which the shadow gets its keys. */
 export const SHADOW_ENV = {
   /** ssh host private key (OpenSSH or PEM text). */

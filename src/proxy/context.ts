@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { UdpSession } from '../dialer.js';
 import { DialError } from '../errors.js';
 
 export type ProxyProtocol = 'socks5' | 'http-connect' | 'http';
@@ -33,6 +34,8 @@ export interface ProxyContext {
   awaitRequest(client: Socket): void;
   /** Sends a last reply and closes the connection within the linger bound, whatever the client does. */
   refuse(client: Socket, reply: Buffer | string): void;
+  /** The Dialer's UDP session (SOCKS5 UDP ASSOCIATE), undefined when the far side carries no UDP. */
+  udp(): Promise<UdpSession | undefined>;
 }
 
 /** What a tunnel answers its client, in the front end's protocol. */

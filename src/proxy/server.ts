@@ -123,6 +123,7 @@ export class ProxyServer {
       handshakeDone: (client) => this.#disarm(client),
       awaitRequest: (client) => this.#armHandshake(client),
       refuse: (client, reply) => this.#refuse(client, reply),
+      udp: () => this.#dialer.udp?.() ?? Promise.resolve(undefined),
     };
     this.#http = new HttpFrontEnd(this.#context);
   }

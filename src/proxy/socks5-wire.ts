@@ -99,6 +99,16 @@ export function parseRequest(buf: Uint8Array): Parse<SocksRequest> {
   if (buf[0] !== SOCKS_VERSION) return { kind: 'invalid', reason: `request version byte ${buf[0]}` };
   if (buf.length < 4) return INCOMPLETE;
   const command = buf[1]!;
+  const a = parseAddress(buf);
+  if (a.kind !== 'ok') return a;
+  return { kind: 'ok', value: { command, ...a.value }, length: a.length };
+}
+
+/**
+ * ATYP at offset 3, then DST.ADDR and DST.PORT: the same place in a request (§4) and in a UDP
+ * datagram's header (§7). `length` is the offset just past DST.PORT.
+ */
+function parseAddress(buf: Uint8Array): Parse<{ addressType: number; host: string; port: number }> {
   const addressType = buf[3]!;
   let host: string;
   let end: number;
@@ -130,7 +140,41 @@ export function parseRequest(buf: Uint8Array): Parse<SocksRequest> {
       };
   }
   const port = (buf[end]! << 8) | buf[end + 1]!;
-  return { kind: 'ok', value: { command, addressType, host, port }, length: end + 2 };
+  return { kind: 'ok', value: { addressType, host, port }, length: end + 2 };
+}
+
+/** A UDP datagram through the relay: where it goes (or came from) and its data. */
+export interface SocksUdpDatagram {
+  frag: number;
+  addressType: number;
+  host: string;
+  port: number;
+  data: Buffer;
+}
+
+/**
+ * RFC 1928 §7, a UDP request header and its data:
+ * +----+------+------+----------+----------+----------+
+ * |RSV | FRAG | ATYP | DST.ADDR | DST.PORT |   DATA   |
+ * | 2  |  1   |  1   | Variable |    2     | Variable |
+ * Undefined when the header is cut short or names an unknown address type (the datagram is dropped:
+ * UDP has nobody to send a reply code to).
+ */
+export function parseUdpDatagram(buf: Buffer): SocksUdpDatagram | undefined {
+  if (buf.length < 4) return undefined;
+  const a = parseAddress(buf);
+  if (a.kind !== 'ok') return undefined;
+  return { frag: buf[2]!, ...a.value, data: buf.subarray(a.length) };
+}
+
+/** The header of a datagram from `host`:`port` to the client (§7), FRAG 0; a name goes as a name. */
+export function encodeUdpHeader(host: string, port: number): Buffer {
+  const { atyp, addr } = encodeAddress(host);
+  const out = Buffer.alloc(4 + addr.length + 2);
+  out[3] = atyp;
+  addr.copy(out, 4);
+  out.writeUInt16BE(port, 4 + addr.length);
+  return out;
 }
 
 /** RFC 5952 text of 16 address bytes (zero runs compressed by the URL parser's rules). */
@@ -156,19 +200,7 @@ export function encodeMethodSelection(method: number): Buffer {
  * to the client.
  */
 export function encodeReply(code: ReplyCode, bindHost = '0.0.0.0', bindPort = 0): Buffer {
-  let addr: Buffer;
-  let atyp: number;
-  if (isIPv4(bindHost)) {
-    atyp = AddressType.ipv4;
-    addr = Buffer.from(bindHost.split('.').map(Number));
-  } else if (isIPv6(bindHost)) {
-    atyp = AddressType.ipv6;
-    addr = ipv6Bytes(bindHost);
-  } else {
-    atyp = AddressType.domain;
-    const name = Buffer.from(bindHost, 'latin1');
-    addr = Buffer.concat([Buffer.from([name.length]), name]);
-  }
+  const { atyp, addr } = encodeAddress(bindHost);
   const out = Buffer.alloc(4 + addr.length + 2);
   out[0] = SOCKS_VERSION;
   out[1] = code;
@@ -177,6 +209,13 @@ export function encodeReply(code: ReplyCode, bindHost = '0.0.0.0', bindPort = 0)
   addr.copy(out, 4);
   out.writeUInt16BE(bindPort, 4 + addr.length);
   return out;
+}
+
+function encodeAddress(host: string): { atyp: number; addr: Buffer } {
+  if (isIPv4(host)) return { atyp: AddressType.ipv4, addr: Buffer.from(host.split('.').map(Number)) };
+  if (isIPv6(host)) return { atyp: AddressType.ipv6, addr: ipv6Bytes(host) };
+  const name = Buffer.from(host, 'latin1');
+  return { atyp: AddressType.domain, addr: Buffer.concat([Buffer.from([name.length]), name]) };
 }
 
 function ipv6Bytes(text: string): Buffer {

@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { DialError, type DialFailure } from '../errors.js';
 import type { ProxyContext } from './context.js';
+import { serveUdpAssociate } from './socks5-udp.js';
 import {
   Command,
   MAX_GREETING,
@@ -39,7 +40,8 @@ export function replyForError(err: unknown): ReplyCode {
 }
 
 /**
- * Serves one SOCKS5 client: no-auth method selection, one CONNECT request, then a raw tunnel.
+ * Serves one SOCKS5 client: no-auth method selection, one CONNECT request, then a raw tunnel; or a
+ * UDP ASSOCIATE request, then a UDP relay for as long as the connection lasts (socks5-udp.ts).
  * The socket may hold bytes that were read and unshifted by the sniffer; it is read in paused
  * mode and bytes beyond the request are unshifted, so the tunnel (src/proxy/tunnel.ts) gets them.
  * The server's handshake deadline runs from accept until the request is parsed.
@@ -90,9 +92,17 @@ export function serveSocks5(socket: Socket, ctx: ProxyContext): void {
     readMessage(parseRequest, MAX_REQUEST, (request) => {
       if (request.kind !== 'ok') return fail(`bad SOCKS5 request: ${reason(request)}`, replyOf(request));
       const { command, host, port } = request.value;
+      if (command === Command.udpAssociate) {
+        ctx.handshakeDone(socket);
+        const serve = (session: Awaited<ReturnType<ProxyContext['udp']>>): void => {
+          if (!socket.destroyed) serveUdpAssociate(socket, ctx, request.value, session);
+        };
+        ctx.udp().then(serve, () => serve(undefined));
+        return;
+      }
       if (command !== Command.connect) {
-        // RFC 1928 §6: X'07' Command not supported (BIND and UDP ASSOCIATE are not served).
-        return fail(`SOCKS5 command ${command} not supported (only CONNECT)`, Reply.commandNotSupported);
+        // RFC 1928 §6: X'07' Command not supported (BIND is not served).
+        return fail(`SOCKS5 command ${command} not supported (only CONNECT and UDP ASSOCIATE)`, Reply.commandNotSupported);
       }
       ctx.handshakeDone(socket);
       ctx.tunnel(socket, 'socks5', host, port, { succeeded: encodeReply(Reply.succeeded), failed: (err) => encodeReply(replyForError(err)) });

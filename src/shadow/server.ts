@@ -21,6 +21,7 @@ import {
   RESUME_SUBSYSTEM,
   SHADOW_IDENT,
   SHADOW_PORT,
+  UDP_SUBSYSTEM,
   frameDnsMessage,
   parseAttachOrigin,
   parseMeshBindAddress,
@@ -34,6 +35,7 @@ import { UpstreamResolver, type UpstreamResolverOptions } from './resolver.js';
 import { ShadowResume } from './resume.js';
 import type { MeshRouter, RouteStream } from './router.js';
 import { spliceChannel } from './splice.js';
+import { UdpRelay } from './udp.js';
 
 const { Server: SshServer, utils } = ssh2;
 
@@ -112,6 +114,8 @@ export class ShadowServer {
   readonly #rawSockets = new Set<Socket>();
   readonly #clients = new Set<ClientState>();
   readonly #resume: ShadowResume;
+  /** UDP_SUBSYSTEM: one channel per ssh connection carries all its flows (src/shadow/udp.ts). */
+  readonly #udp = new WeakMap<ClientState, UdpRelay>();
   #nextClientId = 1;
   #closing: Promise<void> | undefined;
 
@@ -575,6 +579,16 @@ export class ShadowServer {
       if (info.name === RESUME_SUBSYSTEM) {
         const channel = accept();
         if (channel !== undefined) this.#resume.control(client, channel);
+        return;
+      }
+      if (info.name === UDP_SUBSYSTEM) {
+        const open = this.#udp.get(client);
+        if (client.closed || (open !== undefined && !open.closed)) return reject();
+        const channel = accept();
+        if (channel === undefined) return;
+        const relay = new UdpRelay(channel, { log: this.#log, client: client.id });
+        this.#udp.set(client, relay);
+        client.conn.once('close', () => relay.close());
         return;
       }
       if (info.name !== DNS_SUBSYSTEM) {

@@ -1,10 +1,11 @@
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
-import { DIAL_WAIT_MS, type DialOptions, type Dialer } from '../dialer.js';
+import { DIAL_WAIT_MS, type DialOptions, type Dialer, type UdpSession } from '../dialer.js';
 import { AuthError, DialError, DnsQueryError, HostKeyError, InputFileError, TunnelClosedError, type KtctlError } from '../errors.js';
 import type { ResumeLimits } from '../protocol/index.js';
 import { ResumeClient, type ResumeCounts } from './resume.js';
 import type { ForwardHandler, SshTunnel } from './tunnel.js';
+import { TunnelUdpSession } from './udp.js';
 
 export interface ReconnectingTunnelOptions {
   /**
@@ -69,6 +70,7 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
   #retryTimer: NodeJS.Timeout | undefined;
   readonly #forwards = new Set<Forward>();
   #reconnects = 0;
+  #udp: Promise<UdpSession | undefined> | undefined;
 
   constructor(options: ReconnectingTunnelOptions) {
     super();
@@ -257,6 +259,24 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
     const tunnel = await this.#waitUp(options.signal);
     if (!tunnel) throw new DnsQueryError('tunnel', `the tunnel to ${this.#options.label} is down`);
     return tunnel.dnsQuery(message, options);
+  }
+
+  /**
+   * UDP over whichever tunnel is up: one session whose flows open again on the next tunnel's
+   * channel after a drop. Undefined when the first tunnel's server has no UDP subsystem.
+   */
+  udp(): Promise<UdpSession | undefined> {
+    this.#udp ??= (async () => {
+      const tunnel = await this.#waitUp(undefined);
+      const first = await tunnel?.udpChannel();
+      if (first === undefined) {
+        // Refused: no UDP for this run. Down meanwhile: ask again next time.
+        if (tunnel === undefined || !tunnel.udpUnsupported) this.#udp = undefined;
+        return undefined;
+      }
+      return new TunnelUdpSession(async () => this.#tunnel?.udpChannel(), first);
+    })();
+    return this.#udp;
   }
 
   /** A remote forward that is asked for again on every new tunnel. */

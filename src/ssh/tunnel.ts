@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import type { Duplex } from 'node:stream';
 import ssh2 from 'ssh2';
 import type { CipherAlgorithm, ClientChannel, ServerHostKeyAlgorithm, ConnectConfig, TcpConnectionDetails } from 'ssh2';
-import type { DialOptions, Dialer } from '../dialer.js';
+import type { DialOptions, Dialer, UdpSession } from '../dialer.js';
 import {
   AuthError,
   ConnectError,
@@ -15,8 +15,9 @@ import {
   TunnelClosedError,
   type DialFailure,
 } from '../errors.js';
-import { DNS_SUBSYSTEM, OPEN_FAILURE_TEXT } from '../protocol/index.js';
+import { DNS_SUBSYSTEM, OPEN_FAILURE_TEXT, UDP_SUBSYSTEM } from '../protocol/index.js';
 import { DnsMultiplexer } from './dns.js';
+import { TunnelUdpSession, UdpChannel } from './udp.js';
 import { checkKnownHosts, fingerprint, hostKeyAlgorithmsFor, knownKeyTypes, parsePublicKeyLine, blobType } from './hostkey.js';
 
 const { Client, utils } = ssh2;
@@ -69,7 +70,7 @@ export const CIPHERS: CipherAlgorithm[] = ['aes128-gcm@openssh.com', 'chacha20-p
 
 /** What the tunnel reports through its `'event'` event (nothing is printed by the library). */
 export interface TunnelEvent {
-  type: 'connected' | 'dial-failed' | 'forward' | 'unforward' | 'dns' | 'keepalive-timeout' | 'closed' | 'debug';
+  type: 'connected' | 'dial-failed' | 'forward' | 'unforward' | 'dns' | 'udp' | 'keepalive-timeout' | 'closed' | 'debug';
   message: string;
 }
 
@@ -117,6 +118,9 @@ export class SshTunnel extends EventEmitter implements Dialer {
   readonly #forwards = new Map<string, ForwardHandler>();
   #dns: Promise<DnsMultiplexer> | undefined;
   #noDnsSubsystem = false;
+  #udp: Promise<UdpChannel | undefined> | undefined;
+  #udpSession: TunnelUdpSession | undefined;
+  #noUdpSubsystem = false;
   #closeEmitted = false;
   #cipher = '';
 
@@ -585,6 +589,60 @@ export class SshTunnel extends EventEmitter implements Dialer {
         resolve(undefined);
       }
     });
+  }
+
+  /**
+   * UDP through UDP_SUBSYSTEM (src/ssh/udp.ts): one session per tunnel, its flows on one channel
+   * (opened again when it closes); undefined when the server has no such subsystem (OpenSSH, an
+   * older shadow) or the tunnel is not connected.
+   */
+  async udp(): Promise<UdpSession | undefined> {
+    if (this.#udpSession !== undefined) return this.#udpSession;
+    const first = await this.udpChannel();
+    if (first === undefined) return undefined;
+    this.#udpSession ??= new TunnelUdpSession(() => this.udpChannel(), first);
+    return this.#udpSession;
+  }
+
+  /** True once the server refused UDP_SUBSYSTEM. */
+  get udpUnsupported(): boolean {
+    return this.#noUdpSubsystem;
+  }
+
+  /** The UDP_SUBSYSTEM channel, opened on first use and again after it closed; undefined when refused or not connected. */
+  udpChannel(): Promise<UdpChannel | undefined> {
+    const current = this.#udp;
+    if (current !== undefined) return current.then((ch) => (ch?.open === true ? ch : this.#udp === current ? this.#openUdp() : this.udpChannel()));
+    return this.#openUdp();
+  }
+
+  #openUdp(): Promise<UdpChannel | undefined> {
+    const client = this.#client;
+    const attempt =
+      client === undefined || this.#state !== 'ready' || this.#noUdpSubsystem
+        ? Promise.resolve(undefined)
+        : new Promise<UdpChannel | undefined>((resolve) => {
+            try {
+              client.subsys(UDP_SUBSYSTEM, (err, ch) => {
+                if (err !== undefined) {
+                  // Refused while connected: the server has no UDP; refused as the tunnel went down: try again later.
+                  if (this.#state === 'ready') {
+                    this.#noUdpSubsystem = true;
+                    this.#event('udp', `${this.#label} has no ${UDP_SUBSYSTEM} subsystem: no UDP beyond DNS`);
+                  }
+                  resolve(undefined);
+                  return;
+                }
+                this.#track(ch);
+                this.#event('udp', `UDP through the ${UDP_SUBSYSTEM} subsystem of ${this.#label}`);
+                resolve(new UdpChannel(ch));
+              });
+            } catch {
+              resolve(undefined);
+            }
+          });
+    this.#udp = attempt;
+    return attempt;
   }
 
   /**

@@ -50,11 +50,14 @@ export interface InterfaceConfig {
   addresses?: readonly string[];
   /** bring the link up (default true) */
   up?: boolean;
+  /** the device's transmit queue length (`ip link set ... txqueuelen`): for a TUN, how many packets wait for the reader */
+  txQueueLen?: number;
 }
 
 /** MTU, addresses and link state in one call. */
 export async function configureInterface(dev: string, config: InterfaceConfig): Promise<void> {
   if (config.mtu !== undefined) await setMtu(dev, config.mtu);
+  if (config.txQueueLen !== undefined) await ip(['link', 'set', 'dev', dev, 'txqueuelen', String(config.txQueueLen)]);
   for (const a of config.addresses ?? []) await addAddress(dev, a);
   if (config.up ?? true) await setLinkUp(dev);
 }

@@ -27,6 +27,14 @@ import { pickLinkAddresses, refuseTakenName, TUN_MTU } from './link.js';
 import { KeptOutNotice, neverRouted, pinnedNames, resolveOwnHosts, type ResolvedHost } from './own-hosts.js';
 
 
+/**
+ * Packets the kernel holds for ktctl to read (the TUN's txqueuelen; the kernel's default for a TUN
+ * is 500). TCP never comes near it (its windows pace it), but one UDP sender's burst does: a
+ * thousand datagrams written at once lost half of them at 500. The queue only holds what senders
+ * already wrote (their socket buffers are charged for it), so a longer one costs no memory at rest.
+ */
+const TUN_TX_QUEUE_LEN = 2048;
+
 /** How often `--debug` prints the engine's counters. */
 const STATS_INTERVAL_MS = 2000;
 
@@ -52,6 +60,7 @@ function describeStats(s: NetStackStats, device: TunDevice): string {
   const rss = process.memoryUsage.rss();
   return `tun: flows=${s.flows} dialing=${s.pendingDials} opened=${s.flowsOpened} closed=${s.flowsClosed} buffered=${s.bytesBuffered} ` +
     `in=${s.packetsIn}/${s.bytesIn}B out=${s.packetsOut}/${s.bytesOut}B retransmits=${s.tcp.retransmits} dns=${s.dnsQueries}/${s.dnsAnswers} ` +
+    `udp=${s.udpFlows}/${s.udpFlowsOpened} flows ${s.udpDatagramsOut}/${s.udpDatagramsIn} datagrams ` +
     `writeDropped=${device.stats.writeDropped} rss=${(rss / (1 << 20)).toFixed(1)}MiB${drops ? ` dropped: ${drops}` : ''}`;
 }
 
@@ -110,7 +119,7 @@ export async function serveTun(o: TunFrontEndOptions, transport: Transport): Pro
     await late.close();
     if (!device.closed) await deleteRoutes(device.name, finalRoutes);
   });
-  await configureInterface(device.name, { addresses, up: true });
+  await configureInterface(device.name, { addresses, up: true, txQueueLen: TUN_TX_QUEUE_LEN });
   await addRoutes(device.name, finalRoutes);
 
   // --- the packet engine
@@ -138,8 +147,14 @@ export async function serveTun(o: TunFrontEndOptions, transport: Transport): Pro
     const tunnel = transport.tunnel;
     resolveDns = async (query) => pinned.answer(query) ?? (await tunnel.dnsQuery(query, { signal: AbortSignal.timeout(5000) }));
   }
+  // UDP beyond DNS: through the far side's UDP subsystem when it has one (src/netstack/udp-flows.ts).
+  const udp = await transport.tunnel.udp?.();
+  if (udp === undefined) {
+    o.log(`UDP beyond DNS is not carried: ${transport.label} has no ktctl UDP subsystem (an SSH server that is not ktctl's shadow, or an older shadow); such datagrams get ICMP port unreachable`);
+  }
   const stack = new NetStack({
     dialer: transport.tunnel,
+    udp,
     mtu: TUN_MTU,
     offload: device.offload,
     emit: (packet) => device.write(packet) > 0,

@@ -6,7 +6,8 @@ export type DropReason =
   | 'truncated' // shorter than a header or than its own length fields say
   | 'malformed' // a field holds an impossible value (bad version, header length, option)
   | 'checksum' // the checksum does not verify
-  | 'fragment' // an IP fragment (we do not reassemble)
+  | 'fragment' // an IPv6 fragment (only IPv4 is reassembled, src/netstack/fragment.ts)
+  | 'fragLimit' // an IPv4 fragment beyond the reassembly bounds (the datagram is discarded)
   | 'unsupported' // a protocol or extension header we do not handle
   | 'badFlags' // an illegal TCP flag combination
   | 'noFlow' // a segment for no known flow (answered with RST where RFC 9293 says so)
@@ -22,12 +23,13 @@ export type DropReason =
   | 'emitFailed' // the device refused a packet we wanted to send
   | 'tooBig' // a reply that would not fit in the link MTU and may not be shortened (we never fragment)
   | 'dnsMalformed' // a resolver's answer whose sections run past its end: SERVFAIL sent instead
+  | 'udpDropped' // a datagram the tunnel's UDP session did not take (its queue full, the tunnel down)
   | 'internal'; // a bug: an exception caught at the boundary of input()
 
 export const DROP_REASONS: readonly DropReason[] = [
-  'truncated', 'malformed', 'checksum', 'fragment', 'unsupported', 'badFlags', 'noFlow', 'outOfWindow',
+  'truncated', 'malformed', 'checksum', 'fragment', 'fragLimit', 'unsupported', 'badFlags', 'noFlow', 'outOfWindow',
   'synFlood', 'flowLimit', 'memoryLimit', 'oooFull', 'dnsLimit', 'probeLimit', 'icmpRateLimit',
-  'unreachable', 'emitFailed', 'tooBig', 'dnsMalformed', 'internal',
+  'unreachable', 'emitFailed', 'tooBig', 'dnsMalformed', 'udpDropped', 'internal',
 ];
 
 /** Thrown only by the checked constructors (`newChecked`) and `Repr.parse` helpers for callers that prefer exceptions. */

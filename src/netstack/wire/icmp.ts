@@ -11,10 +11,10 @@ export const ICMP_HEADER_LEN = 8;
 
 export const Icmpv4Type = { EchoReply: 0, DstUnreachable: 3, EchoRequest: 8 } as const;
 /** RFC 792 destination unreachable codes (+ RFC 1812 §5.2.7.1 code 13). */
-export const Icmpv4Unreachable = { HostUnreachable: 1, PortUnreachable: 3, AdminProhibited: 13 } as const;
+export const Icmpv4Unreachable = { NetUnreachable: 0, HostUnreachable: 1, PortUnreachable: 3, FragNeeded: 4, AdminProhibited: 13 } as const;
 export const Icmpv6Type = { DstUnreachable: 1, EchoRequest: 128, EchoReply: 129 } as const;
 /** RFC 4443 §3.1 codes. */
-export const Icmpv6Unreachable = { AdminProhibited: 1, AddressUnreachable: 3, PortUnreachable: 4 } as const;
+export const Icmpv6Unreachable = { NoRoute: 0, AdminProhibited: 1, AddressUnreachable: 3, PortUnreachable: 4 } as const;
 
 /** A view of an ICMPv4 or ICMPv6 message; after `checkLen()` returned null the 8-byte header is readable. */
 export class IcmpPacket {
@@ -98,7 +98,7 @@ export class IcmpPacket {
 /** The ICMP messages we understand; everything else parses to 'unsupported'. */
 export type IcmpRepr =
   | { kind: 'echoRequest' | 'echoReply'; ident: number; seqNo: number; data: Buffer }
-  | { kind: 'dstUnreachable'; code: number; data: Buffer };
+  | { kind: 'dstUnreachable'; code: number; data: Buffer; /** ICMPv4 code 4: the next-hop MTU (RFC 1191 §4) */ mtu?: number };
 
 function types(v6: boolean): { req: number; rep: number; unr: number } {
   return v6
@@ -130,6 +130,8 @@ export const IcmpRepr = {
       packet.msgType = t.unr;
       packet.msgCode = repr.code;
       packet.clearUnused();
+      // RFC 1191 §4: "Next-Hop MTU" in the low-order 16 bits of the unused field.
+      if (repr.mtu !== undefined) packet.buffer.writeUInt16BE(repr.mtu & 0xffff, 6);
     } else {
       packet.msgType = repr.kind === 'echoRequest' ? t.req : t.rep;
       packet.msgCode = 0;
