@@ -68,8 +68,17 @@ export const RESUME_DEFAULTS: ResumeLimits = { windowMs: 60_000, streamBytes: 4 
 /** What the shadow accepts at most, whatever a client asks for. */
 export const RESUME_MAX: ResumeLimits = { windowMs: 15 * 60_000, streamBytes: 64 << 20, totalBytes: 1 << 30 };
 
-/** Acknowledge after this many received bytes, or ACK_DELAY_MS after the first unacknowledged one. */
-export const ACK_EVERY = 256 << 10;
+/**
+ * Acknowledge after this many received bytes (or a quarter of the stream bound, when smaller: the
+ * sender must never wait long for room), or ACK_DELAY_MS after the first unacknowledged one.
+ * Measured (bench/resume.ts): every ACK is an ssh packet of its own to encrypt and send, so fewer is cheaper.
+ */
+export const ACK_EVERY = 1 << 20;
+
+/** The ACK step for a stream bound. */
+export function ackEvery(streamBytes: number): number {
+  return Math.min(ACK_EVERY, Math.max(16 << 10, streamBytes >> 2));
+}
 export const ACK_DELAY_MS = 5;
 
 /** A writer that ignores backpressure and pushes this many times the stream bound is cut off. */
@@ -268,10 +277,13 @@ export class ControlWriter {
     this.#timer = undefined;
     const channel = this.channel;
     if (channel !== undefined) {
+      // One write for all of them: one ssh packet, not one per stream.
+      const frames: Buffer[] = [];
       for (const s of this.#dirty) {
         const ack = s.takeAck();
-        if (ack !== undefined) channel.write(encodeFrame({ type: 'ack', id: s.id, ...ack }));
+        if (ack !== undefined) frames.push(encodeFrame({ type: 'ack', id: s.id, ...ack }));
       }
+      if (frames.length > 0) channel.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames));
     }
     this.#dirty.clear();
   }
@@ -349,6 +361,7 @@ export class ResumableStream extends Duplex {
   #readWanted = true;
   #state: 'open' | 'done' | 'reset' = 'open';
   readonly #host: StreamHost;
+  readonly #ackEvery: number;
 
   /** Writers must not reuse a chunk after its callback: the stream keeps it (src/dialer.ts). */
   readonly retainsWrites = true;
@@ -360,6 +373,7 @@ export class ResumableStream extends Duplex {
     // Not autoDestroy: both sides ending is not the end here, the peer's confirmation of our FIN is.
     super({ allowHalfOpen: true, autoDestroy: false, highWaterMark: 64 << 10 });
     this.#host = host;
+    this.#ackEvery = ackEvery(host.streamBytes);
   }
 
   get attached(): boolean {
@@ -498,7 +512,7 @@ export class ResumableStream extends Duplex {
     if (channel !== this.#channel || this.#state !== 'open') return;
     if (this.#peerFin) return; // nothing comes after a FIN; a confused peer's bytes are not ours
     this.#received += chunk.length;
-    this.#host.ackSoon(this, this.#received - this.#acked >= ACK_EVERY);
+    this.#host.ackSoon(this, this.#received - this.#acked >= this.#ackEvery);
     if (!this.push(chunk)) {
       this.#readWanted = false;
       channel.pause();

@@ -15,7 +15,7 @@ export interface ReconnectingTunnelOptions {
   connect: (signal: AbortSignal) => Promise<SshTunnel>;
   /** What the tunnel leads to, for log lines ("root@198.18.0.9:22", "shadow pod default/ktctl-x"). */
   label: string;
-  /** Back-off between attempts: starts at `initialDelayMs`, doubles up to `maxDelayMs`. */
+  /** Back-off between attempts after the first, which is made at once: starts at `initialDelayMs`, doubles up to `maxDelayMs`. */
   initialDelayMs?: number;
   maxDelayMs?: number;
   /** How long a dial waits for a dropped tunnel to come back before failing with reason 'tunnel' (default DIAL_WAIT_MS). */
@@ -159,7 +159,14 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
     for (const f of this.#forwards) f.cancel = undefined;
     this.#resume?.detachAll();
     this.emit('log', `the tunnel to ${this.#options.label} dropped (${error?.message ?? 'closed by the server'}); reconnecting`);
-    this.#retry(this.#options.initialDelayMs, 1);
+    // The first attempt at once: a cut transport (the commonest drop) is back within a round trip,
+    // and open streams wait for it (the resume layer); the back-off starts with the second.
+    this.#retry(0, 1);
+  }
+
+  /** The delay after one of `delay`: doubled, at least initialDelayMs, at most maxDelayMs. */
+  #next(delay: number): number {
+    return Math.min(Math.max(delay * 2, this.#options.initialDelayMs), this.#options.maxDelayMs);
   }
 
   #retry(delay: number, attempt: number): void {
@@ -185,7 +192,7 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
       if (attempt === 1 || attempt % 10 === 0) {
         this.emit('log', `still reconnecting to ${this.#options.label} (attempt ${attempt}: ${(error as Error).message})`);
       }
-      this.#retry(Math.min(delay * 2, this.#options.maxDelayMs), attempt + 1);
+      this.#retry(this.#next(delay), attempt + 1);
       return;
     }
     if (this.#closed) {
@@ -203,7 +210,7 @@ export class ReconnectingTunnel extends EventEmitter implements Dialer {
       // The far side refused a forward it accepted before (its port is taken now): try again later.
       this.emit('log', `reconnected to ${this.#options.label}, but a remote forward failed (${(error as Error).message}); retrying`);
       void tunnel.close();
-      this.#retry(Math.min(delay * 2, this.#options.maxDelayMs), attempt + 1);
+      this.#retry(this.#next(delay), attempt + 1);
       return;
     }
     this.emit('log', `reconnected to ${this.#options.label}`);
