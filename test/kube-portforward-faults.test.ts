@@ -8,7 +8,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { execFile } from 'node:child_process';
 import { request, type LabEndpoint } from './lab/api/client.js';
-import { fileNamespace, kubeConfig } from './lab/fixture.js';
+import { endpointOf, fileNamespace } from './lab/fixture.js';
 import { ktctlObjects, labKtctl, type CliRun } from './helpers/ktctl.js';
 import { deployEcho } from './helpers/lab-echo.js';
 
@@ -20,13 +20,7 @@ test.before(async () => {
   echoPod = (await deployEcho(ns, { echo: [{ port: 80, targetPort: 8080, name: 'http' }] })).metadata!.name!;
 });
 
-function admin(): LabEndpoint {
-  const kc = kubeConfig();
-  const cluster = kc.getCurrentCluster();
-  const user = kc.getCurrentUser();
-  if (!cluster?.caData || !user?.token) throw new Error('the lab kubeconfig lacks CA data or a token');
-  return { server: cluster.server, ca: Buffer.from(cluster.caData, 'base64'), token: user.token };
-}
+const admin = (): LabEndpoint => endpointOf();
 
 /** The lab runtime's port-forward settings for this file's namespace, put back when the test ends. */
 async function runtime(t: ExecutionContext, body: { idleTimeoutMs?: number; refuseProtocols?: string[] }): Promise<void> {

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import WebSocket from 'ws';
 import { request, type LabEndpoint } from './lab/api/client.js';
 import { CoreV1Api } from '@kubernetes/client-node';
-import { fileNamespace, freezeShadow, kubeConfig, labExec, thawShadow, waitForReadyPods } from './lab/fixture.js';
+import { endpointOf, fileNamespace, freezeShadow, kubeConfig, labExec, thawShadow, waitForReadyPods } from './lab/fixture.js';
 import { createLabNet } from './lab/net/index.js';
 import { closeServer, ktctlObjects, labKtctl, laptopServer, MANAGED, type CliRun } from './helpers/ktctl.js';
 import { deployEcho } from './helpers/lab-echo.js';
@@ -32,13 +32,7 @@ test.before(async () => {
   echoPod = (await deployEcho(ns, { echo: [{ port: 80, targetPort: 8080, name: 'http' }] })).metadata!.name!;
 });
 
-function admin(): LabEndpoint {
-  const kc = kubeConfig();
-  const cluster = kc.getCurrentCluster();
-  const user = kc.getCurrentUser();
-  if (!cluster?.caData || !user?.token) throw new Error('the lab kubeconfig lacks CA data or a token');
-  return { server: cluster.server, ca: Buffer.from(cluster.caData, 'base64'), token: user.token };
-}
+const admin = (): LabEndpoint => endpointOf();
 
 /** The lab closes every port-forward stream to this namespace's pods, as a dropped connection would. */
 async function cut(): Promise<void> {

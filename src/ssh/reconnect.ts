@@ -53,8 +53,10 @@ const defaultFatal = (e: unknown): boolean => e instanceof HostKeyError || e ins
  * A `Dialer` that outlives its ssh connections: when the tunnel drops (keepalive timeout, the
  * transport closed, the shadow restarted) it connects again with back-off, re-asks for every remote
  * forward, and holds new dials until the tunnel is back (KT Connect's users had to restart it
- * after every port-forward drop). Streams that were open when the tunnel died end with an error;
- * new ones succeed as soon as the far side is reachable again.
+ * after every port-forward drop). With the resume layer (a shadow of protocol 2 and `resume`
+ * limits: src/ssh/resume.ts) the streams that were open go on after the reconnect; without it
+ * (OpenSSH, an older shadow, a window of 0) they end with an error. New ones succeed as soon as the
+ * far side is reachable again.
  */
 export class ReconnectingTunnel extends EventEmitter implements Dialer {
   readonly #options: Required<Omit<ReconnectingTunnelOptions, 'isFatal' | 'resume' | 'debug'>> & { isFatal: (e: unknown) => boolean };

@@ -46,7 +46,8 @@ export function kubeConfig(context: LabContext = 'admin'): KubeConfig {
   return kc;
 }
 
-function endpointOf(kc: KubeConfig): LabEndpoint {
+/** The lab's own API (faults, switches) as `kc`'s user, by default the admin. */
+export function endpointOf(kc: KubeConfig = kubeConfig()): LabEndpoint {
   const cluster = kc.getCurrentCluster();
   const user = kc.getCurrentUser();
   if (!cluster?.caData || !user?.token) throw new Error('the lab kubeconfig lacks CA data or a token');
