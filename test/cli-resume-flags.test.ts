@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { CLI, errorSentence } from './helpers/cli-process.js';
 
 const cases: Array<[string[], RegExp]> = [
-  [['--resumeWindow=-1'], /^ktctl: --resumeWindow takes a number of seconds, 0 or more \(got "-1"\)$/],
+  [['--resumeWindow', '1e999'], /^ktctl: --resumeWindow takes a number of seconds, 0 or more \(got "1e999"\)$/],
   [['--resumeWindow', 'soon'], /^ktctl: --resumeWindow takes a number of seconds, 0 or more \(got "soon"\)$/],
   [['--resumeBuffer', '3X'], /^ktctl: --resumeBuffer takes a size between 64K and 64M, like 4M or 512K \(got "3X"\)$/],
   [['--resumeBuffer', '1K'], /^ktctl: --resumeBuffer takes a size between 64K and 64M, like 4M or 512K \(got "1K"\)$/],
